@@ -1,0 +1,43 @@
+# logd: `make run` starts the server (dev mode, zero config); `make test` checks everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: install run test lint typecheck unit proto proto-check bench clean
+
+install: $(STAMP)
+
+# Re-installs when the dependency list changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "logd needs Python 3.11 or newer: $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/logd serve --udp-addr 127.0.0.1:6102 --http-addr 127.0.0.1:6101
+
+lint: install
+	$(BIN)/ruff check service rotation_lambda infra tests
+	$(BIN)/ruff format --check service rotation_lambda infra tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+# Regenerate the protobuf code (committed; tests/test_proto_fresh.py fails when it is stale).
+proto: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=service/logd/_pb --mypy_out=service/logd/_pb proto/logd.proto
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""Event vocabulary shared by the server and the clients: level and method names,
+times, and the JSON shape of an event (HTTP_API.md). Pure and protobuf-only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from logd._pb.logd_pb2 import HttpMethod, Lvl, Msg
+
+LEVEL_NAMES: dict[int, str] = {v: k for k, v in Lvl.items() if v}  # 1 -> "TRACE" ... 6 -> "FATAL"
+LEVEL_VALUES: dict[str, int] = {name: value for value, name in LEVEL_NAMES.items()}
+METHOD_NAMES: dict[int, str] = {v: k for k, v in HttpMethod.items() if v}
+METHOD_VALUES: dict[str, int] = {name: value for value, name in METHOD_NAMES.items()}
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def format_time(t_ns: int) -> str:
+    """RFC 3339 in UTC with nanoseconds: 2026-11-29T21:56:54.123456789Z."""
+    seconds, nanos = divmod(t_ns, 1_000_000_000)
+    stamp = (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def msg_time_ns(msg: Msg) -> int:
+    return msg.t.seconds * 1_000_000_000 + msg.t.nanos
+
+
+def msg_to_json(msg: Msg) -> dict[str, Any]:
+    """The event object of HTTP_API.md; empty fields are left out."""
+    out: dict[str, Any] = {"t": format_time(msg_time_ns(msg))}
+    for name in ("env", "svc", "fn"):
+        value = getattr(msg, name)
+        if value:
+            out[name] = value
+    if msg.lvl:
+        out["lvl"] = LEVEL_NAMES.get(msg.lvl, str(msg.lvl))
+    if msg.txt:
+        out["txt"] = msg.txt
+    if msg.stack_trace:
+        out["stack_trace"] = msg.stack_trace
+    if msg.http_method:
+        out["http_method"] = METHOD_NAMES.get(msg.http_method, str(msg.http_method))
+    if msg.url:
+        out["url"] = msg.url
+    if msg.response_status:
+        out["response_status"] = msg.response_status
+    if msg.attrs:
+        out["attrs"] = dict(sorted(msg.attrs.items()))
+    return out

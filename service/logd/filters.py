@@ -1,0 +1,168 @@
+"""Event filters of HTTP_API.md: parsed from query parameters, matched against events.
+
+Pure (the clock is an argument). Matching has two steps so that a scan over a
+million stored events stays cheap: `prefilter(data)` rejects most events on
+their serialised bytes without parsing them (never wrongly), then
+`matches(msg)` decides exactly on the parsed message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from logd._pb.logd_pb2 import Msg
+from logd.events import LEVEL_VALUES, METHOD_VALUES
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+class FilterError(ValueError):
+    """A query parameter has a bad value; `param` names it, the message says what was expected."""
+
+    def __init__(self, param: str, expected: str) -> None:
+        super().__init__(f"bad parameter {param!r}: expected {expected}")
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    env: str | None = None
+    svc: str | None = None  # exact, or a prefix when svc_prefix
+    svc_prefix: bool = False
+    fn: str | None = None
+    lvl: int = 0  # minimum level
+    txt: str | None = None  # lower-cased needle
+    url: str | None = None  # prefix
+    status: int | None = None
+    method: int | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, str], now_ns: int, *, allow_until: bool = True
+    ) -> Filter:
+        def text(name: str) -> str | None:
+            return params.get(name) or None
+
+        svc = text("svc")
+        svc_prefix = svc is not None and svc.endswith("*")
+        if svc_prefix and svc is not None:
+            svc = svc[:-1]
+        txt = text("txt")
+        return cls(
+            env=text("env"),
+            svc=svc,
+            svc_prefix=svc_prefix,
+            fn=text("fn"),
+            lvl=_parse_level(params["lvl"]) if params.get("lvl") else 0,
+            txt=txt.lower() if txt else None,
+            url=text("url"),
+            status=_parse_status(params["status"]) if params.get("status") else None,
+            method=_parse_method(params["method"]) if params.get("method") else None,
+            since_ns=parse_time("since", params["since"], now_ns) if params.get("since") else None,
+            until_ns=(
+                parse_time("until", params["until"], now_ns)
+                if allow_until and params.get("until")
+                else None
+            ),
+        )
+
+    def for_ring(self, env: str | None, svc: str | None) -> Filter | None:
+        """The filter left to apply inside a ring keyed (env, svc), or None when no event
+        of that ring can match. None parts mean a ring that mixes keys (the overflow ring)."""
+        if env is None or svc is None:
+            return self
+        if self.env is not None and env != self.env:
+            return None
+        if self.svc is not None and not (
+            svc.startswith(self.svc) if self.svc_prefix else svc == self.svc
+        ):
+            return None
+        return replace(self, env=None, svc=None, svc_prefix=False)
+
+    def time_match(self, t_ns: int) -> bool:
+        return (self.since_ns is None or t_ns >= self.since_ns) and (
+            self.until_ns is None or t_ns <= self.until_ns
+        )
+
+    @property
+    def needs_message(self) -> bool:
+        """Whether matching needs more than the ring, the time and the level."""
+        return any(
+            v is not None
+            for v in (self.env, self.svc, self.fn, self.txt, self.url, self.status, self.method)
+        )
+
+    def prefilter(self, data: bytes) -> bool:
+        """False only when the serialised event cannot match (exact strings must appear)."""
+        for needle in (self.fn, self.url, self.env, self.svc):
+            if needle is not None and needle.encode() not in data:
+                return False
+        # bytes.lower() is ASCII-only: use it only where it equals str.lower() (ASCII data).
+        return not (
+            self.txt is not None and data.isascii() and self.txt.encode() not in data.lower()
+        )
+
+    def matches(self, msg: Msg) -> bool:
+        """The exact decision, on a parsed event."""
+        if msg.lvl < self.lvl:
+            return False
+        if self.env is not None and msg.env != self.env:
+            return False
+        if self.svc is not None and not (
+            msg.svc.startswith(self.svc) if self.svc_prefix else msg.svc == self.svc
+        ):
+            return False
+        if self.fn is not None and msg.fn != self.fn:
+            return False
+        if self.txt is not None and self.txt not in msg.txt.lower():
+            return False
+        if self.url is not None and not msg.url.startswith(self.url):
+            return False
+        if self.status is not None and msg.response_status != self.status:
+            return False
+        return self.method is None or msg.http_method == self.method
+
+
+def _parse_level(value: str) -> int:
+    upper = value.strip().upper()
+    if upper in LEVEL_VALUES:
+        return LEVEL_VALUES[upper]
+    if upper.isdigit() and 0 <= int(upper) <= max(LEVEL_VALUES.values()):
+        return int(upper)
+    names = ", ".join(name.lower() for name in LEVEL_VALUES)
+    raise FilterError("lvl", f"a level name ({names}) or number 0-6")
+
+
+def _parse_method(value: str) -> int:
+    upper = value.strip().upper()
+    if upper not in METHOD_VALUES:
+        raise FilterError("method", "an HTTP method name (" + ", ".join(METHOD_VALUES) + ")")
+    return METHOD_VALUES[upper]
+
+
+def _parse_status(value: str) -> int:
+    if not value.isdigit() or not 100 <= int(value) <= 999:
+        raise FilterError("status", "an HTTP status code (100-999)")
+    return int(value)
+
+
+def parse_time(param: str, value: str, now_ns: int) -> int:
+    """RFC 3339 time, or a duration back from now (`15m`, `2h`, `90s`), as epoch ns."""
+    match = _DURATION.match(value.strip())
+    if match:
+        return now_ns - int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+    try:
+        when = dt.datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise FilterError(
+            param, "an RFC 3339 time (2026-11-29T21:56:54Z) or a duration (15m, 2h, 90s)"
+        ) from None
+    if when.tzinfo is None:
+        raise FilterError(param, "a time with a zone offset (Z or +01:00)")
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000

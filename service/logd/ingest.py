@@ -1,0 +1,164 @@
+"""The UDP endpoint: drain the socket, check each frame, store events, answer PINGs.
+
+A non-blocking socket is drained in a loop of up to `drain_max` datagrams per
+readiness event (asyncio's datagram transport reads one per loop iteration).
+Nothing here awaits: ingest never waits for readers, disks or tails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from logd._pb.logd_pb2 import WRITE, Msg
+from logd.accept import Accepted, FrameChecker, Reject
+from logd.logsetup import QuietLogger
+from logd.store.base import Store
+from logd.wire import PONG_PAYLOAD
+
+log = logging.getLogger("logd.ingest")
+
+_RECV_SIZE = 65_536
+# Valid google.protobuf.Timestamp range (0001-01-01 .. 9999-12-31): outside it an
+# event time cannot be shown, so the receive time is used instead.
+_MIN_T_S, _MAX_T_S = -62_135_596_800, 253_402_300_799
+
+
+class IngestStats:
+    __slots__ = ("accepted", "events", "pongs", "received", "recv_errors", "rejected")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.accepted = 0
+        self.events = 0
+        self.pongs = 0
+        self.recv_errors = 0
+        self.rejected: dict[Reject, int] = dict.fromkeys(Reject, 0)
+
+
+def bind_udp(addr: tuple[str, int], rcvbuf: int) -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket bound to `addr`, and the receive buffer the kernel granted."""
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # FORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; otherwise the cap applies.
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    sock.bind(addr)
+    # Linux reports double the usable size (it counts bookkeeping); report what it says.
+    return sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """The kernel's drop counter for this socket (Linux /proc/net/udp*), or None if unknown."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) >= 13 and cols[9] == inode:
+                return int(cols[-1])
+    return None
+
+
+class UdpIngest:
+    def __init__(
+        self,
+        *,
+        sock: socket.socket,
+        checker: FrameChecker,
+        store: Store,
+        expire: Callable[[int], None],
+        clock: Callable[[], int] = time.time_ns,
+        drain_max: int = 1024,
+    ) -> None:
+        self._sock = sock
+        self._checker = checker
+        self._store = store
+        self._expire = expire
+        self._clock = clock
+        self._drain_max = drain_max
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quiet = QuietLogger(log)
+        self.stats = IngestStats()
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self._drain)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def kernel_drops(self) -> int | None:
+        return kernel_drops(self._sock)
+
+    def _drain(self) -> None:
+        recv = self._sock.recvfrom
+        handle = self.handle
+        clock = self._clock
+        self._expire(clock())
+        for _ in range(self._drain_max):
+            try:
+                data, addr = recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self.stats.recv_errors += 1
+                self._quiet.once("recv_error", "udp receive failed errno=%s", err.errno)
+                return
+            handle(data, addr, clock())
+
+    def handle(self, data: bytes, addr: Any, now_ns: int) -> None:
+        """Check one datagram and act on it; expected rejections are counted, not raised."""
+        stats = self.stats
+        stats.received += 1
+        verdict = self._checker.check(data, now_ns)
+        if not isinstance(verdict, Accepted):
+            stats.rejected[verdict] += 1
+            self._quiet.once(verdict.value, "rejected datagram reason=%s", verdict.value)
+            return
+        stats.accepted += 1
+        cmd = verdict.cmd
+        if cmd.name == WRITE:
+            if cmd.HasField("msg"):
+                self._store_event(cmd.msg, now_ns)
+            for msg in cmd.batch:
+                self._store_event(msg, now_ns)
+        else:  # PING (the checker lets nothing else through): answer with the same key.
+            try:
+                self._sock.sendto(verdict.key.signer.sign(PONG_PAYLOAD, now_ns), addr)
+                stats.pongs += 1
+            except OSError as err:
+                self._quiet.once("pong_error", "could not send PONG errno=%s", err.errno)
+
+    def _store_event(self, msg: Msg, now_ns: int) -> None:
+        t = msg.t
+        if msg.HasField("t") and _MIN_T_S <= t.seconds <= _MAX_T_S and 0 <= t.nanos < 10**9:
+            t_ns = t.seconds * 1_000_000_000 + t.nanos
+        else:
+            t.FromNanoseconds(now_ns)
+            t_ns = now_ns
+        self._store.write(msg, t_ns)
+        self.stats.events += 1

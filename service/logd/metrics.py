@@ -1,0 +1,75 @@
+"""Prometheus text exposition of the /info counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_metrics(info: dict[str, Any]) -> str:
+    udp, store, tail = info["udp"], info["store"], info["tail"]
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP logd_{name} {help_text}")
+        lines.append(f"# TYPE logd_{name} {kind}")
+        lines.extend(f"logd_{name}{labels} {value}" for labels, value in samples)
+
+    metric("uptime_seconds", "gauge", "Seconds since start.", [("", info["uptime_s"])])
+    metric("udp_received_total", "counter", "Datagrams received.", [("", udp["received"])])
+    metric("udp_accepted_total", "counter", "Datagrams accepted.", [("", udp["accepted"])])
+    metric(
+        "udp_rejected_total",
+        "counter",
+        "Datagrams dropped, by reason.",
+        [(f'{{reason="{r}"}}', n) for r, n in udp["rejected"].items()],
+    )
+    metric("events_stored_total", "counter", "Events stored.", [("", udp["events"])])
+    if udp["kernel_drops"] is not None:
+        metric(
+            "udp_kernel_drops_total",
+            "counter",
+            "Datagrams the kernel dropped (buffer full).",
+            [("", udp["kernel_drops"])],
+        )
+    metric(
+        "replay_guard_entries",
+        "gauge",
+        "MACs the replay guard holds.",
+        [("", udp["replay_guard"]["entries"])],
+    )
+    metric(
+        "replay_guard_overflows_total",
+        "counter",
+        "Frames refused because the guard was full.",
+        [("", udp["replay_guard"]["overflows"])],
+    )
+    metric(
+        "ring_events",
+        "gauge",
+        "Events held per ring.",
+        [(f'{{ring="{_label(r["key"])}"}}', r["events"]) for r in store["rings"]],
+    )
+    metric(
+        "ring_bytes",
+        "gauge",
+        "Bytes held per ring.",
+        [(f'{{ring="{_label(r["key"])}"}}', r["bytes"]) for r in store["rings"]],
+    )
+    metric(
+        "ring_evicted_total",
+        "counter",
+        "Events evicted per ring.",
+        [(f'{{ring="{_label(r["key"])}"}}', r["evicted"]) for r in store["rings"]],
+    )
+    metric("tail_subscribers", "gauge", "Live tail subscribers.", [("", tail["subscribers"])])
+    metric(
+        "tail_dropped_total",
+        "counter",
+        "Events slow tail subscribers missed.",
+        [("", tail["dropped"])],
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,21 @@
+"""Typed keys for what the aiohttp application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from logd.ingest import UdpIngest
+from logd.ratelimit import FailureLimiter
+from logd.replay import ReplayGuard
+from logd.secrets import KeyManager
+from logd.store import MemoryStore
+
+KEYS = web.AppKey("keys", KeyManager)
+STORE = web.AppKey("store", MemoryStore)
+INGEST = web.AppKey("ingest", UdpIngest)
+GUARD = web.AppKey("guard", ReplayGuard)
+LIMITER = web.AppKey("limiter", FailureLimiter)
+STARTED_NS = web.AppKey("started_ns", int)
+QUERY_LIMIT_MAX = web.AppKey("query_limit_max", int)
+CORS_ORIGIN = web.AppKey("cors_origin", str)
+UDP_RCVBUF = web.AppKey("udp_rcvbuf", int)

@@ -1,0 +1,162 @@
+"""The embedded store: a map of byte-bounded ring buffers keyed `env/svc`.
+
+Each event is kept as its serialised `Msg` bytes beside the two fields most
+filters need (time and level), so memory stays close to the payload size and a
+query parses only events that pass the cheap checks. Writes are O(1) on the
+event loop, with no locks: asyncio runs one thing at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator, Mapping
+from operator import itemgetter
+
+from logd._pb.logd_pb2 import Msg
+from logd.filters import Filter
+from logd.store.base import RingStats, StoreStats
+from logd.tail import Subscription, TailHub
+
+# What a stored event costs beyond its bytes (tuple, bytes header, int): budgets are
+# counted with it so that a ring's `capacity_bytes` bounds its real memory.
+RECORD_OVERHEAD = 128
+PLACEHOLDER = "-"
+OVERFLOW_KEY = "_overflow"
+
+_Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
+_Hit = tuple[int, bytes, Msg | None]  # (t_ns, data, the message when already parsed)
+
+
+def ring_key(env: str, svc: str) -> str:
+    return f"{env or PLACEHOLDER}/{svc or PLACEHOLDER}"
+
+
+class Ring:
+    """A FIFO of events bounded in bytes; the oldest are evicted first."""
+
+    __slots__ = ("_events", "bytes", "capacity", "env", "evicted", "key", "svc")
+
+    def __init__(self, key: str, env: str | None, svc: str | None, capacity: int) -> None:
+        self.key = key
+        self.env = env  # None: the overflow ring, which mixes keys
+        self.svc = svc
+        self.capacity = capacity
+        self.bytes = 0
+        self.evicted = 0
+        self._events: deque[_Record] = deque()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def append(self, t_ns: int, lvl: int, data: bytes) -> None:
+        events = self._events
+        events.append((t_ns, lvl, data))
+        self.bytes += len(data) + RECORD_OVERHEAD
+        while self.bytes > self.capacity:
+            self.bytes -= len(events.popleft()[2]) + RECORD_OVERHEAD
+            self.evicted += 1
+
+    def scan(self, flt: Filter) -> Iterator[_Hit]:
+        """Matching events, newest first. Consume it without awaiting in between."""
+        lvl_min = flt.lvl
+        timed = flt.since_ns is not None or flt.until_ns is not None
+        exact = flt.needs_message
+        for t_ns, lvl, data in reversed(self._events):
+            if lvl < lvl_min or (timed and not flt.time_match(t_ns)):
+                continue
+            if exact:
+                if not flt.prefilter(data):
+                    continue
+                msg = Msg.FromString(data)
+                if not flt.matches(msg):
+                    continue
+                yield t_ns, data, msg
+            else:
+                yield t_ns, data, None
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        *,
+        ring_bytes: int,
+        ring_sizes: Mapping[str, int],
+        max_rings: int,
+        max_tails: int,
+        tail_queue: int,
+    ) -> None:
+        self._default_capacity = ring_bytes
+        self._exact_sizes = {k: v for k, v in ring_sizes.items() if not k.endswith("*")}
+        # Longest prefix first, so the most specific pattern wins.
+        self._prefix_sizes = sorted(
+            ((k[:-1], v) for k, v in ring_sizes.items() if k.endswith("*")),
+            key=lambda kv: -len(kv[0]),
+        )
+        self._max_rings = max_rings
+        self._rings: dict[tuple[str, str], Ring] = {}
+        self._overflow: Ring | None = None
+        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
+        self.writes = 0
+        self.overflow_events = 0
+
+    def capacity_for(self, key: str) -> int:
+        if key in self._exact_sizes:
+            return self._exact_sizes[key]
+        for prefix, size in self._prefix_sizes:
+            if key.startswith(prefix):
+                return size
+        return self._default_capacity
+
+    def _ring_for(self, env: str, svc: str) -> Ring:
+        if len(self._rings) < self._max_rings:
+            key = ring_key(env, svc)
+            ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key))
+            return ring
+        self.overflow_events += 1
+        if self._overflow is None:
+            self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
+        return self._overflow
+
+    def write(self, msg: Msg, t_ns: int) -> None:
+        ring = self._rings.get((msg.env, msg.svc)) or self._ring_for(msg.env, msg.svc)
+        ring.append(t_ns, msg.lvl, msg.SerializeToString())
+        self.writes += 1
+        self.hub.publish(msg)
+
+    async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
+        scans = []
+        for ring in self._all_rings():
+            ring_filter = flt.for_ring(ring.env, ring.svc)
+            if ring_filter is not None:
+                scans.append(ring.scan(ring_filter))
+        hits: Iterator[_Hit] = (
+            scans[0] if len(scans) == 1 else heapq.merge(*scans, key=itemgetter(0), reverse=True)
+        )
+        out: list[Msg] = []
+        for _t_ns, data, msg in hits:
+            if offset:
+                offset -= 1
+                continue
+            out.append(msg if msg is not None else Msg.FromString(data))
+            if len(out) >= limit:
+                break
+        return out
+
+    def subscribe(self, flt: Filter) -> Subscription:
+        return self.hub.subscribe(flt)
+
+    def _all_rings(self) -> list[Ring]:
+        rings = list(self._rings.values())
+        if self._overflow is not None:
+            rings.append(self._overflow)
+        return rings
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            writes=self.writes,
+            overflow_events=self.overflow_events,
+            rings=[
+                RingStats(r.key, len(r), r.bytes, r.capacity, r.evicted) for r in self._all_rings()
+            ],
+        )
