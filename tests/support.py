@@ -1,0 +1,161 @@
+"""Test helpers: a real `logd serve` process on free ports, and a minimal writer/reader
+that follow only PROTOCOL.md and HTTP_API.md (stdlib + protobuf)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from logd._pb.logd_pb2 import Cmd, Msg
+from logd.wire import Signer
+
+READ_SECRET = "read-secret-for-tests-0123456789abcdef"
+WRITE_SECRET = "write-secret-for-tests-0123456789abcdef"
+_READY = re.compile(r"ready udp=(?P<udp_host>[^ ]+):(?P<udp>\d+) http=(?P<http>\S+)")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+class LogdProcess:
+    """A running `logd serve`; stop() sends SIGTERM and returns the exit code."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, env: Mapping[str, str]):
+        self.proc = proc
+        self.log_path = log_path
+        self.env = dict(env)
+        match = wait_for(lambda: proc.poll() is None and _READY.search(self.log()) or self._died())
+        self.udp_addr = ("127.0.0.1", int(match.group("udp")))
+        self.http_url = match.group("http")
+        self.read_secret = self.env.get("LOGD_READ_SECRET", READ_SECRET)
+        self.write_secret = self.env.get("LOGD_WRITE_SECRET", WRITE_SECRET)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(2.0)
+
+    def _died(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"logd exited with {self.proc.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    # --- writing (PROTOCOL.md) -------------------------------------------------
+    def frame(self, cmd: Cmd, *, secret: str | None = None, signed_at: int | None = None) -> bytes:
+        signer = Signer((secret or self.write_secret).encode())
+        return signer.sign(
+            cmd.SerializeToString(), time.time_ns() if signed_at is None else signed_at
+        )
+
+    def send_frame(self, frame: bytes) -> None:
+        self.sock.sendto(frame, self.udp_addr)
+
+    def write(self, *msgs: Msg, secret: str | None = None) -> None:
+        cmd = Cmd(msg=msgs[0])
+        cmd.batch.extend(msgs[1:])
+        self.send_frame(self.frame(cmd, secret=secret))
+
+    # --- reading (HTTP_API.md) -------------------------------------------------
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        secret: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        url = self.http_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
+        if secret != "":
+            request.add_header("Authorization", secret or self.read_secret)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, _body(response.read(), response.headers), response.headers
+        except urllib.error.HTTPError as err:
+            return err.code, _body(err.read(), err.headers), err.headers
+
+    def query(self, **params: str) -> list[dict[str, Any]]:
+        status, body, _ = self.get("/", params)
+        assert status == 200, (status, body)
+        return body  # type: ignore[no-any-return]
+
+    def info(self) -> dict[str, Any]:
+        status, body, _ = self.get("/info", secret="")
+        assert status == 200
+        return body  # type: ignore[no-any-return]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.sock.close()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _body(raw: bytes, headers: Mapping[str, str]) -> Any:
+    if "json" in headers.get("Content-Type", "") and "ndjson" not in headers.get(
+        "Content-Type", ""
+    ):
+        return json.loads(raw)
+    return raw.decode()
+
+
+def start_logd(
+    tmp_path: Path, *args: str, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> LogdProcess:
+    """Start `logd serve` on free 127.0.0.1 ports; with `secrets`, env secrets are set."""
+    full_env = dict(os.environ)
+    if secrets:
+        full_env |= {"LOGD_READ_SECRET": READ_SECRET, "LOGD_WRITE_SECRET": WRITE_SECRET}
+    full_env |= dict(env or {})
+    log_path = tmp_path / f"logd-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "logd",
+                "serve",
+                "--udp-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--udp-rcvbuf",
+                "1MiB",
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=tmp_path,
+        )
+    try:
+        return LogdProcess(proc, log_path, full_env)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
