@@ -45,7 +45,7 @@ class LogdProcess:
         self.proc = proc
         self.log_path = log_path
         self.env = dict(env)
-        match = wait_for(lambda: proc.poll() is None and _READY.search(self.log()) or self._died())
+        match = wait_for(lambda: (proc.poll() is None and _READY.search(self.log())) or self._died())
         self.udp_addr = ("127.0.0.1", int(match.group("udp")))
         self.http_url = match.group("http")
         self.read_secret = self.env.get("LOGD_READ_SECRET", READ_SECRET)

@@ -1,6 +1,5 @@
-from support import LogdProcess, wait_for
-
 from logd._pb.logd_pb2 import INFO, Msg
+from support import LogdProcess, wait_for
 
 
 def test_written_event_is_read_back(logd: LogdProcess) -> None:
