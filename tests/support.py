@@ -45,7 +45,7 @@ class LogdProcess:
         self.proc = proc
         self.log_path = log_path
         self.env = dict(env)
-        match = wait_for(lambda: (proc.poll() is None and _READY.search(self.log())) or self._died())
+        match = wait_for(lambda: self._died() or _READY.search(self.log()))
         self.udp_addr = ("127.0.0.1", int(match.group("udp")))
         self.http_url = match.group("http")
         self.read_secret = self.env.get("LOGD_READ_SECRET", READ_SECRET)
@@ -54,6 +54,7 @@ class LogdProcess:
         self.sock.settimeout(2.0)
 
     def _died(self) -> None:
+        """Fail at once, with the log, if logd exited instead of getting ready."""
         if self.proc.poll() is not None:
             raise AssertionError(f"logd exited with {self.proc.returncode}:\n{self.log()}")
 
