@@ -17,6 +17,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.events import LEVEL_VALUES, METHOD_VALUES
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
@@ -157,12 +158,16 @@ def parse_time(param: str, value: str, now_ns: int) -> int:
     match = _DURATION.match(value.strip())
     if match:
         return now_ns - int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+    # datetime keeps microseconds; take the fraction apart so that nanoseconds stay exact.
+    fraction = _FRACTION.search(value)
+    digits = fraction.group(1) if fraction else ""
+    text = value.strip() if not fraction else value[: fraction.start()] + value[fraction.end() :]
     try:
-        when = dt.datetime.fromisoformat(value.strip().replace("z", "Z"))
+        when = dt.datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise FilterError(
             param, "an RFC 3339 time (2026-11-29T21:56:54Z) or a duration (15m, 2h, 90s)"
         ) from None
     if when.tzinfo is None:
         raise FilterError(param, "a time with a zone offset (Z or +01:00)")
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    return int(when.timestamp()) * 1_000_000_000 + int(digits[:9].ljust(9, "0") or 0)

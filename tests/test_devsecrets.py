@@ -1,0 +1,98 @@
+"""Secrets files and dev mode: exact values, 0600, no value in any error."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import pytest
+from logd.devsecrets import (
+    SecretsFileError,
+    dev_secrets_path,
+    ensure_dev_secrets,
+    read_secrets_file,
+)
+from logd.errors import ConfigError, SecretsError
+from logd.keys import Role, Stage
+from logd.secrets import DevFileSource, EnvSource, FileSource, select_source
+
+
+def test_dev_path_is_per_user() -> None:
+    assert dev_secrets_path({"HOME": "/home/ann"}) == Path("/home/ann/.config/logd/dev-secrets.env")
+    assert dev_secrets_path({"XDG_CONFIG_HOME": "/x", "HOME": "/h"}) == Path(
+        "/x/logd/dev-secrets.env"
+    )
+
+
+def test_dev_file_is_private_and_strong(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "logd" / "dev-secrets.env"
+    assert ensure_dev_secrets(path) is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    values = read_secrets_file(path)
+    assert set(values) == {"LOGD_READ_SECRET", "LOGD_WRITE_SECRET"}
+    assert all(len(v) >= 43 for v in values.values())  # 256 bits, base64url
+    assert values["LOGD_READ_SECRET"] != values["LOGD_WRITE_SECRET"]
+    assert ensure_dev_secrets(path) is False  # an existing file is kept as it is
+    assert read_secrets_file(path) == values
+
+
+def test_values_are_kept_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "s.env"
+    path.write_text("# comment\n\nLOGD_READ_SECRET= spaced =\nLOGD_WRITE_SECRET=w\n")
+    assert read_secrets_file(path) == {"LOGD_READ_SECRET": " spaced =", "LOGD_WRITE_SECRET": "w"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "LOGD_READ_SECRET\n",
+        "LOGD_REED_SECRET=topsecret\n",
+        "LOGD_READ_SECRET=a\nLOGD_READ_SECRET=b\n",
+    ],
+)
+def test_malformed_files_are_refused_without_values(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "s.env"
+    path.write_text(content)
+    with pytest.raises(SecretsFileError) as err:
+        read_secrets_file(path)
+    assert "topsecret" not in str(err.value) and "=a" not in str(err.value)
+
+
+def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(SecretsFileError, match="does not exist"):
+        read_secrets_file(tmp_path / "nope")
+
+
+def test_file_source_reads_stages(tmp_path: Path) -> None:
+    path = tmp_path / "s.env"
+    path.write_text("LOGD_READ_SECRET=r1\nLOGD_WRITE_SECRET=w2\nLOGD_WRITE_SECRET_PREVIOUS=w1\n")
+    path.chmod(0o600)
+    ring = asyncio.run(FileSource(path).load())
+    assert {(k.role, k.stage) for k in ring.keys} == {
+        (Role.READ, Stage.CURRENT), (Role.WRITE, Stage.CURRENT), (Role.WRITE, Stage.PREVIOUS),
+    }  # fmt: skip
+
+
+def test_file_source_errors_are_secrets_errors(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError, match="does not exist"):
+        asyncio.run(FileSource(tmp_path / "missing").load())
+
+
+def test_source_selection(tmp_path: Path) -> None:
+    assert isinstance(
+        select_source(read_secret="r", write_secret="w", secrets_file=None), EnvSource
+    )
+    assert isinstance(
+        select_source(read_secret=None, write_secret=None, secrets_file=tmp_path), FileSource
+    )
+    dev = select_source(
+        read_secret=None, write_secret=None, secrets_file=None, environ={"HOME": str(tmp_path)}
+    )
+    assert isinstance(dev, DevFileSource)
+    assert dev.where == str(tmp_path / ".config/logd/dev-secrets.env")
+    with pytest.raises(ConfigError, match="LOGD_WRITE_SECRET is not set"):
+        select_source(read_secret="r", write_secret=None, secrets_file=None)
+    with pytest.raises(ConfigError, match="not both"):
+        select_source(read_secret="r", write_secret="w", secrets_file=tmp_path)
