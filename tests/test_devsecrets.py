@@ -57,7 +57,8 @@ def test_malformed_files_are_refused_without_values(tmp_path: Path, content: str
     path.write_text(content)
     with pytest.raises(SecretsFileError) as err:
         read_secrets_file(path)
-    assert "topsecret" not in str(err.value) and "=a" not in str(err.value)
+    assert "topsecret" not in str(err.value)
+    assert "=a" not in str(err.value)
 
 
 def test_missing_file_is_one_sentence(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ def test_failures_beyond_the_burst_are_throttled_then_recover() -> None:
         assert lim.retry_after("a", 0.0) is None
         lim.failed("a", 0.0)
     wait = lim.retry_after("a", 0.0)
-    assert wait is not None and 0 < wait <= 20
+    assert wait is not None
+    assert 0 < wait <= 20
     assert lim.retry_after("b", 0.0) is None  # per client
     assert lim.retry_after("a", 20.0) is None  # one token back after 60/3 s
 

@@ -19,7 +19,8 @@ def test_matching_subscribers_get_events_in_order() -> None:
         hub.publish(Msg(txt="a", lvl=INFO))
         hub.publish(Msg(txt="b", lvl=ERROR))
         lines, dropped = await everything.next_batch(1)
-        assert [json.loads(x)["txt"] for x in lines] == ["a", "b"] and dropped == 0
+        assert [json.loads(x)["txt"] for x in lines] == ["a", "b"]
+        assert dropped == 0
         lines, dropped = await errors.next_batch(1)
         assert [json.loads(x)["txt"] for x in lines] == ["b"]
 
@@ -33,7 +34,8 @@ def test_slow_subscriber_loses_events_and_is_told() -> None:
         for i in range(10):
             hub.publish(Msg(txt=str(i)))
         lines, dropped = await sub.next_batch(1)
-        assert len(lines) == 3 and dropped == 7
+        assert len(lines) == 3
+        assert dropped == 7
         assert hub.dropped == 7
         assert await sub.next_batch(0.01) == ([], 0)  # nothing new: a keep-alive
 
