@@ -130,8 +130,14 @@ def _bind_tcp(addr: tuple[str, int]) -> socket.socket:
 async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the secrets."""
     app = create_app(config)
+    # handler_cancellation: a tail whose client went away is cancelled at once, which
+    # frees its subscriber slot instead of waiting for the next keep-alive write to fail.
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        handler_cancellation=True,
     )
     await runner.setup()
     try:
