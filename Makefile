@@ -23,8 +23,8 @@ run: install
 	$(BIN)/logd serve --udp-addr 127.0.0.1:6102 --http-addr 127.0.0.1:6101
 
 lint: install
-	$(BIN)/ruff check service rotation_lambda infra tests
-	$(BIN)/ruff format --check service rotation_lambda infra tests
+	$(BIN)/ruff check service rotation_lambda infra tests bench
+	$(BIN)/ruff format --check service rotation_lambda infra tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -38,6 +38,18 @@ test: lint typecheck unit
 proto: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
 		--python_out=service/logd/_pb --mypy_out=service/logd/_pb proto/logd.proto
+
+# Benchmark (a few minutes): table on stdout, bench/results.json. BENCH_ARGS="--runs 5" etc.
+BENCH_SENDER := bench/build/sender
+
+$(BENCH_SENDER): bench/sender.c
+	@command -v gcc >/dev/null && test -f /usr/include/openssl/evp.h || \
+		{ apt-get update -qq && apt-get install -y -qq gcc libssl-dev; }
+	mkdir -p $(dir $@)
+	gcc -O2 -Wall -Wextra -o $@ $< -lcrypto
+
+bench: install $(BENCH_SENDER)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,198 @@
+"""Ingest measurements: saturation, offered-rate steps, batched frames, and the bare
+Python receive loop that the per-frame cost is compared with.
+
+At saturation the sender runs flat out and the server's socket buffer is kept
+small (`sat_rcvbuf`), so that queued frames stay fresh (a frame queued longer
+than max_age is refused as stale, and cheaper to refuse than to store). The
+offered-rate steps run with a large buffer, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import (
+    Cores,
+    Load,
+    LogdServer,
+    Sender,
+    core_busy_seconds,
+    cpu_seconds,
+    pin,
+    send,
+    stop_pid,
+    udp_rx_queue,
+    wait_for,
+)
+
+BARE_RECV = Path(__file__).with_name("bare_recv.py")
+IDLE_S = 0.3  # no progress for this long: the server has taken all it will take
+DRAIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Snap:
+    """One reading of the server's counters and CPU."""
+
+    t: float
+    cpu: float
+    core_busy: float
+    received: int
+    stored: int
+    kernel_drops: int
+    rejected: dict[str, int]
+
+    @classmethod
+    def take(cls, server: LogdServer, cores: Cores) -> Snap:
+        info = server.info()
+        udp = info["udp"]
+        return cls(
+            t=time.monotonic(),
+            cpu=server.cpu(),
+            core_busy=core_busy_seconds(cores.server),
+            received=udp["received"],
+            stored=info["store"]["writes"],
+            kernel_drops=udp["kernel_drops"] or 0,
+            rejected=dict(udp["rejected"]),
+        )
+
+    def delta(self, later: Snap) -> dict[str, Any]:
+        seconds = later.t - self.t
+        cpu = later.cpu - self.cpu
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "server_core_util": cpu / seconds,
+            # Time other processes took on the server's core: noise from a shared machine.
+            "others_on_server_core": max(0.0, (later.core_busy - self.core_busy - cpu) / seconds),
+            "received": later.received - self.received,
+            "stored": later.stored - self.stored,
+            "kernel_drops": later.kernel_drops - self.kernel_drops,
+            "rejected": {
+                k: v - self.rejected.get(k, 0)
+                for k, v in later.rejected.items()
+                if v != self.rejected.get(k, 0)
+            },
+        }
+
+
+def saturate(
+    server: LogdServer, sender: Path, cores: Cores, load: Load, warmup_s: float
+) -> dict[str, Any]:
+    """Flat-out load; counters and CPU read over a window after `warmup_s`."""
+    window = load.seconds - warmup_s - 0.2
+    running = Sender(sender, server.udp_port, server.write_secret, load, cores.load)
+    try:
+        time.sleep(warmup_s)
+        first = Snap.take(server, cores)
+        time.sleep(window)
+        d = first.delta(Snap.take(server, cores))
+        sent = running.result()
+    finally:
+        running.stop()
+    d["offered_frames_per_s"] = sent["frames_sent"] / sent["elapsed_s"]
+    d["frames_per_s"] = d["received"] / d["seconds"]
+    d["events_per_s"] = d["stored"] / d["seconds"]
+    d["cpu_us_per_frame"] = 1e6 * d["cpu_s"] / max(1, d["received"])
+    d["cpu_us_per_event"] = 1e6 * d["cpu_s"] / max(1, d["stored"])
+    return d
+
+
+def wait_drained(server: LogdServer, cores: Cores, port: int) -> tuple[Snap, float]:
+    """Wait until the socket queue is empty and the server stopped making progress;
+    returns the last reading and when progress was last seen."""
+    last = Snap.take(server, cores)
+    progress_at = time.monotonic()
+    deadline = progress_at + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = Snap.take(server, cores)
+        if now.received != last.received:
+            progress_at = now.t
+        last = now
+        if udp_rx_queue(port) == 0 and now.t - progress_at >= IDLE_S:
+            break
+    return last, progress_at
+
+
+def rate_step(
+    server: LogdServer, sender: Path, cores: Cores, load: Load, max_loss: float, max_lag_s: float
+) -> dict[str, Any]:
+    """One offered rate: how much of it was stored, and how long the server lagged behind."""
+    before, _ = wait_drained(server, cores, server.udp_port)
+    sent = send(sender, server.udp_port, server.write_secret, load, cores.load)
+    sent_end = time.monotonic()
+    after, progress_at = wait_drained(server, cores, server.udp_port)
+    d = before.delta(after)
+    frames = sent["frames_sent"]
+    d["target_frames_per_s"] = load.rate
+    d["offered_frames_per_s"] = frames / sent["elapsed_s"]
+    d["sent"] = frames
+    d["loss"] = 1 - d["stored"] / frames if frames else 0.0
+    d["unaccounted"] = frames - d["received"] - d["kernel_drops"]
+    d["lag_s"] = max(0.0, progress_at - sent_end)
+    # Short steps can hide an overload in a big buffer; a server that is still busy long
+    # after the sender stopped was not keeping up.
+    d["kept_up"] = d["loss"] <= max_loss and d["lag_s"] <= max_lag_s
+    return d
+
+
+def rate_steps(
+    server: LogdServer,
+    sender: Path,
+    cores: Cores,
+    rates: list[float],
+    seconds: float,
+    max_loss: float,
+    max_lag_s: float,
+) -> dict[str, Any]:
+    steps = [
+        rate_step(server, sender, cores, Load(rate=r, seconds=seconds), max_loss, max_lag_s)
+        for r in rates
+    ]
+    kept = [s["offered_frames_per_s"] for s in steps if s["kept_up"]]
+    return {"steps": steps, "no_loss_frames_per_s": max(kept) if kept else 0.0}
+
+
+def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[str, Any]:
+    """The bare `recv_into` loop on the server's core, fed by the same sender."""
+    proc = subprocess.Popen(
+        [sys.executable, str(BARE_RECV), str(rcvbuf)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pin(proc.pid, cores.server)
+        if proc.stdout is None:
+            raise RuntimeError("the bare loop has no stdout")
+        port = int(proc.stdout.readline().split()[1])
+        cpu0, busy0, t0 = cpu_seconds(proc.pid), core_busy_seconds(cores.server), time.monotonic()
+        sent = send(sender, port, "bare-reference-needs-no-real-secret", load, cores.load)
+        wait_for(lambda: udp_rx_queue(port) == 0, DRAIN_TIMEOUT_S, "the bare loop to drain")
+        cpu1, busy1, t1 = cpu_seconds(proc.pid), core_busy_seconds(cores.server), time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stop:
+            wait_for(
+                lambda: stop.sendto(b"stop", ("127.0.0.1", port)) and proc.poll() is not None,
+                DRAIN_TIMEOUT_S,
+                "the bare loop to stop",
+            )
+        packets = json.loads(proc.stdout.readline())["packets"]
+    finally:
+        stop_pid(proc, signal.SIGKILL)
+    cpu = cpu1 - cpu0
+    return {
+        "seconds": t1 - t0,
+        "sent": sent["frames_sent"],
+        "packets": packets,
+        "cpu_s": cpu,
+        "cpu_us_per_packet": 1e6 * cpu / max(1, packets),
+        # Below 1 the loop waited for packets: the sender, not the loop, was the limit.
+        "busy": cpu / (t1 - t0),
+        "others_on_server_core": max(0.0, (busy1 - busy0 - cpu) / (t1 - t0)),
+    }

@@ -1,0 +1,213 @@
+"""Processes under measurement: a pinned `logd serve`, the C sender, and /proc readings.
+
+CPU time comes from /proc/PID/stat (utime + stime, all threads), memory from
+/proc/PID/status (VmRSS). Every process started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_READY = re.compile(r"ready udp=[^ ]+:(?P<udp>\d+) http=(?P<http>\S+)")
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Where things run: the server alone on one core, all load on another."""
+
+    server: int | None
+    load: int | None
+
+    @classmethod
+    def pick(cls) -> Cores:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls(None, None)  # one core: nothing to separate
+        return cls(cpus[0], cpus[1])
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid`, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def core_busy_seconds(cpu: int | None) -> float:
+    """Non-idle time of one core (all processes), to see what else ran on the server's core."""
+    if cpu is None:
+        return 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(v) for v in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK  # minus idle and iowait
+    return 0.0
+
+
+def udp_rx_queue(port: int) -> int:
+    """Bytes waiting in the receive queue of the IPv4 UDP socket bound to `port`."""
+    suffix = f":{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1].endswith(suffix):
+            return int(cols[4].split(":")[1], 16)
+    return 0
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_pid(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class LogdServer:
+    """A real `logd serve` on free 127.0.0.1 ports, pinned to `cpu`, with fresh secrets."""
+
+    def __init__(self, workdir: Path, *, cpu: int | None, flags: Sequence[str]) -> None:
+        self.read_secret = "bench-read-" + secrets.token_hex(16)
+        self.write_secret = "bench-write-" + secrets.token_hex(16)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
+        env |= {"LOGD_READ_SECRET": self.read_secret, "LOGD_WRITE_SECRET": self.write_secret}
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"logd-{time.monotonic_ns()}.log"
+        args = [sys.executable, "-m", "logd", "serve", "--udp-addr", "127.0.0.1:0"]
+        args += ["--http-addr", "127.0.0.1:0", *flags]
+        with self.log_path.open("wb") as out:
+            # cwd=workdir: no logdrc.yml from the repository is picked up.
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir
+            )
+        try:
+            pin(self.proc.pid, cpu)
+            match = wait_for(self._ready, START_TIMEOUT_S, "logd to start")
+        except BaseException:
+            stop_pid(self.proc, signal.SIGKILL)
+            raise
+        self.pid = self.proc.pid
+        self.udp_port = int(match.group("udp"))
+        self.http_url = match.group("http")
+
+    def _ready(self) -> re.Match[str] | None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"logd exited with {self.proc.returncode}:\n{self.log()}")
+        return _READY.search(self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def info(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.http_url + "/info", timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+    def __enter__(self) -> LogdServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class Load:
+    """What bench/sender.c sends: frames per second (0: flat out), for how long."""
+
+    rate: float = 0
+    seconds: float = 1.0
+    count: int = 0
+    batch: int = 1
+    txt_len: int = 100
+    marker_every: int = 0
+    error_every: int = 0
+
+    def args(self) -> list[str]:
+        return [
+            f"--rate={self.rate:.0f}",
+            f"--duration={self.seconds}",
+            f"--count={self.count}",
+            f"--batch={self.batch}",
+            f"--txt-len={self.txt_len}",
+            f"--marker-every={self.marker_every}",
+            f"--error-every={self.error_every}",
+        ]
+
+
+class Sender:
+    """One run of the C sender; `result()` waits for it and returns its JSON summary."""
+
+    def __init__(self, binary: Path, port: int, secret: str, load: Load, cpu: int | None) -> None:
+        args = [str(binary), f"--port={port}", *load.args()]
+        if cpu is not None:
+            args.append(f"--cpu={cpu}")
+        env = dict(os.environ, LOGD_WRITE_SECRET=secret)  # never on the command line
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, text=True)
+        self.load = load
+
+    def result(self) -> dict[str, Any]:
+        timeout = self.load.seconds + 60
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_pid(self.proc, signal.SIGKILL)
+            raise RuntimeError(f"the sender did not finish within {timeout:g}s") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the sender failed with exit code {self.proc.returncode}")
+        return json.loads(out)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        stop_pid(self.proc, signal.SIGKILL)
+
+
+def send(binary: Path, port: int, secret: str, load: Load, cpu: int | None) -> dict[str, Any]:
+    sender = Sender(binary, port, secret, load, cpu)
+    try:
+        return sender.result()
+    finally:
+        sender.stop()

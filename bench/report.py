@@ -1,0 +1,92 @@
+"""The results table: each measured median beside the issue's target for it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # in the summary
+    label: str
+    fmt: Callable[[float], str]
+    target: str
+    ok: Callable[[float], bool] | None = None
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.0f}/s"
+
+
+def _us(v: float) -> str:
+    return f"{v:.2f} µs"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f} ms" if v < 100 else f"{v:.0f} ms"
+
+
+def _times(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+def _mb(v: float) -> str:
+    return f"{v / 1e6:.0f} MB"
+
+
+ROWS = [
+    Row("ingest.no_loss_frames_per_s", "per-frame ingest: highest rate with <=0.1% loss", _rate,
+        ">= 120,000/s (<=0.5% loss)", lambda v: v >= 120_000),
+    Row("ingest.saturation_frames_per_s", "per-frame ingest: saturation", _rate,
+        "(Go: 270-285k/s)"),
+    Row("ingest.cpu_us_per_frame", "per-frame ingest: CPU per frame at saturation", _us,
+        "(Go: 3.5-3.8 µs)"),
+    Row("bare.cpu_us_per_packet", "bare Python recv_into loop: CPU per packet", _us,
+        "(ref. machine: 1.25-1.5 µs)"),
+    Row("ingest.ratio_to_bare", "per-frame CPU / bare recv loop", _times, "<= 2.7x",
+        lambda v: v <= 2.7),
+    Row("batched.events_per_s", "batched ingest (16 events/frame)", _rate,
+        ">= 1,000,000 events/s", lambda v: v >= 1_000_000),
+    Row("batched.cpu_us_per_event", "batched ingest: CPU per event", _us,
+        "(<= 1 µs for 1M/s on a core)", lambda v: v <= 1.0),
+    Row("query.newest_100.p50_ms", "query: newest 100, p50", _ms, "<= 5 ms (ring of 1M)",
+        lambda v: v <= 5),
+    Row("query.newest_100.p99_ms", "query: newest 100, p99", _ms, ""),
+    Row("query.txt_1pct.p50_ms", "query: txt matching 1% (limit 100), p50", _ms, ""),
+    Row("query.txt_1pct.p99_ms", "query: txt matching 1% (limit 100), p99", _ms, ""),
+    Row("query.full_scan_txt.p50_ms", "query: full scan, txt matches nothing, p50", _ms,
+        "<= 300 ms (1M events)", lambda v: v <= 300),
+    Row("query.full_scan_txt.p99_ms", "query: full scan, txt matches nothing, p99", _ms, ""),
+    Row("query.full_scan_fn.p50_ms", "query: full scan, fn matches nothing, p50", _ms,
+        "<= 300 ms (1M events)", lambda v: v <= 300),
+    Row("query.lvl_error.p50_ms", "query: lvl=error (1% errors), p50", _ms, ""),
+    Row("query.lvl_error.p99_ms", "query: lvl=error (1% errors), p99", _ms, ""),
+    Row("tail.p50_ms", "tail: write -> received, p50", _ms, ""),
+    Row("tail.p99_ms", "tail: write -> received, p99", _ms, "<= 10 ms (10 tails at 10k/s)",
+        lambda v: v <= 10),
+    Row("memory.rss_per_1m", "memory: RSS growth per 1M ~100-byte events", _mb, "<= 175 MB",
+        lambda v: v <= 175e6),
+    Row("memory.rss_over_payload", "memory: RSS growth / payload bytes", _times, "(Go: ~2.7x)"),
+    Row("logger.call_us", "logger: one log.info() call", _us, "<= 5 µs", lambda v: v <= 5),
+    Row("logger.events_per_s", "logger: events/s one Python process emits", _rate, ""),
+]  # fmt: skip
+
+
+def table(summary: Mapping[str, float | str], notes: list[str]) -> str:
+    """A Markdown table (it reads as plain text too), then the notes."""
+    lines = ["| measure | median | target | |", "|---|---|---|---|"]
+    for row in ROWS:
+        value = summary.get(row.key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            lines.append(f"| {row.label} | {value} | {row.target} | |")
+            continue
+        shown = "n/a" if math.isnan(value) else row.fmt(value)
+        verdict = ""
+        if row.ok is not None and not math.isnan(value):
+            verdict = "ok" if row.ok(value) else "MISS"
+        lines.append(f"| {row.label} | {shown} | {row.target} | {verdict} |")
+    return "\n".join(lines + [""] + [f"- {note}" for note in notes])

@@ -1,0 +1,335 @@
+"""`python -m bench.run`: every measurement of `make bench`, the table, bench/results.json.
+
+Each measurement repeats `--runs` times on a fresh server and the table quotes
+medians; results.json keeps every run. `--smoke` runs everything with tiny sizes
+in a few seconds, to check that the harness works (its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench import ingest, logger_cost, query, report, tail
+from bench.procs import Cores, Load, LogdServer, pin
+from bench.stats import median
+
+HERE = Path(__file__).parent
+MiB = 1 << 20
+SECTIONS = ("ingest", "steps", "query", "tail", "logger")
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int = 3
+    warmup_s: float = 1.0
+    sat_seconds: float = 5.0  # per saturation / batched / bare-loop run
+    sat_rcvbuf: int = 4 * MiB  # small enough that queued frames stay fresh at saturation
+    big_rcvbuf: int = 64 * MiB  # the offered-rate steps and the rest: as deployed
+    step_seconds: float = 4.0
+    step_fractions: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.1)  # of the saturation rate
+    extra_rates: tuple[float, ...] = (120_000.0,)  # the issue's target rate
+    max_loss: float = 0.001
+    max_lag_s: float = 0.25
+    batch: int = 16
+    query_runs: int = 1
+    query_events: int = 1_000_000
+    query_reps: tuple[tuple[str, int], ...] = (
+        ("newest_100", 200),
+        ("txt_1pct", 100),
+        ("full_scan_txt", 10),
+        ("full_scan_fn", 10),
+        ("lvl_error", 100),
+    )
+    tail_rate: float = 10_000
+    tail_seconds: float = 5.0
+    tail_subscribers: int = 10
+    logger_calls: int = 200_000
+
+
+SMOKE = Settings(
+    runs=1,
+    warmup_s=0.3,
+    sat_seconds=1.0,
+    step_seconds=0.4,
+    step_fractions=(0.5,),
+    extra_rates=(),
+    query_events=3_200,
+    query_reps=tuple((name, 3) for name in query.QUERIES),
+    tail_rate=500,
+    tail_seconds=1.0,
+    tail_subscribers=2,
+    logger_calls=2_000,
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, settings: Settings, sender: Path, workdir: Path) -> None:
+        self.s = settings
+        self.sender = sender
+        self.workdir = workdir
+        self.cores = Cores.pick()
+        self.raw: dict[str, Any] = {}
+        self.granted_rcvbuf: dict[str, int] = {}
+
+    @contextmanager
+    def server(self, rcvbuf: int, ring_bytes: int = 256 * MiB) -> Iterator[LogdServer]:
+        flags = [f"--udp-rcvbuf={rcvbuf}", f"--ring-bytes={ring_bytes}"]
+        flags += ["--replay-capacity=5000000"]
+        with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
+            self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]
+            yield server
+
+    def repeat(self, name: str, runs: int, one: Callable[[], dict[str, Any]]) -> list[Any]:
+        out = self.raw.setdefault(name, [])
+        for i in range(runs):
+            log(f"{name} run {i + 1}/{runs}")
+            out.append(one())
+        return out  # type: ignore[no-any-return]
+
+    def ingest(self) -> None:
+        s = self.s
+        flat = Load(seconds=s.sat_seconds)
+
+        def saturation(load: Load) -> dict[str, Any]:
+            with self.server(s.sat_rcvbuf) as server:
+                return ingest.saturate(server, self.sender, self.cores, load, s.warmup_s)
+
+        # Interleaved, so that a noisy spell on the machine hits all three alike.
+        for i in range(s.runs):
+            log(f"ingest run {i + 1}/{s.runs}: bare loop, per-frame, batched")
+            self.raw.setdefault("bare", []).append(
+                ingest.bare_reference(self.sender, self.cores, flat, s.sat_rcvbuf)
+            )
+            self.raw.setdefault("saturation", []).append(saturation(flat))
+            self.raw.setdefault("batched", []).append(saturation(replace(flat, batch=s.batch)))
+
+    def steps(self) -> None:
+        s = self.s
+        sat = median([r["frames_per_s"] for r in self.raw.get("saturation", [])])
+        sat = 50_000.0 if math.isnan(sat) else sat
+        rates = sorted({round(f * sat, -2) for f in s.step_fractions} | set(s.extra_rates))
+
+        def one() -> dict[str, Any]:
+            with self.server(s.big_rcvbuf) as server:
+                return ingest.rate_steps(
+                    server, self.sender, self.cores, rates, s.step_seconds, s.max_loss, s.max_lag_s
+                )
+
+        self.repeat("steps", s.runs, one)
+
+    def query(self) -> None:
+        s = self.s
+        batched = median([r["events_per_s"] for r in self.raw.get("batched", [])])
+        rate = 100_000.0 if math.isnan(batched) else 0.5 * batched  # well below saturation
+
+        def one() -> dict[str, Any]:
+            ring = max(64 * MiB, s.query_events * 512)  # room for every event: none evicted
+            with self.server(s.big_rcvbuf, ring_bytes=ring) as server:
+                filled = query.fill(
+                    server, self.sender, self.cores, events=s.query_events, rate=rate, batch=s.batch
+                )
+                reps = dict(s.query_reps)
+                queries = query.run_queries(server, reps, filled["events_stored"])
+                return {"fill": filled, "queries": queries}
+
+        self.repeat("query", s.query_runs, one)
+
+    def tail(self) -> None:
+        s = self.s
+
+        def one() -> dict[str, Any]:
+            with self.server(s.big_rcvbuf) as server:
+                return tail.measure(
+                    server,
+                    self.sender,
+                    self.cores,
+                    rate=s.tail_rate,
+                    seconds=s.tail_seconds,
+                    subscribers=s.tail_subscribers,
+                )
+
+        self.repeat("tail", s.runs, one)
+
+    def logger(self) -> None:
+        if not logger_cost.available():
+            log("logger: logd.logger is not there yet; reported as pending")
+            self.raw["logger"] = []
+            return
+
+        def one() -> dict[str, Any]:
+            with self.server(self.s.big_rcvbuf) as server:
+                return logger_cost.measure(server, self.cores, calls=self.s.logger_calls)
+
+        self.repeat("logger", self.s.runs, one)
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
+    def med(section: str, *path: str) -> float:
+        values = []
+        for run in raw.get(section, []):
+            for part in path:
+                run = run[part]
+            values.append(float(run))
+        return median(values)
+
+    out: dict[str, float | str] = {}
+    if raw.get("saturation"):
+        per_frame = med("saturation", "cpu_us_per_frame")
+        bare = med("bare", "cpu_us_per_packet")
+        out["ingest.saturation_frames_per_s"] = med("saturation", "frames_per_s")
+        out["ingest.cpu_us_per_frame"] = per_frame
+        out["bare.cpu_us_per_packet"] = bare
+        out["ingest.ratio_to_bare"] = per_frame / bare
+        out["batched.events_per_s"] = med("batched", "events_per_s")
+        out["batched.cpu_us_per_event"] = med("batched", "cpu_us_per_event")
+    if raw.get("steps"):
+        out["ingest.no_loss_frames_per_s"] = med("steps", "no_loss_frames_per_s")
+    for name in query.QUERIES:
+        if raw.get("query"):
+            out[f"query.{name}.p50_ms"] = med("query", "queries", name, "p50_ms")
+            out[f"query.{name}.p99_ms"] = med("query", "queries", name, "p99_ms")
+    if raw.get("query"):
+        out["memory.rss_per_1m"] = med("query", "fill", "rss_growth_per_1m")
+        out["memory.rss_over_payload"] = med("query", "fill", "rss_over_payload")
+    if raw.get("tail"):
+        out["tail.p50_ms"] = med("tail", "p50_ms")
+        out["tail.p99_ms"] = med("tail", "p99_ms")
+    if raw.get("logger"):
+        out["logger.call_us"] = med("logger", "call_us")
+        out["logger.events_per_s"] = med("logger", "events_per_s")
+    elif "logger" in raw:
+        out["logger.call_us"] = "pending: logd.logger not written yet"
+    return out
+
+
+def notes(bench: Bench) -> list[str]:
+    raw, s, cores = bench.raw, bench.s, bench.cores
+    out = [
+        f"Python {platform.python_version()} on {os.cpu_count()} CPUs; "
+        + (
+            f"server pinned to CPU {cores.server}, sender/clients/driver to CPU {cores.load}"
+            if cores.server is not None
+            else "one CPU: nothing pinned"
+        ),
+        f"medians of {s.runs} runs ({s.query_runs} for query/memory); "
+        "UDP receive buffer asked -> granted (bytes, as the kernel reports): "
+        + ", ".join(f"{k} -> {v}" for k, v in bench.granted_rcvbuf.items()),
+    ]
+    if raw.get("saturation"):
+        others = median([r["others_on_server_core"] for r in raw["saturation"]])
+        busy = median([r["busy"] for r in raw["bare"]])
+        out.append(
+            f"saturation: other processes used {others:.1%} of the server's core (a shared "
+            f"machine is noisy); the bare loop was busy {busy:.0%} of its run (below 100%: "
+            "the sender was its limit, and its per-packet cost includes some wake-ups)"
+        )
+    if raw.get("steps"):
+        by_rate: dict[float, list[dict[str, Any]]] = {}
+        for run in raw["steps"]:
+            for step in run["steps"]:
+                by_rate.setdefault(step["target_frames_per_s"], []).append(step)
+        out.append(
+            "offered rate -> loss, lag after the sender stopped (medians): "
+            + "; ".join(
+                f"{rate:,.0f}/s -> {median([x['loss'] for x in steps]):.2%}, "
+                f"{median([x['lag_s'] for x in steps]):.2f}s"
+                for rate, steps in sorted(by_rate.items())
+            )
+        )
+    for run in raw.get("query", []):
+        fill = run["fill"]
+        out.append(
+            f"query ring: {fill['events_stored']:,} of {fill['events_sent']:,} events stored, "
+            f"{fill['payload_bytes_per_event']:.0f} payload bytes each (serialised Msg, "
+            "txt 100 bytes)"
+        )
+        for name, q in run["queries"].items():
+            if not q["as_expected"]:
+                out.append(f"query {name} returned {q['returned']} events, not {q['expected']}")
+    if raw.get("tail"):
+        delivered = median([r["delivered"] for r in raw["tail"]])
+        out.append(
+            f"tail: {s.tail_subscribers} subscribers at {s.tail_rate:,.0f} events/s; "
+            f"{delivered:.2%} of the lines delivered (median), "
+            f"{sum(r['dropped'] for r in raw['tail'])} dropped by the server"
+        )
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN is not JSON: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
+    parser.add_argument("--runs", type=int, help="repetitions of each measurement")
+    parser.add_argument("--query-events", type=int, help="events in the query ring")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--sender", type=Path, default=HERE / "build" / "sender")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    settings = SMOKE if args.smoke else Settings()
+    if args.runs:
+        settings = replace(settings, runs=args.runs)
+    if args.query_events:
+        settings = replace(settings, query_events=args.query_events)
+    sections = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section {sorted(unknown)[0]!r}; known: {', '.join(SECTIONS)}")
+    if not os.access(args.sender, os.X_OK):
+        print(f"bench: no sender at {args.sender}; `make bench` builds it", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="logd-bench-") as tmp:
+        bench = Bench(settings, args.sender, Path(tmp))
+        pin(os.getpid(), bench.cores.load)
+        started = time.monotonic()
+        try:
+            for section in SECTIONS:
+                if section in sections:
+                    getattr(bench, section)()
+        except RuntimeError as err:
+            print(f"bench: {err}", file=sys.stderr)
+            return 1
+    summary = summarise(bench.raw)
+    text = report.table(summary, notes(bench))
+    print(text)
+    result = {
+        "settings": asdict(settings),
+        "seconds": time.monotonic() - started,
+        "summary": summary,
+        "table": text,
+        "raw": bench.raw,
+    }
+    args.out.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Tail latency: write -> received by `/tail` subscribers over HTTP.
+
+Each event's txt carries `sent=<ns>`, the time the sender signed its frame. A
+client process (this module's `main`) holds the subscriptions open with plain
+HTTP/1.1 and, for every line it reads, records `arrival - sent`. It runs on the
+load core beside the sender, so its own delays are part of what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from bench.procs import Cores, Load, LogdServer, pin, send, stop_pid, wait_for
+from bench.stats import percentiles
+
+_SENT = re.compile(rb"sent=(\d+)")
+CONNECT_TIMEOUT_S = 10.0
+
+
+async def _subscribe(url: str, secret: str, samples: list[int], until: float, idle_s: float) -> int:
+    """Read one /tail stream until `until` (monotonic), or until it has been quiet for
+    `idle_s` after its first line; returns the lines seen."""
+    parts = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(
+        f"GET /tail HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {secret}\r\n"
+        "Accept: application/x-ndjson\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT_S)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError("/tail answered " + repr(head.splitlines()[0]))
+    lines = 0
+    carry = b""
+    try:
+        while (left := until - time.monotonic()) > 0:
+            try:
+                wait = min(left, idle_s) if lines else left
+                chunk = await asyncio.wait_for(reader.read(1 << 16), wait)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            now = time.time_ns()
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            for match in _SENT.finditer(data, 0, cut):
+                samples.append(now - int(match[1]))
+                lines += 1
+    finally:
+        writer.close()
+    return lines
+
+
+async def _client(
+    url: str, secret: str, subscribers: int, seconds: float, idle_s: float
+) -> dict[str, Any]:
+    samples: list[int] = []
+    until = time.monotonic() + seconds
+    counts = await asyncio.gather(
+        *(_subscribe(url, secret, samples, until, idle_s) for _ in range(subscribers))
+    )
+    p50, p99 = percentiles([s / 1e6 for s in samples], 50, 99)
+    return {
+        "lines": list(counts),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max(samples) / 1e6 if samples else float("nan"),
+    }
+
+
+def main() -> None:
+    """`python -m bench.tail URL SUBSCRIBERS SECONDS IDLE_S` (secret in LOGD_READ_SECRET)."""
+    url, subscribers = sys.argv[1], int(sys.argv[2])
+    seconds, idle_s = float(sys.argv[3]), float(sys.argv[4])
+    secret = os.environ["LOGD_READ_SECRET"]
+    result = asyncio.run(_client(url, secret, subscribers, seconds, idle_s))
+    print(json.dumps(result), flush=True)
+
+
+def measure(
+    server: LogdServer, sender: Path, cores: Cores, *, rate: float, seconds: float, subscribers: int
+) -> dict[str, Any]:
+    """`subscribers` tails on a server that receives `rate` events/s for `seconds`."""
+    grace = 1.5  # after the last event, for the tails to deliver it
+    env = dict(os.environ, LOGD_READ_SECRET=server.read_secret)
+    args = [sys.executable, "-m", "bench.tail", server.http_url, str(subscribers)]
+    connect = CONNECT_TIMEOUT_S
+    client = subprocess.Popen(
+        [*args, str(connect + seconds + grace), str(grace)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        pin(client.pid, cores.load)
+        wait_for(
+            lambda: server.info()["tail"]["subscribers"] >= subscribers,
+            connect,
+            "the tail subscribers to connect",
+        )
+        load = Load(rate=rate, seconds=seconds)
+        sent = send(sender, server.udp_port, server.write_secret, load, cores.load)
+        out, _ = client.communicate(timeout=connect + seconds + grace + 30)
+    finally:
+        stop_pid(client)
+    if client.returncode != 0:
+        raise RuntimeError(f"the tail client failed with exit code {client.returncode}")
+    result: dict[str, Any] = json.loads(out)
+    expected = sent["frames_sent"] * subscribers
+    result["delivered"] = sum(result["lines"]) / expected if expected else 0.0
+    result["dropped"] = server.info()["tail"]["dropped"]
+    result["events_per_s"] = sent["frames_sent"] / sent["elapsed_s"]
+    return result
+
+
+if __name__ == "__main__":
+    main()

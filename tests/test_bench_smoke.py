@@ -1,0 +1,98 @@
+"""The benchmark harness keeps working: the C sender signs exactly per PROTOCOL.md, and
+`python -m bench.run --smoke` (tiny sizes) yields a well-formed table and results file.
+
+No timing is asserted here; speed is what `make bench` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.functional
+
+REPO = Path(__file__).resolve().parent.parent
+# PROTOCOL.md's test vector: secret "test-secret", signed_at 1700000000000000000.
+VECTOR_FRAME = (
+    "01434b5c9717979cfe362a0000cd64e3d6bcb5154dbfeae4cffe0d4f22"
+    "12141a0470726f64220361706930033a0568656c6c6f"
+)
+NUMBERS = [
+    "ingest.no_loss_frames_per_s",
+    "ingest.saturation_frames_per_s",
+    "ingest.cpu_us_per_frame",
+    "bare.cpu_us_per_packet",
+    "ingest.ratio_to_bare",
+    "batched.events_per_s",
+    "batched.cpu_us_per_event",
+    "query.newest_100.p50_ms",
+    "query.txt_1pct.p99_ms",
+    "query.full_scan_txt.p50_ms",
+    "query.lvl_error.p50_ms",
+    "tail.p50_ms",
+    "tail.p99_ms",
+    "memory.rss_per_1m",
+    "memory.rss_over_payload",
+]
+
+
+@pytest.fixture(scope="module")
+def sender() -> Path:
+    """Built by the Makefile rule that `make bench` uses."""
+    subprocess.run(["make", "-s", "bench/build/sender"], cwd=REPO, check=True)
+    return REPO / "bench" / "build" / "sender"
+
+
+def test_sender_signs_the_protocol_test_vector(sender: Path) -> None:
+    out = subprocess.run(
+        [str(sender), "--test-vector"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == VECTOR_FRAME
+
+
+@pytest.mark.timeout(240)
+def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", f"--sender={sender}", f"--out={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    summary = results["summary"]
+    for key in NUMBERS:
+        assert isinstance(summary[key], float), key
+        assert math.isfinite(summary[key]), key
+        assert summary[key] > 0, key
+    for run_ in results["raw"]["saturation"] + results["raw"]["batched"]:
+        assert "bad_mac" not in run_["rejected"]
+    logger = summary.get("logger.call_us")
+    assert isinstance(logger, float | str)
+    assert results["table"] in run.stdout
+    assert "| per-frame CPU / bare recv loop |" in run.stdout
+
+
+def test_smoke_run_frames_are_all_accepted(sender: Path, tmp_path: Path) -> None:
+    """Every frame of the sender passes logd's checks, and the queries see what it sent."""
+    out = tmp_path / "results.json"
+    args = ["--smoke", "--only=query", f"--sender={sender}", f"--out={out}"]
+    subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    run = json.loads(out.read_text())["raw"]["query"][0]
+    assert run["fill"]["events_stored"] == run["fill"]["events_sent"]
+    assert {name: q["as_expected"] for name, q in run["queries"].items()} == dict.fromkeys(
+        run["queries"], True
+    )
