@@ -1,7 +1,8 @@
 """Wiring: build the application from a Config, start it, stop it on a signal.
 
 Start-up order (cleanup contexts unwind in reverse): keys, then the UDP
-endpoint (which feeds the store). HTTP opens last, once there is something to read.
+endpoint (which feeds the store), then the Secrets Manager reload loop. HTTP
+opens last, once there is something to read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from logd.http_api import add_routes, error_middleware
 from logd.ingest import UdpIngest, bind_udp
 from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
-from logd.secrets import DevFileSource, KeyManager, select_source
+from logd.secrets import DevFileSource, KeyManager, Reloader, select_source
+from logd.secrets.aws import SecretsManagerSource
 from logd.state import (
     CORS_ORIGIN,
     GUARD,
@@ -45,13 +47,19 @@ SHUTDOWN_TIMEOUT_S = 3.0
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[STARTED_NS] = time.time_ns()
-    app[KEYS] = KeyManager(
-        select_source(
-            read_secret=config.read_secret,
-            write_secret=config.write_secret,
-            secrets_file=config.secrets_file,
-        )
+    source = select_source(
+        read_secret=config.read_secret,
+        write_secret=config.write_secret,
+        secrets_file=config.secrets_file,
+        read_secret_id=config.read_secret_id,
+        write_secret_id=config.write_secret_id,
     )
+    # Secrets Manager rotates on its own: poll it, and let AWSPREVIOUS expire.
+    rotating = isinstance(source, SecretsManagerSource)
+    app[KEYS] = KeyManager(
+        source, previous_grace_s=config.secrets_previous_grace if rotating else None
+    )
+    reloader = Reloader(app[KEYS], interval_s=config.secrets_reload_interval) if rotating else None
     app[STORE] = MemoryStore(
         ring_bytes=config.ring_bytes,
         ring_sizes=config.rings,
@@ -91,7 +99,11 @@ def create_app(config: Config) -> web.Application:
             max_future_ns=int(config.max_future * 1e9),
         )
         app[INGEST] = UdpIngest(
-            sock=sock, checker=checker, store=app[STORE], expire=app[GUARD].expire
+            sock=sock,
+            checker=checker,
+            store=app[STORE],
+            expire=app[GUARD].expire,
+            on_unknown_key=reloader.poke if reloader else None,
         )
         app[INGEST].start(asyncio.get_running_loop())
         try:
@@ -100,10 +112,20 @@ def create_app(config: Config) -> web.Application:
             app[INGEST].stop()
             sock.close()
 
+    async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
+        if reloader is None:
+            yield
+            return
+        task = asyncio.get_running_loop().create_task(reloader.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def close_tails(app: web.Application) -> None:
         app[STORE].hub.close_all()
 
-    app.cleanup_ctx.extend([keys_ctx, udp_ctx])
+    app.cleanup_ctx.extend([keys_ctx, udp_ctx, reload_ctx])
     app.on_shutdown.append(close_tails)
     add_routes(app)
     return app

@@ -171,6 +171,22 @@ class Config:
     secrets_file: Path | None = _setting(
         None, "File of LOGD_READ_SECRET=/LOGD_WRITE_SECRET= lines, re-read on SIGHUP.", Path
     )
+    read_secret_id: str | None = _setting(
+        None, "Secrets Manager name or ARN of the read secret (needs boto3).", _text
+    )
+    write_secret_id: str | None = _setting(
+        None, "Secrets Manager name or ARN of the write secret (needs boto3).", _text
+    )
+    secrets_reload_interval: float = _setting(
+        30.0,
+        "Seconds between Secrets Manager reloads (also on SIGHUP and unknown key_ids).",
+        _bounded(float, 0.1, 86_400),
+    )
+    secrets_previous_grace: float = _setting(
+        900.0,
+        "Seconds an AWSPREVIOUS secret stays accepted after logd first sees it become previous.",
+        _bounded(float, 0, 30 * 86_400),
+    )
     cors_origin: str | None = _setting(
         None, "Origin allowed to read from a browser (Access-Control-Allow-Origin).", _text
     )

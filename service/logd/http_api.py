@@ -245,7 +245,7 @@ def status(app: web.Application) -> dict[str, Any]:
         },
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
         "http": {"auth_throttled": app[LIMITER].throttled},
-        "secrets": app[KEYS].info(),
+        "secrets": app[KEYS].info(ingest.stats.keys.counts),
     }
 
 

@@ -30,8 +30,44 @@ _RECV_SIZE = 65_536
 _MIN_T_S, _MAX_T_S = -62_135_596_800, 253_402_300_799
 
 
+class KeyUsage:
+    """Frames authenticated per key_id, so /info shows when writers left an old key.
+
+    The hot path adds one to `current[key_id]`; `roll()` (once per drain) closes the
+    window every `window_ns`, folding its counts into `totals`.
+    """
+
+    __slots__ = ("_previous", "_started_ns", "_window_ns", "current", "totals")
+
+    def __init__(self, window_ns: int = 60 * 1_000_000_000) -> None:
+        self._window_ns = window_ns
+        self._started_ns = 0
+        self._previous: dict[bytes, int] = {}
+        self.current: dict[bytes, int] = {}
+        self.totals: dict[bytes, int] = {}
+
+    def roll(self, now_ns: int) -> None:
+        if now_ns - self._started_ns < self._window_ns:
+            return
+        for key_id, n in self.current.items():
+            self.totals[key_id] = self.totals.get(key_id, 0) + n
+        recent = now_ns - self._started_ns < 2 * self._window_ns
+        self._previous = self.current if recent else {}
+        self.current = {}
+        self._started_ns = now_ns
+
+    def counts(self, key_id_hex: str) -> dict[str, int]:
+        """`frames_recent`: in the last one to two windows; `frames_total`: since start."""
+        key_id = bytes.fromhex(key_id_hex)
+        now = self.current.get(key_id, 0)
+        return {
+            "frames_recent": now + self._previous.get(key_id, 0),
+            "frames_total": now + self.totals.get(key_id, 0),
+        }
+
+
 class IngestStats:
-    __slots__ = ("accepted", "events", "pongs", "received", "recv_errors", "rejected")
+    __slots__ = ("accepted", "events", "keys", "pongs", "received", "recv_errors", "rejected")
 
     def __init__(self) -> None:
         self.received = 0
@@ -40,6 +76,7 @@ class IngestStats:
         self.pongs = 0
         self.recv_errors = 0
         self.rejected: dict[Reject, int] = dict.fromkeys(Reject, 0)
+        self.keys = KeyUsage()
 
 
 def bind_udp(addr: tuple[str, int], rcvbuf: int) -> tuple[socket.socket, int]:
@@ -82,6 +119,7 @@ class UdpIngest:
         expire: Callable[[int], None],
         clock: Callable[[], int] = time.time_ns,
         drain_max: int = 1024,
+        on_unknown_key: Callable[[], None] | None = None,
     ) -> None:
         self._sock = sock
         self._checker = checker
@@ -89,6 +127,7 @@ class UdpIngest:
         self._expire = expire
         self._clock = clock
         self._drain_max = drain_max
+        self._on_unknown_key = on_unknown_key  # e.g. a rate-limited key reload
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = QuietLogger(log)
         self.stats = IngestStats()
@@ -118,7 +157,9 @@ class UdpIngest:
         recv = self._sock.recvfrom
         handle = self.handle
         clock = self._clock
-        self._expire(clock())
+        now = clock()
+        self._expire(now)
+        self.stats.keys.roll(now)
         for _ in range(self._drain_max):
             try:
                 data, addr = recv(_RECV_SIZE)
@@ -138,8 +179,13 @@ class UdpIngest:
         if not isinstance(verdict, Accepted):
             stats.rejected[verdict] += 1
             self._quiet.once(verdict.value, "rejected datagram reason=%s", verdict.value)
+            if verdict is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
+                self._on_unknown_key()
             return
         stats.accepted += 1
+        frames = stats.keys.current
+        key_id = verdict.key.signer.key_id
+        frames[key_id] = frames.get(key_id, 0) + 1
         cmd = verdict.cmd
         if cmd.name == WRITE:
             if cmd.HasField("msg"):

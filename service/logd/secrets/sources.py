@@ -1,6 +1,6 @@
 """Where keys come from. A KeySource loads a whole KeyRing; the KeyManager swaps it in.
 
-A new source (Secrets Manager) implements `KeySource`: a `name` for /info, a
+A source (Secrets Manager: `logd.secrets.aws`) implements `KeySource`: a `name` for /info, a
 `where` that says where it reads (a path or an ARN, never a value), and an
 async `load()` that returns a KeyRing or raises SecretsError.
 """
@@ -107,8 +107,22 @@ def select_source(
     write_secret: str | None,
     secrets_file: Path | None,
     environ: dict[str, str] | None = None,
+    read_secret_id: str | None = None,
+    write_secret_id: str | None = None,
 ) -> KeySource:
     """The source the settings ask for; dev mode when no secret is configured at all."""
+    if read_secret_id or write_secret_id:
+        if not (read_secret_id and write_secret_id):
+            missing = "LOGD_WRITE_SECRET_ID" if read_secret_id else "LOGD_READ_SECRET_ID"
+            raise ConfigError(f"{missing} is not set; set both Secrets Manager secret ids")
+        if read_secret or write_secret or secrets_file is not None:
+            raise ConfigError(
+                "set either the Secrets Manager secret ids or LOGD_READ_SECRET/"
+                "LOGD_WRITE_SECRET/a secrets file, not both"
+            )
+        from logd.secrets.aws import SecretsManagerSource  # boto3 only when asked for
+
+        return SecretsManagerSource(read_secret_id=read_secret_id, write_secret_id=write_secret_id)
     if secrets_file is not None:
         if read_secret or write_secret:
             raise ConfigError(

@@ -1,0 +1,187 @@
+"""SecretsManagerSource: the read and write secrets from AWS Secrets Manager.
+
+Each load describes both secrets (one call each) to learn which version holds
+AWSCURRENT, AWSPENDING and AWSPREVIOUS, then fetches only the versions it has
+not seen before, always naming the stage with `VersionStage` so a label that
+moved in between is an error rather than a silent wrong value. Values of a
+version never change, so they are cached by version id until unlabelled.
+
+Region, endpoint (`AWS_ENDPOINT_URL`) and credentials come from the standard
+AWS configuration. boto3 is imported when the source is built, so the server
+runs without it unless a secret id is configured. Calls run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from logd.errors import ConfigError, SecretsError, SecretsUnavailable
+from logd.keys import KeyRing, Role, Stage
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+log = logging.getLogger("logd.secrets")
+
+_ID_SETTING = {Role.READ: "LOGD_READ_SECRET_ID", Role.WRITE: "LOGD_WRITE_SECRET_ID"}
+
+
+def make_client(secret_id: str) -> SecretsManagerClient:
+    """A Secrets Manager client from the standard AWS configuration; with no region
+    configured, the region of an ARN secret id."""
+    try:
+        import boto3
+        from botocore.config import Config as BotoConfig
+    except ImportError:
+        raise ConfigError(
+            "a Secrets Manager secret id is set but boto3 is not installed; "
+            "install it with: pip install 'logd[aws]'"
+        ) from None
+    session = boto3.session.Session()
+    region = session.region_name or _arn_region(secret_id)
+    if region is None:
+        raise ConfigError(
+            "no AWS region is configured for Secrets Manager; set AWS_REGION "
+            "(or AWS_DEFAULT_REGION) or use the secret's ARN"
+        )
+    # Short timeouts and few retries: callers retry with their own backoff.
+    config = BotoConfig(
+        connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 2}
+    )
+    return session.client("secretsmanager", region_name=region, config=config)
+
+
+def _arn_region(secret_id: str) -> str | None:
+    parts = secret_id.split(":")
+    return parts[3] or None if secret_id.startswith("arn:") and len(parts) > 3 else None
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    """What a failed call raises: an AWS error answer, or a transport/credentials error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+_DENIED = ("AccessDenied", "UnrecognizedClient", "InvalidClientTokenId", "ExpiredToken")
+
+
+def _error_code(err: Exception) -> str | None:
+    """The AWS error code of a botocore ClientError, else None (a transport error)."""
+    response = getattr(err, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = str(response.get("Error", {}).get("Code", "error"))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return "AccessDenied" if status == 403 and code.isdigit() else code
+
+
+def describe_error(err: Exception, action: str, secret_id: str) -> SecretsError:
+    """One sentence for a failed call: the secret id and the error code, never a value."""
+    code = _error_code(err)
+    if code is not None:
+        if code == "ResourceNotFoundException":
+            return SecretsError(f"Secrets Manager has no secret {secret_id} ({action} failed)")
+        if code.startswith(_DENIED):
+            return SecretsUnavailable(
+                f"Secrets Manager denied {action} on {secret_id} ({code}); "
+                "check the instance role's permissions"
+            )
+        return SecretsUnavailable(f"Secrets Manager {action} on {secret_id} failed ({code})")
+    return SecretsUnavailable(
+        f"cannot reach Secrets Manager for {secret_id} ({type(err).__name__})"
+    )
+
+
+class _StageMoved(SecretsUnavailable):
+    """The stage named in GetSecretValue no longer labels the version DescribeSecret gave."""
+
+
+class SecretsManagerSource:
+    """Both roles' secrets, by stage, from two Secrets Manager secrets."""
+
+    name = "secretsmanager"
+
+    def __init__(
+        self,
+        *,
+        read_secret_id: str,
+        write_secret_id: str,
+        client: SecretsManagerClient | None = None,
+    ) -> None:
+        self.secret_ids = {Role.READ: read_secret_id, Role.WRITE: write_secret_id}
+        self._client = client if client is not None else make_client(read_secret_id)
+        self._values: dict[tuple[Role, str], str] = {}  # (role, version id) -> value
+        self._lock = threading.Lock()  # a SIGHUP reload may overlap a periodic one
+
+    @property
+    def where(self) -> str:
+        return f"read={self.secret_ids[Role.READ]} write={self.secret_ids[Role.WRITE]}"
+
+    async def load(self) -> KeyRing:
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> KeyRing:
+        with self._lock:
+            try:
+                return self._load_once()
+            except _StageMoved:
+                return self._load_once()  # a rotation step ran between two calls: look again
+
+    def _load_once(self) -> KeyRing:
+        secrets: dict[tuple[Role, Stage], str] = {}
+        wanted: set[tuple[Role, str]] = set()
+        for role, secret_id in self.secret_ids.items():
+            for stage, version_id in self._staged_versions(role, secret_id).items():
+                secrets[role, stage] = self._value(role, secret_id, version_id, stage)
+                wanted.add((role, version_id))
+        for stale in self._values.keys() - wanted:
+            del self._values[stale]
+        return KeyRing.from_secrets(secrets)
+
+    def _staged_versions(self, role: Role, secret_id: str) -> dict[Stage, str]:
+        """Stage -> version id; a version that holds several stages counts once, under
+        the first of CURRENT, PENDING, PREVIOUS."""
+        try:
+            metadata = self._client.describe_secret(SecretId=secret_id)
+        except _boto_errors() as err:
+            raise describe_error(err, "DescribeSecret", secret_id) from None
+        by_stage: dict[Stage, str] = {}
+        taken: set[str] = set()
+        versions = metadata.get("VersionIdsToStages", {})
+        for stage in Stage:
+            for version_id, labels in versions.items():
+                if stage.value in labels and version_id not in taken:
+                    by_stage[stage] = version_id
+                    taken.add(version_id)
+        if Stage.CURRENT not in by_stage:
+            raise SecretsError(
+                f"Secrets Manager secret {secret_id} has no AWSCURRENT version; "
+                f"put a value into it or fix {_ID_SETTING[role]}"
+            )
+        return by_stage
+
+    def _value(self, role: Role, secret_id: str, version_id: str, stage: Stage) -> str:
+        cached = self._values.get((role, version_id))
+        if cached is not None:
+            return cached
+        try:
+            answer = self._client.get_secret_value(
+                SecretId=secret_id, VersionId=version_id, VersionStage=stage.value
+            )
+        except _boto_errors() as err:
+            failure = describe_error(err, "GetSecretValue", secret_id)
+            if _error_code(err) == "InvalidRequestException":
+                raise _StageMoved(str(failure)) from None
+            raise failure from None
+        value = answer.get("SecretString")
+        if not value:
+            raise SecretsError(
+                f"Secrets Manager secret {secret_id} ({stage}) holds no text; "
+                "store the secret as a plain SecretString"
+            )
+        self._values[role, version_id] = value
+        return value
