@@ -22,6 +22,7 @@ from aiohttp import web
 from logd.accept import FrameChecker
 from logd.config import Config
 from logd.http_api import add_routes, error_middleware
+from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest, bind_udp
 from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
@@ -34,6 +35,7 @@ from logd.state import (
     KEYS,
     LIMITER,
     QUERY_LIMIT_MAX,
+    REAPER,
     STARTED_NS,
     STORE,
     UDP_RCVBUF,
@@ -45,7 +47,9 @@ SHUTDOWN_TIMEOUT_S = 3.0
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    reaper = IdleConnectionReaper(idle_s=config.http_idle_timeout)
+    app = web.Application(middlewares=[reaper.middleware, error_middleware])
+    app[REAPER] = reaper
     app[STARTED_NS] = time.time_ns()
     source = select_source(
         read_secret=config.read_secret,
@@ -181,7 +185,10 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
-        await stop.wait()
+        if runner.server is None:
+            raise RuntimeError("the HTTP server must be set up before it is guarded")
+        async with app[REAPER].running(runner.server):
+            await stop.wait()
         log.info("stopping")
         app[INGEST].stop()  # stop reading UDP first, then close HTTP and the tails
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -187,6 +187,12 @@ class Config:
         "Seconds an AWSPREVIOUS secret stays accepted after logd first sees it become previous.",
         _bounded(float, 0, 30 * 86_400),
     )
+    http_idle_timeout: float = _setting(
+        10.0,
+        "Seconds an HTTP connection may sit without a request in progress (slow headers, idle "
+        "keep-alive) before it is closed.",
+        _bounded(float, 0.1, 3600),
+    )
     cors_origin: str | None = _setting(
         None, "Origin allowed to read from a browser (Access-Control-Allow-Origin).", _text
     )

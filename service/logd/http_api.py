@@ -24,6 +24,7 @@ from logd.state import (
     KEYS,
     LIMITER,
     QUERY_LIMIT_MAX,
+    REAPER,
     STARTED_NS,
     STORE,
     UDP_RCVBUF,
@@ -244,7 +245,7 @@ def status(app: web.Application) -> dict[str, Any]:
             },
         },
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
-        "http": {"auth_throttled": app[LIMITER].throttled},
+        "http": {"auth_throttled": app[LIMITER].throttled, "idle_closed": app[REAPER].reaped},
         "secrets": app[KEYS].info(ingest.stats.keys.counts),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest
 from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
@@ -15,6 +16,7 @@ STORE = web.AppKey("store", MemoryStore)
 INGEST = web.AppKey("ingest", UdpIngest)
 GUARD = web.AppKey("guard", ReplayGuard)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+REAPER = web.AppKey("reaper", IdleConnectionReaper)
 STARTED_NS = web.AppKey("started_ns", int)
 QUERY_LIMIT_MAX = web.AppKey("query_limit_max", int)
 CORS_ORIGIN = web.AppKey("cors_origin", str)
