@@ -4,11 +4,14 @@ the way a deployment has them, and the rotation Lambda loaded from its own direc
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -65,6 +68,13 @@ class MotoServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def run_no_lambdas(self) -> None:
+        """moto's config: Lambda invocations run no code (see rotation_function)."""
+        body = json.dumps({"lambda": {"use_docker": False}}).encode()
+        request = urllib.request.Request(self.url + "/moto-api/config", data=body, method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+
     def client(self) -> Any:
         return boto3.client("secretsmanager", endpoint_url=self.url, region_name="us-east-1")
 
@@ -79,18 +89,36 @@ class MotoServer:
         self._log.close()
 
 
-def create_rotating_secret(client: Any, name: str, value: str) -> str:
-    """A secret with rotation enabled, the way a deployment has it, returning its ARN.
+def rotation_function(endpoint_url: str | None = None) -> str:
+    """A Lambda function in moto for RotateSecret to name; its ARN.
 
-    moto runs a rotation Lambda itself on rotate_secret when given one; without a
-    Lambda ARN and with RotateImmediately=False it only turns rotation on (and copies
-    the value into a new AWSCURRENT version, the old one becoming AWSPREVIOUS).
+    moto "invokes" it on rotate_secret, but with its Lambda config `use_docker` off
+    (set by the caller) that runs no code: the tests drive the four steps themselves.
     """
-    arn = client.create_secret(Name=name, SecretString=value)["ARN"]
-    client.rotate_secret(
-        SecretId=arn, RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False
+    kw: dict[str, Any] = {"endpoint_url": endpoint_url, "region_name": "us-east-1"}
+    role = boto3.client("iam", **kw).create_role(RoleName="rotation", AssumeRolePolicyDocument="{}")
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.write(HANDLER_PATH, "handler.py")
+    function = boto3.client("lambda", **kw).create_function(
+        FunctionName="logd-rotation",
+        Runtime="python3.12",
+        Role=role["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"ZipFile": code.getvalue()},
     )
-    return str(arn)
+    return str(function["FunctionArn"])
+
+
+def start_rotation(client: Any, secret_id: str, function_arn: str) -> str:
+    """RotateSecret: turns rotation on and adds a version labelled AWSPENDING, without a
+    value yet, as Secrets Manager does before createSecret; returns its token."""
+    answer = client.rotate_secret(
+        SecretId=secret_id,
+        RotationLambdaARN=function_arn,
+        RotationRules={"AutomaticallyAfterDays": 30},
+    )
+    return str(answer["VersionId"])
 
 
 def stages(client: Any, secret_id: str) -> dict[str, str]:

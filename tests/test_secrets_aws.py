@@ -24,7 +24,7 @@ from logd.secrets.aws import SecretsManagerSource
 from logd.wire import key_id
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
-from moto_support import MotoServer, free_port
+from moto_support import MotoServer, free_port, rotation_function, stages, start_rotation
 
 READ_ID, WRITE_ID = "logd/read", "logd/write"
 R1, W1 = "read-one-0123456789abcdefghijklmnopqrstuvw", "write-one-0123456789abcdefghijklmnopqrstu"
@@ -146,6 +146,18 @@ def test_a_version_holding_two_stages_is_one_key(sm: Any) -> None:
     )
     ring = asyncio.run(source().load())
     assert [k.stage for k in ring.keys if k.role is Role.WRITE] == [Stage.CURRENT]
+
+
+def test_a_pending_version_without_a_value_yet_is_skipped() -> None:
+    """RotateSecret labels the new version AWSPENDING before createSecret gives it a value."""
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        client.create_secret(Name=READ_ID, SecretString=R1)
+        client.create_secret(Name=WRITE_ID, SecretString=W1)
+        start_rotation(client, WRITE_ID, rotation_function())
+        assert "AWSPENDING" in stages(client, WRITE_ID)
+        ring = asyncio.run(source().load())
+    assert described(ring) == {("read", "AWSCURRENT", kid(R1)), ("write", "AWSCURRENT", kid(W1))}
 
 
 def test_a_missing_secret_is_one_sentence_naming_it(sm: Any) -> None:

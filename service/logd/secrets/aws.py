@@ -136,8 +136,10 @@ class SecretsManagerSource:
         wanted: set[tuple[Role, str]] = set()
         for role, secret_id in self.secret_ids.items():
             for stage, version_id in self._staged_versions(role, secret_id).items():
-                secrets[role, stage] = self._value(role, secret_id, version_id, stage)
-                wanted.add((role, version_id))
+                value = self._value(role, secret_id, version_id, stage)
+                if value is not None:
+                    secrets[role, stage] = value
+                    wanted.add((role, version_id))
         for stale in self._values.keys() - wanted:
             del self._values[stale]
         return KeyRing.from_secrets(secrets)
@@ -164,7 +166,9 @@ class SecretsManagerSource:
             )
         return by_stage
 
-    def _value(self, role: Role, secret_id: str, version_id: str, stage: Stage) -> str:
+    def _value(self, role: Role, secret_id: str, version_id: str, stage: Stage) -> str | None:
+        """The version's value; None for a non-current version that has none yet (RotateSecret
+        labels the new version AWSPENDING before the Lambda's createSecret puts a value)."""
         cached = self._values.get((role, version_id))
         if cached is not None:
             return cached
@@ -173,8 +177,11 @@ class SecretsManagerSource:
                 SecretId=secret_id, VersionId=version_id, VersionStage=stage.value
             )
         except _boto_errors() as err:
+            code = _error_code(err)
+            if code == "ResourceNotFoundException" and stage is not Stage.CURRENT:
+                return None
             failure = describe_error(err, "GetSecretValue", secret_id)
-            if _error_code(err) == "InvalidRequestException":
+            if code == "InvalidRequestException":
                 raise _StageMoved(str(failure)) from None
             raise failure from None
         value = answer.get("SecretString")
