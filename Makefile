@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: install run test lint typecheck unit proto proto-check bench clean
+.PHONY: install run test lint typecheck unit soak proto bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ unit: install
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The overload soak for minutes instead of seconds (make test runs a short one).
+soak: install
+	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(BIN)/pytest -s -p no:cacheprovider -o timeout=900 \
+		tests/test_soak_functional.py
 
 # Regenerate the protobuf code (committed; tests/test_proto_fresh.py fails when it is stale).
 proto: install
