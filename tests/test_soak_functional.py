@@ -123,6 +123,7 @@ def test_soak(tmp_path: Path) -> None:
     assert exit_code == 0
     print(
         f"\nsoak {SECONDS:.0f}s: sent={sent} ({sent / SECONDS:,.0f}/s) stored={stored} "
-        f"kernel_drops={udp['kernel_drops']} stale={udp['rejected']['stale']} tail_dropped={info['tail']['dropped']} "
+        f"kernel_drops={udp['kernel_drops']} stale={udp['rejected']['stale']} "
+        f"tail_dropped={info['tail']['dropped']} "
         f"queries={len(query_codes)} rss={rss / 2**20:.0f}MiB"
     )
