@@ -88,3 +88,11 @@ def test_signer_repr_shows_no_secret() -> None:
 @pytest.mark.parametrize(("payload", "name"), [(PING_PAYLOAD, PING), (PONG_PAYLOAD, PONG)])
 def test_fixed_ping_pong_payloads_match_protobuf(payload: bytes, name: int) -> None:
     assert Cmd(name=name).SerializeToString() == payload  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 63, 64, 65, 200])
+def test_mac_equals_the_standard_hmac_for_any_key_length(length: int) -> None:
+    secret = bytes(range(256))[:length]
+    signed, payload = b"\x01abcd" + bytes(8), b"payload bytes"
+    expected = hmac.new(secret, signed + payload, hashlib.sha256).digest()[:16]
+    assert Signer(secret).mac(signed, payload) == expected
