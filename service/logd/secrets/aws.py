@@ -59,7 +59,7 @@ def _arn_region(secret_id: str) -> str | None:
     return parts[3] or None if secret_id.startswith("arn:") and len(parts) > 3 else None
 
 
-def _boto_errors() -> tuple[type[Exception], ...]:
+def boto_errors() -> tuple[type[Exception], ...]:
     """What a failed call raises: an AWS error answer, or a transport/credentials error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -149,7 +149,7 @@ class SecretsManagerSource:
         the first of CURRENT, PENDING, PREVIOUS."""
         try:
             metadata = self._client.describe_secret(SecretId=secret_id)
-        except _boto_errors() as err:
+        except boto_errors() as err:
             raise describe_error(err, "DescribeSecret", secret_id) from None
         by_stage: dict[Stage, str] = {}
         taken: set[str] = set()
@@ -176,7 +176,7 @@ class SecretsManagerSource:
             answer = self._client.get_secret_value(
                 SecretId=secret_id, VersionId=version_id, VersionStage=stage.value
             )
-        except _boto_errors() as err:
+        except boto_errors() as err:
             code = _error_code(err)
             if code == "ResourceNotFoundException" and stage is not Stage.CURRENT:
                 return None
