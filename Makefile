@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: install run test lint typecheck unit soak proto bench clean
+.PHONY: install run test lint typecheck unit soak proto bench clean secrets-push secrets-edit secrets-env
 
 install: $(STAMP)
 
@@ -55,6 +55,18 @@ $(BENCH_SENDER): bench/sender.c
 
 bench: install $(BENCH_SENDER)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# SOPS files (README "Secrets and rotation"): ENV=dev means secrets/dev.enc.yaml.
+# push: decrypt with the real sops (into a pipe, never to disk) and put the values into
+# Secrets Manager (AWS credentials and region from the usual AWS configuration).
+secrets-push: secrets-env install
+	$(BIN)/python -m logd.secrets.sops push secrets/$(ENV).enc.yaml
+
+secrets-edit: secrets-env install
+	$(BIN)/sops edit secrets/$(ENV).enc.yaml
+
+secrets-env:  # checked before `install` runs
+	@[[ "$(ENV)" =~ ^[a-z0-9-]+$$ ]] || { echo "usage: make $(MAKECMDGOALS) ENV=dev"; exit 2; }
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
