@@ -155,8 +155,10 @@ def test_secret(client: SecretsManagerClient, arn: str, token: str, context: Any
     if remaining_ms is not None:  # end with our own error rather than the Lambda timeout
         timeout_s = min(timeout_s, remaining_ms() / 1000 - 2)
     for host, port in targets:
-        elapsed = ping(host, port, value.encode(), timeout_s)
-        _log("pong", secret=arn, version=token, target=f"{host}:{port}", seconds=elapsed)
+        elapsed, pings = ping(host, port, value.encode(), timeout_s)
+        _log(
+            "pong", secret=arn, version=token, target=f"{host}:{port}", seconds=elapsed, pings=pings
+        )
 
 
 def finish_secret(client: SecretsManagerClient, arn: str, token: str, context: Any) -> None:
@@ -197,10 +199,11 @@ def _targets(text: str) -> list[tuple[str, int]]:
     return targets
 
 
-def ping(host: str, port: int, secret: bytes, timeout_s: float) -> float:
-    """Seconds until logd answered a PING signed with `secret` with a valid PONG; retries
-    (logd may load the key only after the first PING) and raises after `timeout_s`."""
+def ping(host: str, port: int, secret: bytes, timeout_s: float) -> tuple[float, int]:
+    """(seconds, PINGs sent) until logd answered a PING signed with `secret` with a valid
+    PONG; retries (logd may load the key only after the first PING), raises after `timeout_s`."""
     started = time.monotonic()
+    sent = 0
     deadline = started + timeout_s
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
     with socket.socket(family, kind, proto) as sock:
@@ -209,11 +212,12 @@ def ping(host: str, port: int, secret: bytes, timeout_s: float) -> float:
             sent_ns = time.time_ns()
             try:
                 sock.send(sign_frame(secret, PING_PAYLOAD, sent_ns))
+                sent += 1
             except OSError:
                 time.sleep(min(ATTEMPT_S, max(0.0, deadline - time.monotonic())))
                 continue
             if _await_pong(sock, secret, sent_ns - PONG_MAX_AGE_NS, deadline):
-                return round(time.monotonic() - started, 3)
+                return round(time.monotonic() - started, 3), sent
     raise RotationError(
         f"logd at {host}:{port} did not answer a PING signed with the pending key "
         f"within {timeout_s:g} s; it has not loaded the new key (or is down)"

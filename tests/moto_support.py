@@ -21,6 +21,13 @@ from support import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PATH = ROOT / "rotation_lambda" / "handler.py"
+# Explicit, so that clients made outside the clean environment (module fixtures) never
+# pick up a developer's real credentials.
+FAKE_AWS = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+}
 
 
 def load_rotation_handler() -> ModuleType:
@@ -76,7 +83,7 @@ class MotoServer:
             pass
 
     def client(self) -> Any:
-        return boto3.client("secretsmanager", endpoint_url=self.url, region_name="us-east-1")
+        return boto3.client("secretsmanager", endpoint_url=self.url, **FAKE_AWS)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -95,7 +102,7 @@ def rotation_function(endpoint_url: str | None = None) -> str:
     moto "invokes" it on rotate_secret, but with its Lambda config `use_docker` off
     (set by the caller) that runs no code: the tests drive the four steps themselves.
     """
-    kw: dict[str, Any] = {"endpoint_url": endpoint_url, "region_name": "us-east-1"}
+    kw: dict[str, Any] = {"endpoint_url": endpoint_url, **FAKE_AWS}
     role = boto3.client("iam", **kw).create_role(RoleName="rotation", AssumeRolePolicyDocument="{}")
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:

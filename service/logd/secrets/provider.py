@@ -194,7 +194,10 @@ class SecretsManagerProvider:
         return self._sock
 
     def close(self) -> None:
+        """Stop PINGing and close the socket; calls still return the secret, refreshed
+        on the timer."""
         with self._lock:
+            self.server = None
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
