@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,13 @@ def rate_steps(
     seconds: float,
     max_loss: float,
     max_lag_s: float,
+    before_step: Callable[[], object],
 ) -> dict[str, Any]:
-    steps = [
-        rate_step(server, sender, cores, Load(rate=r, seconds=seconds), max_loss, max_lag_s)
-        for r in rates
-    ]
+    steps = []
+    for rate in rates:
+        before_step()
+        load = Load(rate=rate, seconds=seconds)
+        steps.append(rate_step(server, sender, cores, load, max_loss, max_lag_s))
     kept = [s["offered_frames_per_s"] for s in steps if s["kept_up"]]
     return {"steps": steps, "no_loss_frames_per_s": max(kept) if kept else 0.0}
 

@@ -79,6 +79,20 @@ def udp_rx_queue(port: int) -> int:
     return 0
 
 
+def wait_quiet(cores: Cores, *, below: float, timeout: float) -> float:
+    """Wait (up to `timeout` s) until both cores are less than `below` busy over half a
+    second, so that a run does not start in the middle of someone else's burst on a
+    shared machine. Returns the busiest core's share in the last half second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = [core_busy_seconds(c) for c in (cores.server, cores.load)]
+        time.sleep(0.5)
+        after = [core_busy_seconds(c) for c in (cores.server, cores.load)]
+        busiest = max((b - a) / 0.5 for a, b in zip(before, after, strict=True))
+        if busiest < below or time.monotonic() > deadline or cores.server is None:
+            return busiest
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ingest, logger_cost, query, report, tail
-from bench.procs import Cores, Load, LogdServer, pin
+from bench.procs import Cores, Load, LogdServer, pin, wait_quiet
 from bench.stats import median
 
 HERE = Path(__file__).parent
@@ -48,14 +48,18 @@ class Settings:
     query_reps: tuple[tuple[str, int], ...] = (
         ("newest_100", 200),
         ("txt_1pct", 100),
-        ("full_scan_txt", 10),
-        ("full_scan_fn", 10),
+        ("full_scan_txt", 5),
+        ("full_scan_fn", 5),
         ("lvl_error", 100),
     )
     tail_rate: float = 10_000
     tail_seconds: float = 5.0
     tail_subscribers: int = 10
     logger_calls: int = 200_000
+    # Before each run, wait up to quiet_timeout_s for both cores to be under quiet_below
+    # busy (a shared machine has bursts); None: do not wait.
+    quiet_below: float = 0.15
+    quiet_timeout_s: float | None = 20.0
 
 
 SMOKE = Settings(
@@ -71,6 +75,7 @@ SMOKE = Settings(
     tail_seconds=1.0,
     tail_subscribers=2,
     logger_calls=2_000,
+    quiet_timeout_s=None,
 )
 
 
@@ -86,6 +91,12 @@ class Bench:
         self.cores = Cores.pick()
         self.raw: dict[str, Any] = {}
         self.granted_rcvbuf: dict[str, int] = {}
+        self.busy_at_start: list[float] = []  # the busiest core's share as each run started
+
+    def quiet(self) -> None:
+        if self.s.quiet_timeout_s is not None:
+            busy = wait_quiet(self.cores, below=self.s.quiet_below, timeout=self.s.quiet_timeout_s)
+            self.busy_at_start.append(busy)
 
     @contextmanager
     def server(self, rcvbuf: int, ring_bytes: int = 256 * MiB) -> Iterator[LogdServer]:
@@ -93,6 +104,7 @@ class Bench:
         flags += ["--replay-capacity=5000000"]
         with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
             self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]
+            self.quiet()
             yield server
 
     def repeat(self, name: str, runs: int, one: Callable[[], dict[str, Any]]) -> list[Any]:
@@ -113,6 +125,7 @@ class Bench:
         # Interleaved, so that a noisy spell on the machine hits all three alike.
         for i in range(s.runs):
             log(f"ingest run {i + 1}/{s.runs}: bare loop, per-frame, batched")
+            self.quiet()
             self.raw.setdefault("bare", []).append(
                 ingest.bare_reference(self.sender, self.cores, flat, s.sat_rcvbuf)
             )
@@ -128,7 +141,14 @@ class Bench:
         def one() -> dict[str, Any]:
             with self.server(s.big_rcvbuf) as server:
                 return ingest.rate_steps(
-                    server, self.sender, self.cores, rates, s.step_seconds, s.max_loss, s.max_lag_s
+                    server,
+                    self.sender,
+                    self.cores,
+                    rates,
+                    s.step_seconds,
+                    s.max_loss,
+                    s.max_lag_s,
+                    before_step=self.quiet,
                 )
 
         self.repeat("steps", s.runs, one)
@@ -264,10 +284,27 @@ def notes(bench: Bench) -> list[str]:
                 out.append(f"query {name} returned {q['returned']} events, not {q['expected']}")
     if raw.get("tail"):
         delivered = median([r["delivered"] for r in raw["tail"]])
+        util = median([r["server"]["server_core_util"] for r in raw["tail"]])
+        loss = median([r["ingest_loss"] for r in raw["tail"]])
         out.append(
             f"tail: {s.tail_subscribers} subscribers at {s.tail_rate:,.0f} events/s; "
-            f"{delivered:.2%} of the lines delivered (median), "
-            f"{sum(r['dropped'] for r in raw['tail'])} dropped by the server"
+            f"{delivered:.2%} of the lines delivered, {loss:.2%} of the events lost at ingest, "
+            f"server core {util:.0%} busy while sending (medians); "
+            f"{sum(r['dropped'] for r in raw['tail'])} dropped by the server's tail queues"
+        )
+    if raw.get("logger"):
+        runs = raw["logger"]
+        dropped = median([r["dropped"] / (2 * r["calls"]) for r in runs])
+        lost = median([1 - r["stored"] / max(1, r["sent"]) for r in runs])
+        out.append(
+            f"logger: {s.logger_calls:,} calls timed in chunks of {logger_cost.CHUNK} with a "
+            f"flush between; then a tight loop of as many: of all calls {dropped:.1%} were "
+            f"dropped by the logger's full queue and {lost:.1%} of those sent never stored"
+        )
+    if bench.busy_at_start:
+        out.append(
+            "busiest core when runs started (after waiting for quiet): median "
+            f"{median(bench.busy_at_start):.0%}, max {max(bench.busy_at_start):.0%}"
         )
     return out
 

@@ -19,6 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from bench.ingest import Snap
 from bench.procs import Cores, Load, LogdServer, pin, send, stop_pid, wait_for
 from bench.stats import percentiles
 
@@ -65,6 +66,7 @@ async def _client(
     url: str, secret: str, subscribers: int, seconds: float, idle_s: float
 ) -> dict[str, Any]:
     samples: list[int] = []
+    cpu0 = time.process_time()
     until = time.monotonic() + seconds
     counts = await asyncio.gather(
         *(_subscribe(url, secret, samples, until, idle_s) for _ in range(subscribers))
@@ -75,6 +77,7 @@ async def _client(
         "p50_ms": p50,
         "p99_ms": p99,
         "max_ms": max(samples) / 1e6 if samples else float("nan"),
+        "client_cpu_s": time.process_time() - cpu0,
     }
 
 
@@ -110,7 +113,10 @@ def measure(
             "the tail subscribers to connect",
         )
         load = Load(rate=rate, seconds=seconds)
+        first = Snap.take(server, cores)
         sent = send(sender, server.udp_port, server.write_secret, load, cores.load)
+        # The server's side over the sending time: is it the server that falls behind?
+        on_server = first.delta(Snap.take(server, cores))
         out, _ = client.communicate(timeout=connect + seconds + grace + 30)
     finally:
         stop_pid(client)
@@ -121,6 +127,8 @@ def measure(
     result["delivered"] = sum(result["lines"]) / expected if expected else 0.0
     result["dropped"] = server.info()["tail"]["dropped"]
     result["events_per_s"] = sent["frames_sent"] / sent["elapsed_s"]
+    result["server"] = on_server
+    result["ingest_loss"] = 1 - on_server["stored"] / max(1, sent["frames_sent"])
     return result
 
 
