@@ -14,7 +14,6 @@ runs without it unless a secret id is configured. Calls run in a thread.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -23,8 +22,6 @@ from logd.keys import KeyRing, Role, Stage
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
-
-log = logging.getLogger("logd.secrets")
 
 _ID_SETTING = {Role.READ: "LOGD_READ_SECRET_ID", Role.WRITE: "LOGD_WRITE_SECRET_ID"}
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable
 
 from logd.secrets.manager import KeyManager
-
-log = logging.getLogger("logd.secrets")
 
 BACKOFF_FIRST_S = 1.0
 
