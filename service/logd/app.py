@@ -1,8 +1,9 @@
 """Wiring: build the application from a Config, start it, stop it on a signal.
 
-Start-up order (cleanup contexts unwind in reverse): keys, then the UDP
-endpoint (which feeds the store), then the Secrets Manager reload loop. HTTP
-opens last, once there is something to read.
+Start-up order (cleanup contexts unwind in reverse): keys, then the rings
+loaded from the data directory with their flush task, then the UDP endpoint
+(which feeds the store), then the Secrets Manager reload loop. HTTP opens last,
+once there is something to read.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from logd.state import (
     INGEST,
     KEYS,
     LIMITER,
+    PERSISTER,
     QUERY_LIMIT_MAX,
     REAPER,
     STARTED_NS,
@@ -41,6 +43,7 @@ from logd.state import (
     UDP_RCVBUF,
 )
 from logd.store import MemoryStore
+from logd.store.persist import Persister
 
 log = logging.getLogger("logd.app")
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -80,6 +83,20 @@ def create_app(config: Config) -> web.Application:
     async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[KEYS].start()
         yield
+
+    async def persist_ctx(app: web.Application) -> AsyncIterator[None]:
+        if config.data_dir is None:
+            yield
+            return
+        persister = app[PERSISTER] = Persister(
+            store=app[STORE], data_dir=config.data_dir, interval=config.flush_interval
+        )
+        await persister.load()  # before the UDP port opens: old events first
+        persister.start()
+        try:
+            yield
+        finally:
+            await persister.stop()  # after the UDP endpoint closed: a last flush
 
     async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
         sock, granted = bind_udp(config.udp_addr, config.udp_rcvbuf)
@@ -129,7 +146,7 @@ def create_app(config: Config) -> web.Application:
     async def close_tails(app: web.Application) -> None:
         app[STORE].hub.close_all()
 
-    app.cleanup_ctx.extend([keys_ctx, udp_ctx, reload_ctx])
+    app.cleanup_ctx.extend([keys_ctx, persist_ctx, udp_ctx, reload_ctx])
     app.on_shutdown.append(close_tails)
     add_routes(app)
     return app

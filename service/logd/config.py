@@ -144,6 +144,14 @@ class Config:
         "Most rings; events for further env/svc keys go to one overflow ring.",
         _bounded(int, 1, 1_000_000),
     )
+    data_dir: Path | None = _setting(
+        None, "Directory that keeps the rings across restarts; unset: memory only.", Path
+    )
+    flush_interval: float = _setting(
+        1.0,
+        "Seconds between background writes + fsync to --data-dir (a crash loses at most this).",
+        _bounded(float, 0.01, 3600),
+    )
     query_limit_max: int = _setting(
         10_000, "Largest `limit` a query may ask for.", _bounded(int, 1, 1_000_000)
     )

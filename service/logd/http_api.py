@@ -23,6 +23,7 @@ from logd.state import (
     INGEST,
     KEYS,
     LIMITER,
+    PERSISTER,
     QUERY_LIMIT_MAX,
     REAPER,
     STARTED_NS,
@@ -247,6 +248,7 @@ def status(app: web.Application) -> dict[str, Any]:
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
         "http": {"auth_throttled": app[LIMITER].throttled, "idle_closed": app[REAPER].reaped},
         "secrets": app[KEYS].info(ingest.stats.keys.counts),
+        "persistence": app[PERSISTER].info() if PERSISTER in app else None,
     }
 
 

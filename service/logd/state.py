@@ -10,9 +10,11 @@ from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
 from logd.secrets import KeyManager
 from logd.store import MemoryStore
+from logd.store.persist import Persister
 
 KEYS = web.AppKey("keys", KeyManager)
 STORE = web.AppKey("store", MemoryStore)
+PERSISTER = web.AppKey("persister", Persister)
 INGEST = web.AppKey("ingest", UdpIngest)
 GUARD = web.AppKey("guard", ReplayGuard)
 LIMITER = web.AppKey("limiter", FailureLimiter)

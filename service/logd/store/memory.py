@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 
 from logd._pb.logd_pb2 import Msg
@@ -26,6 +26,7 @@ OVERFLOW_KEY = "_overflow"
 
 _Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
 _Hit = tuple[int, bytes, Msg | None]  # (t_ns, data, the message when already parsed)
+Pending = tuple["Ring", int, int, bytes]  # an event stored but not yet on disk
 
 
 def ring_key(env: str, svc: str) -> str:
@@ -99,6 +100,7 @@ class MemoryStore:
         self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
         self.writes = 0
         self.overflow_events = 0
+        self.pending: list[Pending] | None = None  # a list while persistence is on (persist.py)
 
     def capacity_for(self, key: str) -> int:
         if key in self._exact_sizes:
@@ -120,7 +122,10 @@ class MemoryStore:
 
     def write(self, msg: Msg, t_ns: int) -> None:
         ring = self._rings.get((msg.env, msg.svc)) or self._ring_for(msg.env, msg.svc)
-        ring.append(t_ns, msg.lvl, msg.SerializeToString())
+        data = msg.SerializeToString()
+        ring.append(t_ns, msg.lvl, data)
+        if self.pending is not None:  # O(1); the persister writes these in batches
+            self.pending.append((ring, t_ns, msg.lvl, data))
         self.writes += 1
         self.hub.publish(msg)
 
@@ -142,6 +147,18 @@ class MemoryStore:
             if len(out) >= limit:
                 break
         return out
+
+    def restore(self, env: str | None, svc: str | None, records: Iterable[_Record]) -> None:
+        """Put back events loaded from disk, oldest first (env None: the overflow ring).
+        Tails, `writes` and `pending` do not see them."""
+        if env is None or svc is None:
+            if self._overflow is None:
+                self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
+            ring = self._overflow
+        else:
+            ring = self._rings.get((env, svc)) or self._ring_for(env, svc)
+        for t_ns, lvl, data in records:
+            ring.append(t_ns, lvl, data)
 
     def subscribe(self, flt: Filter) -> Subscription:
         return self.hub.subscribe(flt)

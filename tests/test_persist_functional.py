@@ -1,0 +1,143 @@
+"""Durability end to end: a real `logd serve --data-dir`, stopped, killed and restarted."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from logd._pb.logd_pb2 import Msg
+from logd.store.segments import list_segments
+from support import LogdProcess, start_logd, wait_for
+
+pytestmark = pytest.mark.functional
+
+KEYS = [("prod", "api"), ("../x", "日本"), ("", "")]
+
+
+def write_events(proc: LogdProcess, n: int, *, start: int = 0, size: int = 0) -> None:
+    """`n` events over three rings, ten per frame, each with its own time."""
+    base = time.time_ns()
+    msgs = []
+    for i in range(start, start + n):
+        env, svc = KEYS[i % len(KEYS)]
+        msg = Msg(env=env, svc=svc, txt=f"event {i} " + "x" * size)
+        msg.t.FromNanoseconds(base + i * 1000)
+        msgs.append(msg)
+    for first in range(0, n, 10):
+        proc.write(*msgs[first : first + 10])
+    wait_for(lambda: proc.info()["store"]["writes"] == start + n)
+
+
+def persistence(proc: LogdProcess) -> dict[str, Any]:
+    return proc.info()["persistence"]  # type: ignore[no-any-return]
+
+
+def everything(proc: LogdProcess) -> list[dict[str, Any]]:
+    return proc.query(limit="10000")
+
+
+def test_sigterm_persists_everything_and_a_restart_loads_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # No periodic flush within the test: only the flush on SIGTERM can save the events.
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "3600")
+    write_events(proc, 300)
+    before = everything(proc)
+    assert persistence(proc)["written_events"] == 0
+    assert proc.stop() == 0
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        assert everything(again) == before
+        assert persistence(again)["loaded_events"] == 300
+    finally:
+        again.stop()
+
+
+def test_without_data_dir_nothing_is_persisted(tmp_path: Path) -> None:
+    proc = start_logd(tmp_path)
+    try:
+        write_events(proc, 10)
+        assert persistence(proc) is None
+    finally:
+        proc.stop()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")) == ["home"]
+
+
+def test_sigkill_after_a_flush_loses_nothing_but_a_torn_write(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "0.1")
+    write_events(proc, 300)
+    wait_for(lambda: persistence(proc)["written_events"] == 300)
+    before = everything(proc)
+    proc.stop(signal.SIGKILL)
+    # A crash in the middle of the next write: half a record at the end of a segment.
+    ring_dir = next(p for p in data.iterdir() if p.name.startswith("prod.api."))
+    _seq, newest = list_segments(ring_dir)[-1]
+    with newest.open("ab") as f:
+        f.write(newest.read_bytes()[-40:-5])
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        assert everything(again) == before
+        assert persistence(again)["corrupt_records_skipped"] == 1
+        assert "skipped damaged records" in again.log()
+    finally:
+        again.stop()
+
+
+def test_unwritable_data_dir_keeps_serving_reports_and_recovers(tmp_path: Path) -> None:
+    # Tests run as root here, and root writes through chmod 0500. A data dir whose parent
+    # is a regular file fails for root too (ENOTDIR), at load and at every flush.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    data = blocker / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "0.1")
+    try:
+        write_events(proc, 30)
+        wait_for(lambda: persistence(proc)["errors"] >= 3)
+        state = persistence(proc)
+        assert (state["failing"], state["pending_events"]) == (True, 30)
+        assert state["last_error"].startswith("Not a directory")
+        assert len(everything(proc)) == 30  # still serving from memory
+        assert proc.log().count("cannot persist") == 1  # logged once, then counted
+        blocker.unlink()
+        blocker.mkdir()
+        wait_for(lambda: not persistence(proc)["failing"])
+        assert persistence(proc)["pending_events"] == 0
+        before = everything(proc)
+    finally:
+        proc.stop()
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        assert everything(again) == before
+    finally:
+        again.stop()
+
+
+def test_full_disk_keeps_serving_and_rewrites_the_torn_batch(tmp_path: Path) -> None:
+    # A real write failure part-way through a batch: RLIMIT_FSIZE on the logd process makes
+    # writes past 256 KiB fail with EFBIG (Python ignores SIGXFSZ), as a full disk would.
+    data = tmp_path / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "0.1")
+    try:
+        _soft, hard = resource.prlimit(proc.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(proc.proc.pid, resource.RLIMIT_FSIZE, (256 * 1024, hard))
+        write_events(proc, 180, size=5000)  # 300 KB per ring
+        wait_for(lambda: persistence(proc)["errors"] >= 1)
+        assert "File too large" in persistence(proc)["last_error"]
+        assert len(everything(proc)) == 180
+        resource.prlimit(proc.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        write_events(proc, 30, start=180)
+        wait_for(lambda: persistence(proc)["pending_events"] == 0)
+        assert persistence(proc)["written_events"] == 210  # each event once
+        before = everything(proc)
+    finally:
+        proc.stop()
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        assert everything(again) == before
+        assert persistence(again)["corrupt_records_skipped"] == 0  # the torn part was cut off
+    finally:
+        again.stop()
