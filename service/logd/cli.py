@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from logd import __version__
+from logd.cli_client import COMMANDS
 from logd.config import Config
 from logd.errors import LogdError
 
@@ -38,6 +39,10 @@ def _serve_options(func: Any) -> Any:
 @click.version_option(__version__, prog_name="logd")
 def main() -> None:
     """logd: cheap, real-time, secure logging. Writes are signed UDP, reads are HTTP."""
+
+
+for _command in COMMANDS:  # send, query, tail, ping, info
+    main.add_command(_command)
 
 
 @main.command(

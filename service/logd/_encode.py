@@ -1,0 +1,150 @@
+"""Client-side event encoding: a queued event -> protobuf `Msg` bytes -> a `Cmd` payload.
+
+Pure (no I/O, no clock). A `Cmd` field holding a message is encoded as tag, length,
+bytes; the sender concatenates such fields itself, so it knows each frame's size to
+the byte while packing, and never re-serialises a whole `Cmd` (a test checks the
+result equals the protobuf library's). An event too large for one frame is cut, with
+a visible marker saying how much was cut, instead of being dropped.
+"""
+
+from __future__ import annotations
+
+from logd._pb.logd_pb2 import Msg
+from logd.wire import HEADER_LEN
+
+# (t_ns, lvl, txt, attrs, stack_trace, fn): what an app thread queues. A plain tuple,
+# because building it is the cheapest thing a log call can do.
+Event = tuple[int, int, str, dict[str, str] | None, str, str | None]
+
+_MSG_TAG = b"\x12"  # Cmd field 2 (msg), length-delimited
+_BATCH_TAG = b"\x22"  # Cmd field 4 (batch), length-delimited
+MIN_FRAME = 512
+MARKER = "...[logd: cut {} bytes]"
+_MARKER_ROOM = len(MARKER.format(10**9)) + 5  # a 10-digit count, the "\n" of a stack cut, slack
+_ATTRS_DROPPED = {"logd_truncated": "attrs dropped: too large for one frame"}
+
+
+def varint(n: int) -> bytes:
+    if n < 0x80:  # the common lengths first, without a loop
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field_size(n: int) -> int:
+    """Bytes that a length-delimited Cmd field holding `n` bytes takes (tag + varint + data).
+    Frames are at most 65,507 bytes, so the length varint has at most 3 bytes."""
+    return 1 + (1 if n < 0x80 else 2 if n < 0x4000 else 3) + n
+
+
+def write_payload(msgs: list[bytes]) -> bytes:
+    """The serialised `Cmd{name: WRITE, msg: msgs[0], batch: msgs[1:]}` (WRITE is 0, the
+    default, so it takes no bytes)."""
+    parts = [_MSG_TAG, varint(len(msgs[0])), msgs[0]]
+    for data in msgs[1:]:
+        parts += (_BATCH_TAG, varint(len(data)), data)
+    return b"".join(parts)
+
+
+def msg_budget(max_frame: int) -> int:
+    """The largest serialised Msg that fits alone in a frame of `max_frame` bytes."""
+    room = max_frame - HEADER_LEN
+    return max(n for n in range(room - 4, room) if field_size(n) <= room)
+
+
+class Encoder:
+    """Encodes events of one logger: env, svc and the default fn are serialised once."""
+
+    __slots__ = ("_prefix", "_prefix_fn", "budget", "truncated")
+
+    def __init__(self, *, env: str, svc: str, fn: str, max_frame: int) -> None:
+        self._prefix = Msg(env=env, svc=svc).SerializeToString()
+        self._prefix_fn = Msg(env=env, svc=svc, fn=fn).SerializeToString()
+        self.budget = msg_budget(max_frame)
+        if len(self._prefix_fn) > self.budget // 2:
+            raise ValueError(
+                f"env, svc and fn take {len(self._prefix_fn)} bytes, more than half of the "
+                f"{self.budget} bytes an event may take in a {max_frame}-byte frame"
+            )
+        self.truncated = 0
+
+    def encode(self, event: Event) -> bytes:
+        t_ns, lvl, txt, attrs, stack_trace, fn = event
+        msg = Msg(lvl=lvl, txt=txt)  # type: ignore[arg-type]  # lvl is a valid Lvl number
+        t = msg.t
+        t.seconds, t.nanos = divmod(t_ns, 1_000_000_000)
+        if stack_trace:
+            msg.stack_trace = stack_trace
+        if attrs:
+            msg.attrs.update(attrs)
+        if fn is None:
+            prefix = self._prefix_fn
+        else:
+            prefix = self._prefix
+            msg.fn = fn
+        # Fields may come in any order on the wire; the prefix holds env, svc (and fn).
+        data = prefix + msg.SerializeToString()
+        if len(data) > self.budget:
+            self.truncated += 1
+            data = prefix + fit(msg, self.budget - len(prefix))
+        return data
+
+
+def fit(msg: Msg, budget: int) -> bytes:
+    """`msg` serialised in at most `budget` bytes. The texts (txt, stack_trace, fn, attr
+    values) are cut down to a common length, longest first ("water-filling"), so a huge
+    field does not wipe out a small one; a cut keeps the start of a text and the end of
+    a stack trace, with MARKER in place of the rest. When that cannot work (many small
+    attributes), the attributes are replaced by one `logd_truncated` attribute."""
+    while (excess := msg.ByteSize() - budget) > 0:
+        texts = _texts(msg)
+        level = _water_level([len(data) for _, _, data in texts], excess)
+        if level < _MARKER_ROOM:
+            if not msg.attrs or dict(msg.attrs) == _ATTRS_DROPPED:
+                break  # only short fields are left; Encoder's size check keeps this rare
+            msg.attrs.clear()
+            msg.attrs.update(_ATTRS_DROPPED)
+            continue
+        for field, key, data in texts:
+            if len(data) > level:  # cut to at most `level` bytes, marker included
+                new = _cut(data, level - _MARKER_ROOM, keep_end=field == "stack_trace")
+                if field == "attrs":
+                    msg.attrs[key] = new
+                else:
+                    setattr(msg, field, new)
+    return msg.SerializeToString()
+
+
+def _texts(msg: Msg) -> list[tuple[str, str, bytes]]:
+    """(field, attrs key, UTF-8 value) of every text that may be cut."""
+    out = [(f, "", getattr(msg, f).encode()) for f in ("txt", "stack_trace", "fn")]
+    out += [("attrs", key, value.encode()) for key, value in msg.attrs.items()]
+    return out
+
+
+def _water_level(lengths: list[int], excess: int) -> int:
+    """The highest level h such that cutting every length above h down to h removes at
+    least `excess` bytes; -1 when even cutting everything is not enough."""
+    lo, hi = -1, max(lengths, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(n - mid for n in lengths if n > mid) >= excess:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _cut(data: bytes, keep: int, *, keep_end: bool) -> str:
+    """`keep` bytes of `data` and a marker; "ignore" drops a UTF-8 sequence split by the cut."""
+    if keep_end:
+        kept = data[len(data) - keep :].decode("utf-8", "ignore")
+        return MARKER.format(len(data) - len(kept.encode())) + "\n" + kept
+    kept = data[:keep].decode("utf-8", "ignore")
+    return kept + MARKER.format(len(data) - len(kept.encode()))

@@ -1,0 +1,148 @@
+"""How the `logd` command shows events and status to a person.
+
+Colour only when asked for or on a TTY, never with NO_COLOR (no-color.org). Event text
+is written by whoever can log, so control characters are shown escaped: a log line
+must not be able to drive the reader's terminal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+_LEVEL_STYLE = {
+    "TRACE": "2",
+    "DEBUG": "36",
+    "INFO": "32",
+    "WARN": "33",
+    "ERROR": "31",
+    "FATAL": "1;37;41",
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+
+
+def use_color(mode: str, stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """`always` / `never`, or `auto`: a TTY and NO_COLOR unset or empty."""
+    if mode != "auto":
+        return mode == "always"
+    return not environ.get("NO_COLOR") and stream.isatty()
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"\x1b[{style}m{text}\x1b[0m" if color and style else text
+
+
+def clean(text: str) -> str:
+    """Control characters as visible escapes (ESC -> \\x1b)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def short_time(stamp: str) -> str:
+    """RFC 3339 (UTC, up to nanoseconds) -> local `YYYY-MM-DD HH:MM:SS.mmm`."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        when = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC).astimezone()
+    except ValueError:
+        return clean(stamp)
+    return when.strftime("%Y-%m-%d %H:%M:%S.") + (frac + "000")[:3]
+
+
+def format_event(event: Mapping[str, Any], *, color: bool) -> str:
+    """One event as lines: time, level, env/svc fn, text, HTTP fields, attrs; then the
+    stack trace, indented."""
+    lvl = str(event.get("lvl", "-"))
+    where = "/".join(clean(str(event[k])) for k in ("env", "svc") if event.get(k))
+    if event.get("fn"):
+        where = f"{where} {clean(str(event['fn']))}".strip()
+    parts = [
+        _paint(short_time(str(event.get("t", ""))), "2", color),
+        _paint(f"{lvl:<5}", _LEVEL_STYLE.get(lvl, ""), color),
+    ]
+    if where:
+        parts.append(_paint(where, "1", color) + ":")
+    parts.append(_indent_rest(clean(str(event.get("txt", "")))))
+    http = [str(event[k]) for k in ("http_method", "url", "response_status") if k in event]
+    if http:
+        parts.append(clean(" ".join(http)))
+    attrs = event.get("attrs") or {}
+    if isinstance(attrs, Mapping):
+        parts.extend(_paint(clean(f"{k}={v}"), "2", color) for k, v in attrs.items())
+    line = " ".join(parts)
+    stack = str(event.get("stack_trace", "")).rstrip("\n")
+    if stack:
+        line += "\n" + "\n".join("    " + clean(s) for s in stack.split("\n"))
+    return line
+
+
+def _indent_rest(text: str) -> str:
+    return text.replace("\n", "\n    ")
+
+
+def format_dropped(count: int) -> str:
+    return f"logd: {count} events were not shown: this tail fell behind the server"
+
+
+def format_info(info: Mapping[str, Any]) -> str:
+    """/info as aligned lines for a person (the JSON has every detail: --json)."""
+    udp, store = info.get("udp", {}), info.get("store", {})
+    rejected = {k: v for k, v in (udp.get("rejected") or {}).items() if v}
+    lines = [
+        f"logd {info.get('version', '?')}, up {_duration(float(info.get('uptime_s', 0)))}",
+        f"udp      received {udp.get('received', 0)}, accepted {udp.get('accepted', 0)}, "
+        f"events {udp.get('events', 0)}, pongs {udp.get('pongs', 0)}, "
+        f"kernel drops {_or_unknown(udp.get('kernel_drops'))}",
+        "         rejected: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else "none"),
+        f"store    writes {store.get('writes', 0)}, "
+        f"overflow events {store.get('overflow_events', 0)}",
+    ]
+    rings = store.get("rings") or []
+    width = max((len(str(r.get("key", ""))) for r in rings), default=0)
+    for ring in rings:
+        cap = int(ring.get("capacity_bytes", 0)) or 1
+        used = int(ring.get("bytes", 0))
+        lines.append(
+            f"  ring   {ring.get('key', '')!s:<{width}}  {ring.get('events', 0)} events, "
+            f"{_size(used)} of {_size(cap)} ({100 * used / cap:.0f}%), "
+            f"evicted {ring.get('evicted', 0)}"
+        )
+    tail = info.get("tail")
+    if isinstance(tail, Mapping):
+        lines.append(
+            f"tail     {tail.get('subscribers', 0)} subscribers, "
+            f"{tail.get('published', 0)} published, {tail.get('dropped', 0)} dropped"
+        )
+    secrets = info.get("secrets")
+    if isinstance(secrets, Mapping):
+        keys = ", ".join(
+            f"{k.get('role')} {k.get('stage')} {k.get('key_id')}" for k in secrets.get("keys", [])
+        )
+        lines.append(f"secrets  {secrets.get('source', '?')}; keys: {keys or 'none'}")
+    return "\n".join(clean(line) for line in lines)
+
+
+def _or_unknown(value: object) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s" if minutes else f"{seconds:.1f}s"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

@@ -1,0 +1,97 @@
+"""The logger's pure parts: event encoding, frame payloads, cutting, the rate limit."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
+from logd._encode import MIN_FRAME, Encoder, field_size, fit, msg_budget, varint, write_payload
+from logd._pb.logd_pb2 import INFO, WARN, Cmd, Msg
+from logd._sender import RateLimit
+from logd.wire import HEADER_LEN
+
+T_NS = 1_700_000_000_123_456_789
+
+
+def test_encoded_event_is_the_msg() -> None:
+    enc = Encoder(env="prod", svc="api", fn="Charge", max_frame=1400)
+    data = enc.encode((T_NS, WARN, "card declined", {"user": "bob"}, "trace", None))
+    expected = Msg(
+        env="prod", svc="api", fn="Charge", lvl=WARN, txt="card declined", stack_trace="trace"
+    )
+    expected.t.FromNanoseconds(T_NS)
+    expected.attrs["user"] = "bob"
+    assert Msg.FromString(data) == expected
+    assert len(data) == expected.ByteSize()
+
+
+def test_per_event_fn_replaces_the_default() -> None:
+    enc = Encoder(env="prod", svc="api", fn="Default", max_frame=1400)
+    assert Msg.FromString(enc.encode((T_NS, INFO, "x", None, "", "Other"))).fn == "Other"
+
+
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=8))
+def test_payload_equals_the_protobuf_library(texts: list[str]) -> None:
+    msgs = [Msg(txt=t, lvl=INFO) for t in texts]
+    payload = write_payload([m.SerializeToString() for m in msgs])
+    assert payload == Cmd(msg=msgs[0], batch=msgs[1:]).SerializeToString()
+    assert len(payload) == sum(field_size(m.ByteSize()) for m in msgs)
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16383, 16384, 65507, 2**35])
+def test_varint(n: int) -> None:
+    assert Timestamp.FromString(b"\x08" + varint(n)).seconds == n
+
+
+@pytest.mark.parametrize("max_frame", [MIN_FRAME, 1400, 20_000, 65_507])
+def test_budget_fills_the_frame_exactly(max_frame: int) -> None:
+    budget = msg_budget(max_frame)
+    assert HEADER_LEN + field_size(budget) <= max_frame
+    assert HEADER_LEN + field_size(budget + 1) > max_frame
+
+
+@given(
+    txt=st.text(max_size=3000),
+    stack=st.text(max_size=3000),
+    attrs=st.dictionaries(st.text(max_size=40), st.text(max_size=400), max_size=60),
+    max_frame=st.sampled_from([MIN_FRAME, 700, 1400]),
+)
+def test_cut_events_fit_and_say_so(
+    txt: str, stack: str, attrs: dict[str, str], max_frame: int
+) -> None:
+    enc = Encoder(env="prod", svc="api", fn="f", max_frame=max_frame)
+    data = enc.encode((T_NS, INFO, txt, attrs or None, stack, None))
+    assert len(data) <= enc.budget
+    msg = Msg.FromString(data)  # valid protobuf, valid UTF-8
+    if enc.truncated:
+        shown = [msg.txt, msg.stack_trace, *msg.attrs.values()]
+        assert any("[logd: cut" in s for s in shown) or "logd_truncated" in msg.attrs
+    else:
+        assert (msg.txt, msg.stack_trace, dict(msg.attrs)) == (txt, stack, attrs)
+
+
+def test_cut_keeps_the_start_of_text_and_the_end_of_a_stack_trace() -> None:
+    msg = Msg(txt="T" * 2000, stack_trace="frames\n" * 300 + "ValueError: boom")
+    out = Msg.FromString(fit(msg, 1000))
+    assert out.txt.startswith("TTT")
+    assert out.txt.endswith("bytes]")
+    assert out.stack_trace.startswith("...[logd: cut")
+    assert out.stack_trace.endswith("ValueError: boom")
+
+
+def test_many_small_attrs_are_replaced_by_one() -> None:
+    msg = Msg(txt="hi", attrs={f"key-{i:04d}": "v" for i in range(500)})
+    out = Msg.FromString(fit(msg, 1000))
+    assert dict(out.attrs) == {"logd_truncated": "attrs dropped: too large for one frame"}
+    assert out.txt == "hi"
+
+
+def test_rate_limit_token_bucket() -> None:
+    limit = RateLimit(2, now=0.0)
+    assert [limit.allow(0.0) for _ in range(3)] == [True, True, False]  # burst of 2
+    assert limit.allow(0.5)  # one token back after 0.5 s
+    assert not limit.allow(0.5)
+    assert [limit.allow(10.0) for _ in range(3)] == [True, True, False]  # never above burst
+    with pytest.raises(ValueError, match="positive"):
+        RateLimit(0, now=0.0)
