@@ -37,14 +37,23 @@ def rotation() -> ModuleType:
     return load_rotation_handler()
 
 
+@pytest.fixture(scope="module")
+def function() -> Iterator[str]:
+    """moto for the whole module (each test has its own secret) and the Lambda function
+    RotateSecret names."""
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        yield rotation_function()
+
+
 class Secret:
     """One secret in moto and the handler, driven step by step."""
 
-    def __init__(self, rotation: ModuleType) -> None:
+    def __init__(self, rotation: ModuleType, function: str) -> None:
         self.rotation = rotation
         self.client = boto3.client("secretsmanager", region_name="us-east-1")
-        self.arn = self.client.create_secret(Name=NAME, SecretString=FIRST)["ARN"]
-        self.function = rotation_function()
+        name = f"{NAME}-{uuid.uuid4().hex}"
+        self.arn = self.client.create_secret(Name=name, SecretString=FIRST)["ARN"]
+        self.function = function
 
     def start(self) -> str:
         return start_rotation(self.client, self.arn, self.function)
@@ -68,9 +77,8 @@ class Secret:
 
 
 @pytest.fixture
-def secret(rotation: ModuleType) -> Iterator[Secret]:
-    with mock_aws(config={"lambda": {"use_docker": False}}):
-        yield Secret(rotation)
+def secret(rotation: ModuleType, function: str) -> Secret:
+    return Secret(rotation, function)
 
 
 # --- the four steps -----------------------------------------------------------------------
@@ -175,21 +183,20 @@ def test_token_previous_is_refused(secret: Secret, rotation: ModuleType) -> None
         secret.step("createSecret", first)
 
 
-def test_rotation_disabled_is_refused(rotation: ModuleType) -> None:
-    with mock_aws():
-        client = boto3.client("secretsmanager", region_name="us-east-1")
-        arn = client.create_secret(Name=NAME, SecretString=FIRST)["ARN"]
-        token = str(uuid.uuid4())
-        client.put_secret_value(
-            SecretId=arn,
-            ClientRequestToken=token,
-            SecretString=FIRST + "x",
-            VersionStages=["AWSPENDING"],
+def test_rotation_disabled_is_refused(rotation: ModuleType, function: str) -> None:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = client.create_secret(Name=f"{NAME}-off", SecretString=FIRST)["ARN"]
+    token = str(uuid.uuid4())
+    client.put_secret_value(
+        SecretId=arn,
+        ClientRequestToken=token,
+        SecretString=FIRST + "x",
+        VersionStages=["AWSPENDING"],
+    )
+    with pytest.raises(rotation.RotationError, match="rotation is not enabled"):
+        rotation.handler(
+            {"SecretId": arn, "ClientRequestToken": token, "Step": "createSecret"}, None
         )
-        with pytest.raises(rotation.RotationError, match="rotation is not enabled"):
-            rotation.handler(
-                {"SecretId": arn, "ClientRequestToken": token, "Step": "createSecret"}, None
-            )
 
 
 def test_unknown_step_is_refused(secret: Secret, rotation: ModuleType) -> None:
