@@ -22,22 +22,26 @@ VECTOR_FRAME = (
     "01434b5c9717979cfe362a0000cd64e3d6bcb5154dbfeae4cffe0d4f22"
     "12141a0470726f64220361706930033a0568656c6c6f"
 )
+# Rates and CPU shares can be 0 when a busy machine starves the server for a whole
+# (tiny) window, and the RSS growth of a tiny fill can be anything: only finite.
 NUMBERS = [
     "ingest.no_loss_frames_per_s",
     "ingest.saturation_frames_per_s",
     "ingest.cpu_us_per_frame",
     "bare.cpu_us_per_packet",
-    "ingest.ratio_to_bare",
     "batched.events_per_s",
     "batched.cpu_us_per_event",
+    "memory.rss_per_1m",
+    "memory.rss_over_payload",
+]
+# A timed request or a delivered line always takes some time.
+LATENCIES = [
     "query.newest_100.p50_ms",
     "query.txt_1pct.p99_ms",
     "query.full_scan_txt.p50_ms",
     "query.lvl_error.p50_ms",
     "tail.p50_ms",
     "tail.p99_ms",
-    "memory.rss_per_1m",
-    "memory.rss_over_payload",
 ]
 
 
@@ -68,10 +72,12 @@ def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> N
     assert run.returncode == 0, run.stderr
     results = json.loads(out.read_text())
     summary = results["summary"]
-    for key in NUMBERS:
+    for key in NUMBERS + LATENCIES:
         assert isinstance(summary[key], float), key
         assert math.isfinite(summary[key]), key
+    for key in LATENCIES:
         assert summary[key] > 0, key
+    assert "ingest.ratio_to_bare" in summary
     for run_ in results["raw"]["saturation"] + results["raw"]["batched"]:
         assert "bad_mac" not in run_["rejected"]
     logger = summary.get("logger.call_us")
