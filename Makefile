@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit soak proto bench clean secrets-push secrets-edit secrets-env
+.PHONY: install run test lint typecheck unit soak proto bench clean secrets-push secrets-edit secrets-env \
+	wheel synth diff deploy
 
 install: $(STAMP)
 
@@ -67,6 +69,39 @@ secrets-edit: secrets-env install
 
 secrets-env:  # checked before `install` runs
 	@[[ "$(ENV)" =~ ^[a-z0-9-]+$$ ]] || { echo "usage: make $(MAKECMDGOALS) ENV=dev"; exit 2; }
+
+# Deploy to AWS (README "Deploy to AWS"). The host has no internet path, so `wheel` builds
+# logd and every dependency for it: Graviton (aarch64) Amazon Linux 2023, CPython
+# INSTANCE_PYTHON (infra/components/host_boot.py must agree; a test checks). Context
+# options go in CDK_ARGS, e.g. make deploy CDK_ARGS="-c vpc_id=vpc-0123abcd".
+CDK ?= npx --yes aws-cdk@2
+CDK_ARGS ?=
+INSTANCE_PYTHON := 3.11
+WHEELHOUSE := build/wheelhouse
+INSTANCE_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_28 manylinux_2_34,--platform $(p)_aarch64)
+
+build/.wheelhouse-built: pyproject.toml $(shell find service/logd -name '*.py') | install
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
+		$(INSTANCE_PLATFORMS) --python-version $(INSTANCE_PYTHON) --implementation cp \
+		"$$(ls $(WHEELHOUSE)/logd-*.whl)[aws,fast]"
+	# The wheelhouse alone must install logd on the instance's platform, with no index.
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed --no-index \
+		--find-links $(WHEELHOUSE) --only-binary=:all: $(INSTANCE_PLATFORMS) \
+		--python-version $(INSTANCE_PYTHON) --implementation cp 'logd[aws,fast]'
+	touch $@
+
+wheel: build/.wheelhouse-built
+
+synth: wheel
+	cd infra && $(CDK) synth --quiet $(CDK_ARGS)
+
+diff: wheel
+	cd infra && $(CDK) diff $(CDK_ARGS)
+
+deploy: wheel
+	cd infra && $(CDK) deploy $(CDK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

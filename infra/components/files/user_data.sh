@@ -1,0 +1,31 @@
+#!/bin/bash
+# First boot of the logd host (rendered by infra/components/host_boot.py; cloud-init runs it
+# once, as root). There is no internet path: Python comes from the AL2023 repositories (S3
+# buckets, reached through the S3 gateway endpoint) and logd with every dependency comes
+# from the wheelhouse asset. Progress: /var/log/cloud-init-output.log.
+set -euo pipefail
+
+dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip
+
+# A system user that owns nothing but logd's state directory.
+id -u logd >/dev/null 2>&1 ||
+  useradd --system --home-dir /var/lib/logd --no-create-home --shell /sbin/nologin logd
+
+install -d -m 0755 {{PREFIX}}
+aws s3 cp --only-show-errors --region {{REGION}} '{{WHEELHOUSE_URL}}' {{PREFIX}}/wheelhouse.zip
+rm -rf {{PREFIX}}/wheelhouse {{VENV}}
+{{PYTHON}} -m zipfile -e {{PREFIX}}/wheelhouse.zip {{PREFIX}}/wheelhouse
+{{PYTHON}} -m venv {{VENV}}
+{{VENV}}/bin/pip install --no-index --find-links {{PREFIX}}/wheelhouse '{{REQUIREMENT}}'
+
+# logd asks the kernel for a large UDP receive buffer; without this the kernel caps it.
+cat >/etc/sysctl.d/90-logd.conf <<'SYSCTL'
+net.core.rmem_max = {{UDP_RCVBUF}}
+SYSCTL
+sysctl -p /etc/sysctl.d/90-logd.conf
+
+cat >/etc/systemd/system/logd.service <<'UNIT'
+{{UNIT}}
+UNIT
+systemctl daemon-reload
+systemctl enable --now logd.service

@@ -1,0 +1,82 @@
+"""What the logd host runs at first boot: the user-data script and the systemd unit.
+
+Pure text rendering with no CDK in it, so tests render both with plain values and check
+them with `bash -n` and `systemd-analyze`; the stack renders them with CloudFormation
+tokens (secret ARNs, the asset URL), which CDK turns into an `Fn::Join`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+FILES = Path(__file__).parent / "files"
+
+# The Python that `make wheel` builds the wheelhouse for (its INSTANCE_PYTHON must match).
+INSTANCE_PYTHON_VERSION = "3.11"
+PREFIX = "/opt/logd"
+VENV = f"{PREFIX}/venv"
+# boto3 for the Secrets Manager key source, uvloop for a faster event loop.
+REQUIREMENT = "logd[aws,fast]"
+# Asked for by logd and allowed by net.core.rmem_max: room for bursts of small frames.
+UDP_RCVBUF = 32 * 1024 * 1024
+
+_PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootValues:
+    """The deploy-time values the two files need (CloudFormation tokens in the stack)."""
+
+    region: str
+    """The AWS region, for the AWS CLI and boto3 (saves an IMDS lookup)."""
+    wheelhouse_url: str
+    """`s3://bucket/key.zip` of the wheelhouse asset."""
+    read_secret_id: str
+    """ARN of the read secret."""
+    write_secret_id: str
+    """ARN of the write secret."""
+    udp_port: int
+    """logd's UDP port for signed frames."""
+    http_port: int
+    """logd's HTTP port for reads."""
+
+
+def render_unit(values: BootValues) -> str:
+    """The systemd unit `logd.service`."""
+    return _fill(
+        (FILES / "logd.service").read_text(encoding="utf-8"),
+        {
+            "VENV": VENV,
+            "UDP_PORT": str(values.udp_port),
+            "HTTP_PORT": str(values.http_port),
+            "REGION": values.region,
+            "READ_SECRET_ID": values.read_secret_id,
+            "WRITE_SECRET_ID": values.write_secret_id,
+            "UDP_RCVBUF": str(UDP_RCVBUF),
+        },
+    )
+
+
+def render_user_data(values: BootValues) -> str:
+    """The first-boot script: install Python and logd offline, tune the kernel, start the unit."""
+    return _fill(
+        (FILES / "user_data.sh").read_text(encoding="utf-8"),
+        {
+            "PYTHON": f"python{INSTANCE_PYTHON_VERSION}",
+            "PREFIX": PREFIX,
+            "VENV": VENV,
+            "REGION": values.region,
+            "WHEELHOUSE_URL": values.wheelhouse_url,
+            "REQUIREMENT": REQUIREMENT,
+            "UDP_RCVBUF": str(UDP_RCVBUF),
+            "UNIT": render_unit(values).rstrip("\n"),
+        },
+    )
+
+
+def _fill(template: str, fields: Mapping[str, str]) -> str:
+    """Replace every `{{NAME}}`; a name without a value is a bug in this module (KeyError)."""
+    return _PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
