@@ -248,6 +248,7 @@ def test_a_rotation_while_logd_is_down_fails_in_test_and_changes_nothing(
 ) -> None:
     logd = start_server(lab, tmp_path)
     target = f"127.0.0.1:{logd.udp_addr[1]}"
+    assert logd.info()["secrets"]["source"] == "secretsmanager"  # serving: SIGTERM is handled
     assert logd.stop() == 0
     before = stages(lab.client, lab.write_id)
     monkeypatch.setenv("LOGD_PING_TARGET", target)
