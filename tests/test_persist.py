@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -288,14 +289,17 @@ def test_unwritten_events_are_trimmed_to_what_the_ring_holds(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
-def test_pending_is_shed_beyond_what_the_rings_hold(tmp_path: Path) -> None:
-    store = new_store(max_rings=1)
+def test_pending_is_shed_beyond_what_each_ring_holds(tmp_path: Path) -> None:
+    store = new_store()
     persister = Persister(store=store, data_dir=tmp_path, interval=60)
-    store.pending = []
+    store.pending = defaultdict(list)
     for i in range(10_000):
         put(store, "a", "b", "x" * 500, i + 1)
-    records = [(t_ns, lvl, data) for _ring, t_ns, lvl, data in store.pending]
+        put(store, "c", "d", "y", i + 1)
+    [big, small] = store.pending.values()
+    room = len(newest_within(big, MiB))
+    newest = big[-1]
     persister.shed_excess()
-    room = len(newest_within(records, MiB))
-    assert (len(store.pending), persister.shed) == (room, 10_000 - room)
-    assert store.pending[-1][1] == 10_000  # the newest stay
+    assert (len(big), len(small), persister.shed) == (room, 10_000, 10_000 - room)
+    assert big[-1] == newest
+    assert persister.pending_events() == room + 10_000

@@ -9,7 +9,7 @@ event loop, with no locks: asyncio runs one thing at a time.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 
@@ -26,7 +26,6 @@ OVERFLOW_KEY = "_overflow"
 
 _Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
 _Hit = tuple[int, bytes, Msg | None]  # (t_ns, data, the message when already parsed)
-Pending = tuple["Ring", int, int, bytes]  # an event stored but not yet on disk
 
 
 def ring_key(env: str, svc: str) -> str:
@@ -100,7 +99,8 @@ class MemoryStore:
         self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
         self.writes = 0
         self.overflow_events = 0
-        self.pending: list[Pending] | None = None  # a list while persistence is on (persist.py)
+        # Events not yet on disk, per ring, while persistence is on (persist.py).
+        self.pending: defaultdict[Ring, list[_Record]] | None = None
 
     def capacity_for(self, key: str) -> int:
         if key in self._exact_sizes:
@@ -125,7 +125,7 @@ class MemoryStore:
         data = msg.SerializeToString()
         ring.append(t_ns, msg.lvl, data)
         if self.pending is not None:  # O(1); the persister writes these in batches
-            self.pending.append((ring, t_ns, msg.lvl, data))
+            self.pending[ring].append((t_ns, msg.lvl, data))
         self.writes += 1
         self.hub.publish(msg)
 

@@ -1,11 +1,12 @@
 """Durability: the memory rings kept in segment files under the data directory.
 
 Ingest never touches the disk. While persistence is on, `MemoryStore.write` also
-appends each event to `store.pending` (O(1)). Every flush interval the persister
-swaps that list for an empty one and a thread writes the batch, one segment set
-per ring, and fsyncs it: a crash loses at most the events of the last interval
-(plus the flush in progress). On start, `load` reads the rings back before the
-UDP port opens; on stop, a last flush writes everything stored.
+appends each event to its ring's list in `store.pending` (O(1)). Every flush
+interval the persister swaps those lists for empty ones and a thread writes the
+batch, one segment set per ring, and fsyncs it: a crash loses at most the events
+of the last interval (plus the flush in progress). On start, `load` reads the
+rings back before the UDP port opens; on stop, a last flush writes everything
+stored.
 
 When the disk fails (full, read-only, gone) logd keeps serving from memory,
 counts and shows the error in /info, logs it once, and retries every interval
@@ -19,6 +20,8 @@ import contextlib
 import logging
 import os
 import time
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +103,7 @@ class Persister:
         self.corrupt = loaded.corrupt
         self.bytes_on_disk = sum(f.size for f in self._files.values())
         self.load_s = time.monotonic() - started
-        self._store.pending = []
+        self._store.pending = defaultdict(list)
         if loaded.error is not None:
             self._failed(loaded.error)
         log.info(
@@ -183,7 +186,7 @@ class Persister:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        if self.carried or self._store.pending:
+        if self.carried or self.pending_events():
             log.error("could not write the last events to %s: %s", self._root, self.last_error)
 
     async def _run(self) -> None:
@@ -207,31 +210,26 @@ class Persister:
         task.result()
 
     def shed_excess(self) -> None:
-        """Drop the oldest pending events beyond what all rings together can hold, so a
-        hung disk costs a bounded amount of memory."""
-        pending = self._store.pending
-        if pending is None:
-            return
-        room = sum(r.capacity_bytes for r in self._store.stats().rings)
-        keep = 0
-        for _ring, _t_ns, _lvl, data in reversed(pending):
-            room -= len(data) + RECORD_OVERHEAD
-            if room < 0:
-                break
-            keep += 1
-        excess = len(pending) - keep
-        if excess:
-            del pending[:excess]
-            self.shed += excess
-            self._quiet.once(
-                "shed",
-                "disk too slow: events dropped from the disk queue count=%d "
-                "(shed_events in /info counts them all)",
-                excess,
-            )
+        """Drop the oldest pending events beyond what each ring can hold, so that a hung
+        disk costs a bounded amount of memory."""
+        for ring, records in (self._store.pending or {}).items():
+            excess = len(records) - len(newest_within(records, ring.capacity))
+            if excess:
+                del records[:excess]
+                self.shed += excess
+                self._quiet.once(
+                    "shed",
+                    "disk too slow: events dropped from the disk queue count=%d "
+                    "(shed_events in /info counts them all)",
+                    excess,
+                )
+
+    def pending_events(self) -> int:
+        return sum(map(len, (self._store.pending or {}).values())) + self.carried
 
     async def flush(self) -> None:
-        batch, self._store.pending = self._store.pending or [], []
+        batch: Mapping[Ring, list[Record]] = self._store.pending or {}
+        self._store.pending = defaultdict(list)
         try:
             flushed = await asyncio.to_thread(self._write, batch)
         except Exception as err:  # a bug in the writer: report it, keep serving, retry
@@ -250,13 +248,10 @@ class Persister:
             log.info("persistence works again after %d failed flushes", self.failing)
             self.failing = 0
 
-    def _write(self, batch: list[tuple[Ring, int, int, bytes]]) -> _Flushed:
+    def _write(self, batch: Mapping[Ring, list[Record]]) -> _Flushed:
         groups, self._carry = self._carry, {}
-        for ring, t_ns, lvl, data in batch:
-            group = groups.get(ring)
-            if group is None:
-                group = groups[ring] = []
-            group.append((t_ns, lvl, data))
+        for ring, records in batch.items():
+            groups[ring] = groups[ring] + records if ring in groups else records
         written = 0
         error: OSError | None = None
         for ring, group in groups.items():
@@ -302,7 +297,7 @@ class Persister:
             "flush_interval_s": self._interval,
             "last_flush": format_time(self.last_flush_ns) if self.last_flush_ns else None,
             "flushes": self.flushes,
-            "pending_events": len(self._store.pending or ()) + self.carried,
+            "pending_events": self.pending_events(),
             "written_events": self.written,
             "shed_events": self.shed,
             "errors": self.errors,

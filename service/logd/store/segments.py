@@ -75,13 +75,15 @@ def _slug(text: str) -> str:
     return _UNSAFE.sub("_", text[:32]) or "-"
 
 
-def encode(records: Sequence[Record]) -> bytes:
-    parts: list[bytes] = []
+def encode(records: Sequence[Record]) -> bytearray:
+    out = bytearray()
     body, crc_head, crc32 = _BODY.pack, _CRC.pack, zlib.crc32
     for t_ns, lvl, data in records:
         head = body(len(data), t_ns, lvl)
-        parts += (crc_head(crc32(data, crc32(head))), head, data)
-    return b"".join(parts)
+        out += crc_head(crc32(data, crc32(head)))
+        out += head
+        out += data
+    return out
 
 
 @dataclass(slots=True)
@@ -291,7 +293,7 @@ class RingFiles:
                 self._segment_path(oldest.seq).unlink()
 
 
-def _write_all(fd: int, blob: bytes) -> None:
+def _write_all(fd: int, blob: bytes | bytearray) -> None:
     view = memoryview(blob)
     while view:
         view = view[os.write(fd, view) :]
