@@ -83,7 +83,7 @@ class Persister:
         self.corrupt = 0
         self.flushes = 0
         self.written = 0
-        self.carried = 0
+        self.unwritten = 0  # handed to the writer, not yet on disk (in flight or carried)
         self.shed = 0
         self.errors = 0
         self.failing = 0  # failed flushes in a row
@@ -186,7 +186,7 @@ class Persister:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        if self.carried or self.pending_events():
+        if self.pending_events():
             log.error("could not write the last events to %s: %s", self._root, self.last_error)
 
     async def _run(self) -> None:
@@ -225,19 +225,21 @@ class Persister:
                 )
 
     def pending_events(self) -> int:
-        return sum(map(len, (self._store.pending or {}).values())) + self.carried
+        return sum(map(len, (self._store.pending or {}).values())) + self.unwritten
 
     async def flush(self) -> None:
         batch: Mapping[Ring, list[Record]] = self._store.pending or {}
         self._store.pending = defaultdict(list)
+        self.unwritten += sum(map(len, batch.values()))
         try:
             flushed = await asyncio.to_thread(self._write, batch)
         except Exception as err:  # a bug in the writer: report it, keep serving, retry
             log.exception("persistence flush failed")
+            self.unwritten = 0  # lost with the failed writer; the error reports it
             self._failed(err)
             return
         self.written += flushed.written
-        self.carried = flushed.carried
+        self.unwritten = flushed.carried
         self.bytes_on_disk = flushed.bytes_on_disk
         if flushed.error is not None:
             self._failed(flushed.error)
