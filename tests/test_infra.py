@@ -27,8 +27,12 @@ from aws_cdk.assertions import Match, Template
 
 from infra.app import build_app
 from infra.components.host import SESSION_MANAGER_ACTIONS
+from infra.components.network import LogdNetwork
 from infra.components.rotation import CODE_DIR, PING_TIMEOUT_S
 from infra.stacks.logd_stack import ROTATION_ACTIONS
+
+# The first test also pays for the session's synths (30 s on a busy 2-core machine).
+pytestmark = pytest.mark.timeout(300)
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 # What the CDK CLI passes: cdk.json's context, and no stack traces in metadata.
@@ -102,12 +106,25 @@ def default(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Synth
     return _load(stack, outdir)
 
 
+LOOKUP_ENV = {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "eu-west-1"}
+EXISTING_VPC_ID = "vpc-0123456789abcdef0"
+
+
 @pytest.fixture(scope="session")
-def existing(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Synth:
+def lookup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Context that answers the lookup of EXISTING_VPC_ID as the CDK CLI would cache it."""
+    return {
+        _lookup_key(EXISTING_VPC_ID, LOOKUP_ENV, tmp_path_factory.mktemp("probe")): EXISTING_VPC
+    }
+
+
+@pytest.fixture(scope="session")
+def existing(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, lookup: dict[str, Any]
+) -> Synth:
     """Into an existing VPC (public + private subnets), with every option set."""
-    env = {"CDK_DEFAULT_ACCOUNT": "111111111111", "CDK_DEFAULT_REGION": "eu-west-1"}
     options = {
-        "vpc_id": "vpc-0123456789abcdef0",
+        "vpc_id": EXISTING_VPC_ID,
         "create_endpoints": "false",
         "allowed_cidrs": "172.20.0.0/16, 192.168.7.0/24",
         "allowed_prefix_list": "pl-0a1b2c3d4e5f60718",
@@ -115,14 +132,12 @@ def existing(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Synt
         "rotation_days": "7",
         "alarm_topic_arn": ALARM_TOPIC,
     }
-    key = _lookup_key(options["vpc_id"], env, tmp_path_factory.mktemp("probe"))
-    context = CONTEXT | options | {key: EXISTING_VPC}
     outdir = tmp_path_factory.mktemp("cdk.out")
     app, stack = build_app(
-        context=context,
+        context=CONTEXT | options | lookup,
         outdir=str(outdir),
         wheelhouse=wheelhouse,
-        environ=env,
+        environ=LOOKUP_ENV,
         builtin_validation=False,  # the default synth runs it; cfn-lint covers templates
     )
     app.synth()
@@ -317,6 +332,31 @@ def test_existing_vpc_gets_no_new_network_and_the_host_a_private_subnet(existing
     assert all(s.startswith(PRIVATE) for s in function["VpcConfig"]["SubnetIds"])
     _, lambda_sg = existing.one("AWS::EC2::SecurityGroup", GroupDescription="logd rotation")
     assert lambda_sg["SecurityGroupEgress"][0]["CidrIp"] == "10.40.0.0/16"
+
+
+def test_existing_vpc_keeps_its_s3_access_when_we_add_the_endpoints(
+    lookup: dict[str, Any],
+) -> None:
+    """Our endpoint policy would also bind the VPC's other workloads: not applied there."""
+    app = App(context=lookup, builtin_cloud_formation_validation=False)
+    env = Environment(
+        account=LOOKUP_ENV["CDK_DEFAULT_ACCOUNT"], region=LOOKUP_ENV["CDK_DEFAULT_REGION"]
+    )
+    stack = Stack(app, "Net", env=env)
+    network = LogdNetwork(
+        stack, "Network", vpc_id=EXISTING_VPC_ID, vpc_cidr="unused", create_endpoints=True
+    )
+    network.allow_s3_reads("arn:aws:s3:::bucket/key")
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::EC2::VPCEndpoint",
+        {
+            "VpcEndpointType": "Gateway",
+            "RouteTableIds": ["rtb-0bbbbbbbbbbbbbbb0", "rtb-0bbbbbbbbbbbbbbb1"],
+            "PolicyDocument": Match.absent(),
+        },
+    )
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 5)
 
 
 # --- host ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class LogdNetwork(Construct):
         create_endpoints: bool,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._own_vpc = not vpc_id
         if vpc_id:
             self.vpc: ec2.IVpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=vpc_id)
         else:
@@ -91,8 +92,9 @@ class LogdNetwork(Construct):
                 )
 
     def allow_s3_reads(self, *object_arns: str) -> None:
-        """Limit the S3 endpoint to reading these objects (with a new VPC's own endpoint)."""
-        if self.s3_endpoint is not None:
+        """Limit the S3 endpoint to reading these objects. Only in a VPC of our own: in an
+        existing one the endpoint serves the other workloads on those route tables too."""
+        if self.s3_endpoint is not None and self._own_vpc:
             self.s3_endpoint.add_to_policy(
                 iam.PolicyStatement(
                     principals=[iam.AnyPrincipal()],
