@@ -22,7 +22,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,11 @@ from logd.store.segments import (
 log = logging.getLogger("logd.persist")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Loaded:
-    rings: list[tuple[RingId, list[Record]]] = field(default_factory=list)
-    files: dict[str, RingFiles] = field(default_factory=dict)
-    corrupt: int = 0
-    error: OSError | None = None
+    files: RingFiles
+    records: list[Record]  # oldest first
+    corrupt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +58,8 @@ class _Flushed:
 
 def newest_within(records: list[Record], capacity: int) -> list[Record]:
     """The newest records whose memory cost fits `capacity`: what the ring would keep."""
+    if memory_cost(records) <= capacity:
+        return records  # the usual case, found at C speed
     total = 0
     for i in range(len(records) - 1, -1, -1):
         total += len(records[i][2]) + RECORD_OVERHEAD
@@ -93,23 +94,36 @@ class Persister:
 
     # --- start-up ----------------------------------------------------------
     async def load(self) -> None:
-        """Read the rings back into the store, then start collecting new events."""
+        """Read the rings back into the store, one ring at a time (so that only one ring's
+        records are ever held twice), then start collecting new events."""
         started = time.monotonic()
-        loaded = await asyncio.to_thread(self._read_all)
-        for ring, records in loaded.rings:
-            self._store.restore(ring.env, ring.svc, records)
-            self.loaded += len(records)
-        self._files = loaded.files
-        self.corrupt = loaded.corrupt
+        try:
+            names = await asyncio.to_thread(self._ring_dirs)
+        except OSError as err:
+            names = []
+            self._failed(err)
+        rings = 0
+        for name in names:
+            try:
+                loaded = await asyncio.to_thread(self._read_ring, name)
+            except OSError as err:
+                self._failed(err)
+                continue
+            if loaded is None:
+                continue
+            self._files[name] = loaded.files
+            self.corrupt += loaded.corrupt
+            if loaded.records:
+                self._store.restore(loaded.files.ring.env, loaded.files.ring.svc, loaded.records)
+                self.loaded += len(loaded.records)
+                rings += 1
         self.bytes_on_disk = sum(f.size for f in self._files.values())
         self.load_s = time.monotonic() - started
         self._store.pending = defaultdict(list)
-        if loaded.error is not None:
-            self._failed(loaded.error)
         log.info(
             "loaded events=%d rings=%d bytes=%d corrupt_skipped=%d seconds=%.3f dir=%s",
             self.loaded,
-            len(loaded.rings),
+            rings,
             self.bytes_on_disk,
             self.corrupt,
             self.load_s,
@@ -121,34 +135,24 @@ class Persister:
             return self._store.capacity_for(OVERFLOW_KEY)
         return self._store.capacity_for(ring_key(ring.env, ring.svc))
 
-    def _read_all(self) -> _Loaded:
-        out = _Loaded()
+    def _ring_dirs(self) -> list[str]:
         try:
             names = sorted(os.listdir(self._root))
         except FileNotFoundError:
-            return out  # first start: the directory is made by the first flush
-        except OSError as err:
-            out.error = err
-            return out
-        for name in names:
-            if (self._root / name).is_dir():
-                try:
-                    self._read_ring(name, out)
-                except OSError as err:
-                    out.error = err
-        return out
+            return []  # first start: the first flush makes the directory
+        return [name for name in names if (self._root / name).is_dir()]
 
-    def _read_ring(self, name: str, out: _Loaded) -> None:
+    def _read_ring(self, name: str) -> _Loaded | None:
         """Read one ring's segments, newest first, until the ring's budget is full."""
         files: RingFiles | None = None
-        need = 0
+        need = corrupt = 0
         chunks: list[list[Record]] = []
         costs: dict[int, int] = {}
         for seq, path in reversed(list_segments(self._root / name)):
             segment = read_segment(path)
             parsed = segment.parsed
             if parsed.corrupt:
-                out.corrupt += parsed.corrupt
+                corrupt += parsed.corrupt
                 log.warning(
                     "skipped damaged records in %s count=%d first_offset=%s",
                     path,
@@ -170,12 +174,10 @@ class Persister:
             if len(kept) < len(parsed.records) or need <= 0:
                 break
         if files is None:
-            return
+            return None
         files.list(costs)
-        out.files[name] = files
         records = [record for chunk in reversed(chunks) for record in chunk]
-        if records:
-            out.rings.append((files.ring, records))
+        return _Loaded(files, records, corrupt)
 
     # --- running -------------------------------------------------------------
     def start(self) -> None:
