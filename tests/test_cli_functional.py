@@ -1,0 +1,375 @@
+"""The `logd` client commands, run as `python -m logd ...` against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from logd._pb.logd_pb2 import ERROR, INFO, WARN, Msg
+from logd.logger import Logger
+from support import READ_SECRET, WRITE_SECRET, LogdProcess, start_logd, wait_for
+
+pytestmark = pytest.mark.functional
+ESC = "\x1b"
+
+
+def client_env(logd: LogdProcess, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LOGD_HOST": logd.http_url,
+        "LOGD_UDP_PORT": str(logd.udp_addr[1]),
+        "LOGD_READ_SECRET": READ_SECRET,
+        "LOGD_WRITE_SECRET": WRITE_SECRET,
+        **extra,
+    }
+
+
+def run(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logd", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_sentence(stderr: str) -> str:
+    """stderr of a failed command: one line, `logd: ...`, no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("logd: ")
+    return lines[0]
+
+
+def run_on_tty(env: dict[str, str], *args: str) -> str:
+    """Run with stdout on a pseudo-terminal; return what it printed."""
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "logd", *args], stdout=follower, env=env) as proc:
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(leader)
+        assert proc.wait(timeout=60) == 0
+    return out.decode()
+
+
+@pytest.fixture
+def env(logd: LogdProcess) -> dict[str, str]:
+    return client_env(logd)
+
+
+@pytest.fixture
+def events(logd: LogdProcess) -> LogdProcess:
+    """Three stored events in svc `shop`, the newest an ERROR with a stack trace."""
+    logd.write(
+        Msg(env="prod", svc="shop", fn="List", lvl=INFO, txt="listed 3 items"),
+        Msg(env="prod", svc="shop", fn="Pay", lvl=WARN, txt="slow card", attrs={"ms": "900"}),
+        Msg(
+            env="prod",
+            svc="shop",
+            fn="Pay",
+            lvl=ERROR,
+            txt="declined\x1b[2J",  # an escape sequence a writer slipped in
+            stack_trace="Traceback (most recent call last):\n  File x\nValueError: no",
+            http_method=6,
+            url="/pay",
+            response_status=402,
+        ),
+    )
+    wait_for(lambda: len(logd.query(svc="shop")) == 3)
+    return logd
+
+
+# --- send ---------------------------------------------------------------------------
+
+
+def test_send_text_and_stdin_lines(logd: LogdProcess, env: dict[str, str]) -> None:
+    done = run(env, "send", "--svc", "cli", "--env", "dev", "--fn", "main", "--lvl", "WARN",
+               "--attr", "user=bob", "--attr", "eq=a=b", "hello", "world")  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    done = run(env, "send", "--svc", "cli", stdin="line one\n\nline two\r\n")
+    assert done.returncode == 0
+    stored = wait_for(lambda: len(logd.query(svc="cli")) == 3 and logd.query(svc="cli"))
+    assert [e["txt"] for e in stored] == ["line two", "line one", "hello world"]
+    hello = stored[2]
+    assert (hello["env"], hello["fn"], hello["lvl"]) == ("dev", "main", "WARN")
+    assert hello["attrs"] == {"user": "bob", "eq": "a=b"}
+
+
+def test_send_rejects_a_bad_attr_and_a_missing_secret(
+    logd: LogdProcess, env: dict[str, str]
+) -> None:
+    done = run(env, "send", "--attr", "novalue", "x")
+    assert done.returncode == 2
+    assert "key=value" in done.stderr
+    no_secret = {k: v for k, v in env.items() if k != "LOGD_WRITE_SECRET"}
+    done = run(no_secret, "send", "x")
+    assert done.returncode == 1
+    assert "no write secret: set LOGD_WRITE_SECRET" in one_sentence(done.stderr)
+
+
+# --- query --------------------------------------------------------------------------
+
+
+def test_query_human_output_oldest_first(events: LogdProcess, env: dict[str, str]) -> None:
+    done = run(env, "query", "--svc", "shop")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert " INFO  prod/shop List: listed 3 items" in lines[0]
+    assert " WARN  prod/shop Pay: slow card ms=900" in lines[1]
+    assert lines[2].endswith(" ERROR prod/shop Pay: declined\\x1b[2J POST /pay 402")
+    assert lines[3:] == [
+        "    Traceback (most recent call last):",
+        "      File x",
+        "    ValueError: no",
+    ]
+    assert ESC not in done.stdout  # not a TTY: no colour, and no raw escape from the event
+
+
+def test_query_json_and_ndjson(events: LogdProcess, env: dict[str, str]) -> None:
+    done = run(env, "query", "--svc", "shop", "--json")
+    assert json.loads(done.stdout) == events.query(svc="shop")
+    done = run(env, "query", "--svc", "shop", "--ndjson", "--lvl", "warn", "--limit", "1")
+    assert [json.loads(line)["txt"] for line in done.stdout.splitlines()] == ["declined\x1b[2J"]
+
+
+FILTER_CASES = [
+    (["--lvl", "warn"], ["declined\x1b[2J", "slow card"]),
+    (["--fn", "List"], ["listed 3 items"]),
+    (["--txt", "CARD"], ["slow card"]),
+    (["--status", "402", "--method", "post", "--url", "/p"], ["declined\x1b[2J"]),
+    (["--since", "1h", "--offset", "2"], ["listed 3 items"]),
+    (["--until", "2000-01-01T00:00:00Z"], []),
+    (["--env", "prod", "--svc", "sh*"], ["declined\x1b[2J", "slow card", "listed 3 items"]),
+    (["--svc", "sh"], []),
+]
+
+
+def test_query_filters(events: LogdProcess, env: dict[str, str]) -> None:
+    for flags, expected in FILTER_CASES:
+        svc = [] if "--svc" in flags else ["--svc", "shop"]
+        done = run(env, "query", "--json", *svc, *flags)
+        assert done.returncode == 0, done.stderr
+        assert [e["txt"] for e in json.loads(done.stdout)] == expected, flags
+
+
+def test_colour_only_on_a_tty_and_never_with_no_color(
+    events: LogdProcess, env: dict[str, str]
+) -> None:
+    on_tty = run_on_tty(env, "query", "--svc", "shop")
+    assert f"{ESC}[31mERROR" in on_tty  # red level
+    assert "declined\\x1b[2J" in on_tty  # the event's own escape stays harmless
+    assert ESC not in run_on_tty({**env, "NO_COLOR": "1"}, "query", "--svc", "shop")
+    forced = run(env, "query", "--svc", "shop", "--color", "always")
+    assert f"{ESC}[33mWARN" in forced.stdout
+
+
+def test_query_errors_are_one_sentence(events: LogdProcess, env: dict[str, str]) -> None:
+    done = run({**env, "LOGD_READ_SECRET": "wrong-read-secret"}, "query")
+    assert done.returncode == 1
+    line = one_sentence(done.stderr)
+    assert "refused the read secret from LOGD_READ_SECRET (401)" in line
+    assert "wrong-read-secret" not in line
+    done = run({**env, "LOGD_HOST": "http://127.0.0.1:1"}, "query")
+    assert done.returncode == 1
+    assert "cannot reach logd at http://127.0.0.1:1 (connection refused" in one_sentence(
+        done.stderr
+    )
+    done = run(env, "query", "--lvl", "loud")
+    assert done.returncode == 1
+    assert "bad parameter 'lvl'" in one_sentence(done.stderr)
+    done = run(env, "query", "--no-such-flag")
+    assert done.returncode == 2
+    assert "No such option" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run({**env, "LOGD_HOST": "ftp://x"}, "query")
+    assert done.returncode == 1
+    assert "LOGD_HOST must be an http(s) URL" in one_sentence(done.stderr)
+
+
+def test_dev_mode_secrets_when_nothing_is_set(tmp_path: Path) -> None:
+    logd = start_logd(tmp_path, secrets=False)  # dev mode: makes ~/.config/logd/dev-secrets.env
+    try:
+        env = {k: v for k, v in client_env(logd).items() if not k.endswith("_SECRET")}
+        assert run(env, "send", "--svc", "dev", "from dev mode").returncode == 0
+        done = wait_for(lambda: "from dev mode" in (d := run(env, "query")).stdout and d)
+        assert done.returncode == 0
+        assert run(env, "ping").returncode == 0
+    finally:
+        logd.stop()
+
+
+# --- ping and info ------------------------------------------------------------------
+
+
+def test_ping(logd: LogdProcess, env: dict[str, str]) -> None:
+    done = run(env, "ping")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"PONG from 127.0.0.1:{logd.udp_addr[1]} in ")
+    assert "write key" in done.stdout
+    assert run(env, "ping", "--key", "read").returncode == 0
+    done = run({**env, "LOGD_WRITE_SECRET": "not-the-secret"}, "ping", "--timeout", "0.5")
+    assert done.returncode == 1
+    assert "no valid PONG" in one_sentence(done.stderr)
+    assert logd.info()["udp"]["pongs"] == 2
+
+
+def test_ping_nothing_listening(env: dict[str, str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    done = run({**env, "LOGD_UDP_PORT": str(port)}, "ping", "--timeout", "2")
+    assert done.returncode == 1
+    assert f"nothing listens on udp 127.0.0.1:{port}" in one_sentence(done.stderr)
+
+
+def test_info(events: LogdProcess, env: dict[str, str]) -> None:
+    done = run(env, "info")
+    assert done.returncode == 0
+    assert done.stdout.startswith("logd 0.1.0, up ")
+    assert "  ring   prod/shop  3 events" in done.stdout
+    assert "secrets  env; keys: read AWSCURRENT" in done.stdout
+    assert READ_SECRET not in done.stdout
+    raw = json.loads(run(env, "info", "--json").stdout)
+    assert raw["udp"]["events"] == 3
+
+
+# --- tail ---------------------------------------------------------------------------
+
+
+class Tail:
+    """A `logd tail` subprocess whose stdout and stderr lines are read by threads."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logd", "tail", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.out: queue.Queue[str] = queue.Queue()
+        self.err: queue.Queue[str] = queue.Queue()
+        self._pumps = [
+            threading.Thread(target=_pump, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for pump in self._pumps:
+            pump.start()
+
+    def line(self, sink: queue.Queue[str] | None = None) -> str:
+        return (sink or self.out).get(timeout=20)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.stop(signal.SIGKILL)
+        for pump in self._pumps:
+            pump.join(timeout=5)  # they end at EOF, once the process is gone
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _pump(stream: IO[str], sink: queue.Queue[str]) -> None:
+    for line in stream:
+        sink.put(line.rstrip("\n"))
+
+
+@pytest.fixture
+def tails() -> Iterator[list[Tail]]:
+    started: list[Tail] = []
+    yield started
+    for tail in started:
+        tail.close()
+
+
+def subscribers(logd: LogdProcess) -> Any:
+    return logd.info()["tail"]["subscribers"]
+
+
+def test_tail_sees_new_events_and_survives_a_restart(
+    tmp_path: Path, logd: LogdProcess, tails: list[Tail]
+) -> None:
+    tail = Tail(client_env(logd), "--json", "--svc", "live")
+    tails.append(tail)
+    wait_for(lambda: subscribers(logd) == 1)
+    logd.write(Msg(svc="live", lvl=INFO, txt="before restart"))
+    assert json.loads(tail.line())["txt"] == "before restart"
+
+    udp_port, http_addr = logd.udp_addr[1], logd.http_url.removeprefix("http://")
+    assert logd.stop() == 0
+    assert tail.line(tail.err).endswith("; reconnecting")  # said once per outage
+    again = start_logd(tmp_path, "--udp-addr", f"127.0.0.1:{udp_port}", "--http-addr", http_addr)
+    try:
+        wait_for(lambda: subscribers(again) == 1, timeout=30)
+        again.write(Msg(svc="live", lvl=WARN, txt="after restart"))
+        assert json.loads(tail.line())["txt"] == "after restart"
+        assert tail.line(tail.err) == f"logd: reconnected to {again.http_url}"
+        assert tail.stop(signal.SIGINT) == 0  # Ctrl-C ends a tail normally
+    finally:
+        again.stop()
+
+
+def test_tail_human_output_and_dropped_notice(tmp_path: Path, tails: list[Tail]) -> None:
+    logd = start_logd(tmp_path, "--tail-queue", "1")
+    try:
+        tail = Tail(client_env(logd), "--svc", "flood")
+        tails.append(tail)
+        wait_for(lambda: subscribers(logd) == 1)
+        logd.write(Msg(svc="flood", lvl=INFO, txt="first"))
+        assert tail.line().endswith(" INFO  flood: first")
+        tail.proc.send_signal(signal.SIGSTOP)  # a reader that stops reading
+        log = Logger(port=logd.udp_addr[1], write_secret=WRITE_SECRET, svc="flood")
+        for i in range(20_000):
+            log.info("flood %d", i)
+        log.close()
+        wait_for(lambda: logd.info()["tail"]["dropped"] > 0, timeout=30)
+        tail.proc.send_signal(signal.SIGCONT)
+        notice = tail.line(tail.err)
+        assert notice.startswith("logd: ")
+        assert notice.endswith(" events were not shown: this tail fell behind the server")
+        assert tail.stop() == 0
+    finally:
+        logd.stop()
+
+
+def test_tail_cannot_connect_fails_at_once(env: dict[str, str]) -> None:
+    done = run({**env, "LOGD_HOST": "http://127.0.0.1:1"}, "tail")
+    assert done.returncode == 1
+    assert "cannot reach logd" in one_sentence(done.stderr)
+    done = run({**env, "LOGD_READ_SECRET": "nope"}, "tail")
+    assert done.returncode == 1
+    assert "refused the read secret" in one_sentence(done.stderr)
