@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ DRAIN_TIMEOUT_S = 10.0
 class Snap:
     """One reading of the server's counters and CPU."""
 
-    t: float
+    t: float  # wall clock (time.time()) when the server read its counters
     cpu: float
     core_busy: float
     received: int
@@ -56,7 +56,7 @@ class Snap:
         info = server.info()
         udp = info["udp"]
         return cls(
-            t=time.monotonic(),
+            t=server.started_wall + info["uptime_s"],
             cpu=server.cpu(),
             core_busy=core_busy_seconds(cores.server),
             received=udp["received"],
@@ -88,15 +88,17 @@ class Snap:
 def saturate(
     server: LogdServer, sender: Path, cores: Cores, load: Load, warmup_s: float
 ) -> dict[str, Any]:
-    """Flat-out load; counters and CPU read over a window after `warmup_s`."""
-    window = load.seconds - warmup_s - 0.2
-    running = Sender(sender, server.udp_port, server.write_secret, load, cores.load)
+    """Flat-out load; counters and CPU read over `load.seconds` after `warmup_s`.
+
+    The sender runs until the second reading is in (a busy server answers late)."""
+    flat_out = replace(load, rate=0, seconds=warmup_s + load.seconds + 120)
+    running = Sender(sender, server.udp_port, server.write_secret, flat_out, cores.load)
     try:
         time.sleep(warmup_s)
         first = Snap.take(server, cores)
-        time.sleep(window)
+        time.sleep(load.seconds)
         d = first.delta(Snap.take(server, cores))
-        sent = running.result()
+        sent = running.finish()
     finally:
         running.stop()
     d["offered_frames_per_s"] = sent["frames_sent"] / sent["elapsed_s"]
@@ -111,8 +113,8 @@ def wait_drained(server: LogdServer, cores: Cores, port: int) -> tuple[Snap, flo
     """Wait until the socket queue is empty and the server stopped making progress;
     returns the last reading and when progress was last seen."""
     last = Snap.take(server, cores)
-    progress_at = time.monotonic()
-    deadline = progress_at + DRAIN_TIMEOUT_S
+    progress_at = time.time()
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         time.sleep(0.05)
         now = Snap.take(server, cores)
@@ -130,7 +132,7 @@ def rate_step(
     """One offered rate: how much of it was stored, and how long the server lagged behind."""
     before, _ = wait_drained(server, cores, server.udp_port)
     sent = send(sender, server.udp_port, server.write_secret, load, cores.load)
-    sent_end = time.monotonic()
+    sent_end = time.time()
     after, progress_at = wait_drained(server, cores, server.udp_port)
     d = before.delta(after)
     frames = sent["frames_sent"]

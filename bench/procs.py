@@ -140,6 +140,10 @@ class LogdServer:
         self.pid = self.proc.pid
         self.udp_port = int(match.group("udp"))
         self.http_url = match.group("http")
+        # /info's uptime_s is read when the server handles the request, which a busy
+        # server may delay by a second or more; with this (read while idle) it becomes
+        # the wall-clock time at which the counters were read.
+        self.started_wall = time.time() - self.info()["uptime_s"]
 
     def _ready(self) -> re.Match[str] | None:
         if self.proc.poll() is not None:
@@ -203,6 +207,12 @@ class Sender:
         env = dict(os.environ, LOGD_WRITE_SECRET=secret)  # never on the command line
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, text=True)
         self.load = load
+
+    def finish(self) -> dict[str, Any]:
+        """Stop sending now; the summary of what was sent."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.result()
 
     def result(self) -> dict[str, Any]:
         timeout = self.load.seconds + 60

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ from bench.stats import median
 HERE = Path(__file__).parent
 MiB = 1 << 20
 SECTIONS = ("ingest", "steps", "query", "tail", "logger")
+BUSY = 0.15  # a share of a core taken by other processes that makes results doubtful
 MIN_FILL_RATE = 20_000.0  # events/s
 
 
@@ -35,8 +38,11 @@ MIN_FILL_RATE = 20_000.0  # events/s
 class Settings:
     runs: int = 3
     warmup_s: float = 1.0
-    sat_seconds: float = 5.0  # per saturation / batched / bare-loop run
-    sat_rcvbuf: int = 4 * MiB  # small enough that queued frames stay fresh at saturation
+    sat_seconds: float = 4.0  # measured window of each saturation / batched / bare-loop run
+    # At saturation the socket buffer stays full: it must hold well under max_age (1 s)
+    # of work, or the server spends its time refusing stale frames (cheaply).
+    sat_rcvbuf: int = 4 * MiB  # ~10k small frames
+    batched_rcvbuf: int = 1 * MiB  # ~500 frames of 16 events
     big_rcvbuf: int = 64 * MiB  # the offered-rate steps and the rest: as deployed
     step_seconds: float = 4.0
     step_fractions: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.1)  # of the saturation rate
@@ -59,14 +65,14 @@ class Settings:
     logger_calls: int = 200_000
     # Before each run, wait up to quiet_timeout_s for both cores to be under quiet_below
     # busy (a shared machine has bursts); None: do not wait.
-    quiet_below: float = 0.15
-    quiet_timeout_s: float | None = 20.0
+    quiet_below: float = BUSY
+    quiet_timeout_s: float | None = 10.0
 
 
 SMOKE = Settings(
     runs=1,
     warmup_s=0.3,
-    sat_seconds=1.0,
+    sat_seconds=0.6,
     step_seconds=0.4,
     step_fractions=(0.5,),
     extra_rates=(),
@@ -119,8 +125,8 @@ class Bench:
         s = self.s
         flat = Load(seconds=s.sat_seconds)
 
-        def saturation(load: Load) -> dict[str, Any]:
-            with self.server(s.sat_rcvbuf) as server:
+        def saturation(load: Load, rcvbuf: int) -> dict[str, Any]:
+            with self.server(rcvbuf) as server:
                 return ingest.saturate(server, self.sender, self.cores, load, s.warmup_s)
 
         # Interleaved, so that a noisy spell on the machine hits all three alike.
@@ -130,8 +136,9 @@ class Bench:
             self.raw.setdefault("bare", []).append(
                 ingest.bare_reference(self.sender, self.cores, flat, s.sat_rcvbuf)
             )
-            self.raw.setdefault("saturation", []).append(saturation(flat))
-            self.raw.setdefault("batched", []).append(saturation(replace(flat, batch=s.batch)))
+            self.raw.setdefault("saturation", []).append(saturation(flat, s.sat_rcvbuf))
+            batched = replace(flat, batch=s.batch)
+            self.raw.setdefault("batched", []).append(saturation(batched, s.batched_rcvbuf))
 
     def steps(self) -> None:
         s = self.s
@@ -217,10 +224,13 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         bare = med("bare", "cpu_us_per_packet")
         out["ingest.saturation_frames_per_s"] = med("saturation", "frames_per_s")
         out["ingest.cpu_us_per_frame"] = per_frame
+        out["ingest.frames_per_cpu_s"] = 1e6 / per_frame if per_frame > 0 else math.nan
         out["bare.cpu_us_per_packet"] = bare
         out["ingest.ratio_to_bare"] = per_frame / bare if bare > 0 else math.nan
         out["batched.events_per_s"] = med("batched", "events_per_s")
-        out["batched.cpu_us_per_event"] = med("batched", "cpu_us_per_event")
+        per_event = med("batched", "cpu_us_per_event")
+        out["batched.cpu_us_per_event"] = per_event
+        out["batched.events_per_cpu_s"] = 1e6 / per_event if per_event > 0 else math.nan
     if raw.get("steps"):
         out["ingest.no_loss_frames_per_s"] = med("steps", "no_loss_frames_per_s")
     for name in query.QUERIES:
@@ -241,9 +251,35 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
     return out
 
 
-def notes(bench: Bench) -> list[str]:
+def code_version() -> str:
+    """The commit measured, and whether the server's code had uncommitted changes."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (no git)"
+
+    def out(*args: str) -> str:
+        run = subprocess.run([git, *args], cwd=HERE.parent, capture_output=True, text=True)
+        return run.stdout.strip()
+
+    dirty = out("status", "--porcelain", "--", "service")
+    return out("rev-parse", "--short", "HEAD") + (
+        " + uncommitted changes in service/" * bool(dirty)
+    )
+
+
+def notes(bench: Bench, version: str) -> list[str]:
     raw, s, cores = bench.raw, bench.s, bench.cores
-    out = [
+    out = []
+    others = median([r["others_on_server_core"] for r in raw.get("saturation", [])])
+    busy = median(bench.busy_at_start) if bench.busy_at_start else 0.0
+    if others > BUSY or busy > BUSY:
+        out.append(
+            "WARNING: other processes kept this machine busy (their share of the server's core "
+            f"at saturation: {others:.0%}; busiest core as runs started: {busy:.0%}). Rates are "
+            "low and unsteady then; CPU per frame/event is the steadier figure."
+        )
+    out += [
+        f"code: {version}",
         f"Python {platform.python_version()} on {os.cpu_count()} CPUs; "
         + (
             f"server pinned to CPU {cores.server}, sender/clients/driver to CPU {cores.load}"
@@ -345,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no sender at {args.sender}; `make bench` builds it", file=sys.stderr)
         return 2
 
+    version = code_version()  # before the run: the tree may change while it runs
     with tempfile.TemporaryDirectory(prefix="logd-bench-") as tmp:
         bench = Bench(settings, args.sender, Path(tmp))
         pin(os.getpid(), bench.cores.load)
@@ -357,11 +394,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {err}", file=sys.stderr)
             return 1
     summary = summarise(bench.raw)
-    text = report.table(summary, notes(bench))
+    text = report.table(summary, notes(bench, version))
     print(text)
     result = {
         "settings": asdict(settings),
         "seconds": time.monotonic() - started,
+        "code": version,
         "summary": summary,
         "table": text,
         "raw": bench.raw,

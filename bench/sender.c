@@ -7,8 +7,9 @@
  * a tail reader can measure write -> received latency.
  *
  * Frames go out with sendmmsg, paced to --rate frames/s (0: flat out), for
- * --duration seconds or --count frames. The secret comes from LOGD_WRITE_SECRET
- * (never argv, which `ps` shows). The result is one JSON line on stdout.
+ * --duration seconds or --count frames, or until SIGTERM/SIGINT. The secret comes
+ * from LOGD_WRITE_SECRET (never argv, which `ps` shows). The result is one JSON
+ * line on stdout.
  *
  * --test-vector prints PROTOCOL.md's test-vector frame in hex, built by the same code.
  */
@@ -22,6 +23,7 @@
 #include <openssl/params.h>
 #include <openssl/sha.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,13 @@ struct signer {
     EVP_MAC_CTX *ctx;
     unsigned char key_id[4];
 };
+
+static volatile sig_atomic_t stopping;
+
+static void on_stop(int sig) {
+    (void)sig;
+    stopping = 1;
+}
 
 static void die(const char *what) {
     fprintf(stderr, "sender: %s\n", what);
@@ -281,6 +290,9 @@ int main(int argc, char **argv) {
         if (sched_setaffinity(0, sizeof set, &set) != 0) die("cannot pin to --cpu");
     }
     prctl(PR_SET_TIMERSLACK, 1UL); /* precise sleeps for paced sending */
+    struct sigaction sa = {.sa_handler = on_stop}; /* no SA_RESTART: a sleep ends at once */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) die("cannot create a UDP socket");
@@ -303,7 +315,7 @@ int main(int argc, char **argv) {
     double start = mono_s(), end = start + o.duration;
     for (;;) {
         double now = mono_s();
-        if (now >= end || (o.count && sent >= o.count)) break;
+        if (stopping || now >= end || (o.count && sent >= o.count)) break;
         long long want = o.burst;
         if (o.rate > 0) {
             long long due = (long long)((now - start) * o.rate) + 1 - sent;
