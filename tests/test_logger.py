@@ -480,3 +480,14 @@ def test_frame_header_is_protocol_v1(receiver: Receiver) -> None:
     assert frame[0] == 1
     assert len(frame) > HEADER_LEN
     log.close()
+
+
+def test_handler_applies_the_rate_limit(receiver: Receiver) -> None:
+    handler = LogdHandler(port=receiver.port, write_secret=WRITE_SECRET, rate_limit=2)
+    for i in range(10):
+        handler.handle(logging.makeLogRecord({"msg": f"r{i}", "levelno": logging.INFO}))
+    assert handler.logger.flush()
+    stats = handler.logger.stats()
+    assert stats.rate_limited > 0
+    assert stats.sent + stats.rate_limited == 10
+    handler.close()

@@ -89,6 +89,7 @@ class Sender:
         self._max_frame = max_frame
         self.limit = queue_size  # 0 once closed: every later event is counted as dropped
         self._reset()
+        self._wake()  # start the thread now, not on the first log call
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -149,6 +150,8 @@ class Sender:
             return True  # closed: close() flushed, and nothing is queued any more
         if threading.current_thread() is self._thread:
             return False  # called from the sender thread (a secret provider): cannot wait
+        if self._thread is None:
+            return True  # a forked child that has not logged: nothing queued
         done = threading.Event()
         self.queue.append(done)
         self._wake()
@@ -163,7 +166,8 @@ class Sender:
         if thread is not None:
             self.queue.append(_STOP)
             self._wake()
-            thread.join(timeout)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
         _live.discard(self)
         return flushed
 

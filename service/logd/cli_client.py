@@ -282,7 +282,9 @@ def _follow(client: Any, params: dict[str, str], show: Callable[[dict[str, Any]]
     show_default=True,
     help="Which secret signs the PING.",
 )
-@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--timeout", type=click.FloatRange(0.01, 60), default=2.0, show_default=True, help="Seconds."
+)
 @host_option
 @udp_port_option
 def ping(role: str, timeout: float, host: str | None, udp_port: str | None) -> None:

@@ -185,6 +185,10 @@ class Logger:
     def _emit(
         self, t_ns: int, lvl: int, txt: str, attrs: dict[str, str], stack: str, fn: str | None
     ) -> None:
+        """LogdHandler's way in: the record is formatted already."""
+        if self._rate is not None and not self._rate.allow(monotonic()):
+            self._sender.count_rate_limited()
+            return
         self._sender.put((t_ns, lvl, txt, attrs or None, stack, fn))
         if self._stdout:
             _print_event(lvl, txt, attrs, stack)
