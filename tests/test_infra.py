@@ -296,6 +296,12 @@ def test_default_vpc_is_isolated_and_reaches_aws_through_endpoints(default: Synt
     default.template.resource_count_is("AWS::EC2::FlowLog", 1)
 
 
+def test_host_boots_only_after_the_endpoints_it_installs_through(default: Synth) -> None:
+    instance, _ = default.one("AWS::EC2::Instance")
+    endpoints = set(default.of_type("AWS::EC2::VPCEndpoint"))
+    assert endpoints <= set(default.resources[instance]["DependsOn"])
+
+
 def test_s3_endpoint_reads_only_the_wheelhouse_and_the_al2023_repositories(
     default: Synth,
 ) -> None:

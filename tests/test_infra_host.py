@@ -162,9 +162,8 @@ def test_user_data_writes_the_unit_verbatim() -> None:
 def test_makefile_builds_wheels_for_the_python_the_host_installs() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert f"\nINSTANCE_PYTHON := {INSTANCE_PYTHON_VERSION}\n" in makefile
-    assert f"dnf install -y --setopt=install_weak_deps=False python{INSTANCE_PYTHON_VERSION} " in (
-        render_user_data(BOOT)
-    )
+    dnf = f"retry dnf install -y --setopt=install_weak_deps=False python{INSTANCE_PYTHON_VERSION} "
+    assert dnf in render_user_data(BOOT)
 
 
 # --- context options -----------------------------------------------------------------

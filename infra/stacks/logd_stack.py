@@ -79,6 +79,8 @@ class LogdStack(Stack):
             ),
         )
         instance = self.host.instance
+        # First boot installs through the endpoints: they must exist before the instance.
+        instance.node.add_dependency(network)
         self.rotation = RotationFunction(
             self,
             "Rotation",

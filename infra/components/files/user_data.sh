@@ -5,14 +5,25 @@
 # from the wheelhouse asset. Progress: /var/log/cloud-init-output.log.
 set -euo pipefail
 
-dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip
+# Network calls at first boot can fail for a moment; give them about two minutes.
+retry() {
+  local delay
+  for delay in 5 10 20 40 60; do
+    "$@" && return 0
+    echo "retrying in ${delay}s: $*" >&2
+    sleep "$delay"
+  done
+  "$@"
+}
+
+retry dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip
 
 # A system user that owns nothing but logd's state directory.
 id -u logd >/dev/null 2>&1 ||
   useradd --system --home-dir /var/lib/logd --no-create-home --shell /sbin/nologin logd
 
 install -d -m 0755 {{PREFIX}}
-aws s3 cp --only-show-errors --region {{REGION}} '{{WHEELHOUSE_URL}}' {{PREFIX}}/wheelhouse.zip
+retry aws s3 cp --only-show-errors --region {{REGION}} '{{WHEELHOUSE_URL}}' {{PREFIX}}/wheelhouse.zip
 rm -rf {{PREFIX}}/wheelhouse {{VENV}}
 {{PYTHON}} -m zipfile -e {{PREFIX}}/wheelhouse.zip {{PREFIX}}/wheelhouse
 {{PYTHON}} -m venv {{VENV}}
