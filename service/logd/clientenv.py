@@ -24,7 +24,7 @@ DEFAULT_UDP_PORT = 6102
 def http_base(value: str | None) -> str:
     """The read API's base URL from LOGD_HOST (or --host), without a trailing slash.
     A bare `host:port` means http://host:port."""
-    text = (value or DEFAULT_HTTP).strip().rstrip("/")
+    text = (value or DEFAULT_HTTP).strip()
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
@@ -36,7 +36,7 @@ def http_base(value: str | None) -> str:
         parts.port  # noqa: B018  # raises ValueError on a bad port
     except ValueError:
         raise ConfigError(f"LOGD_HOST has a bad port (got {value!r})") from None
-    return text
+    return text.rstrip("/")
 
 
 def udp_host(base: str) -> str:
