@@ -117,3 +117,21 @@ def test_prefilter_never_rejects_a_match(msg: Msg, needle: str, start: int, leng
     f = Filter.from_params({needle: part.replace("*", "")}, NOW)
     if f.matches(msg):
         assert f.prefilter(msg.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("txt", "needle"),
+    [
+        ("\u212a", "k"),
+        ("\u0130stanbul", "i"),
+        ("caf\u00c9", "café"),
+        ("ÀB", "àb"),
+        ("PLAIN", "plain"),
+    ],
+)
+def test_lowered_bytes_never_miss_a_case_insensitive_match(txt: str, needle: str) -> None:
+    f = Filter.from_params({"txt": needle}, NOW)
+    msg = Msg(txt=txt)
+    msg.t.FromNanoseconds(NOW)  # binary bytes beside the text must not matter
+    assert f.matches(msg)
+    assert f.prefilter(msg.SerializeToString())

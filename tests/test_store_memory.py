@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.filters import Filter
-from logd.store.memory import OVERFLOW_KEY, RECORD_OVERHEAD, MemoryStore, Ring, ring_key
+from logd.store.memory import OVERFLOW_KEY, MemoryStore, ring_key
+from logd.store.ring import CHUNK_OVERHEAD, RECORD_OVERHEAD, Ring
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -31,23 +32,50 @@ def query(s: MemoryStore, limit: int = 100, offset: int = 0, **params: str) -> l
     return asyncio.run(s.query(Filter.from_params(params, 10**19), limit=limit, offset=offset))
 
 
-def test_ring_evicts_oldest_by_bytes() -> None:
-    ring = Ring("a/b", "a", "b", capacity=10 * (100 + RECORD_OVERHEAD))
-    for i in range(25):
-        ring.append(i, 0, bytes([i]) * 100)
-    assert len(ring) == 10
-    assert ring.bytes <= ring.capacity
-    assert ring.evicted == 15
-    assert [t for t, _, _ in ring.scan(Filter())] == list(range(24, 14, -1))
+def test_ring_evicts_oldest_first_and_stays_within_budget() -> None:
+    capacity = 64 * 1024
+    ring = Ring("a/b", "a", "b", capacity=capacity)
+    for i in range(5000):
+        ring.append(i, 0, i.to_bytes(4, "big") * 25)
+        assert ring.bytes <= capacity
+    kept = [t for t, _, _ in ring.scan(Filter())]
+    assert kept == list(range(4999, 4999 - len(kept), -1))  # the newest, in order, no gaps
+    assert ring.evicted == 5000 - len(kept)
+    # Eviction drops one chunk (at most 1/16 of the budget and its bookkeeping) at a time.
+    assert ring.bytes >= capacity - 2 * capacity // 16
+    assert ring.bytes == len(kept) * (100 + RECORD_OVERHEAD) + len(ring._chunks) * CHUNK_OVERHEAD
 
 
 def test_big_events_evict_many_small_ones() -> None:
-    ring = Ring("a/b", "a", "b", capacity=4000)
-    for i in range(20):
+    ring = Ring("a/b", "a", "b", capacity=64 * 1024)
+    for i in range(2000):
         ring.append(i, 0, b"x" * 10)
-    ring.append(99, 0, b"y" * 3000)
-    assert ring.bytes <= 4000
-    assert next(iter(ring.scan(Filter())))[0] == 99
+    ring.append(99_999, 0, b"y" * 3000)
+    assert ring.bytes <= 64 * 1024
+    assert next(iter(ring.scan(Filter())))[0] == 99_999
+
+
+def test_scan_finds_needles_across_chunk_boundaries_exactly() -> None:
+    ring = Ring("a/b", "a", "b", capacity=160_000)  # chunks of 10,000 bytes: several
+    for i in range(3000):
+        msg = Msg(fn="F" if i % 7 == 0 else "G", txt=f"event {i}", lvl=5 if i % 10 == 0 else 3)
+        ring.append(i, msg.lvl, msg.SerializeToString())
+    assert len(ring._chunks) > 4
+    assert ring.evicted == 0
+    hits = [t for t, _, _ in ring.scan(Filter(fn="F"))]
+    assert hits == [i for i in range(2999, -1, -1) if i % 7 == 0]
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "EVENT 12"}, 0))] == [
+        i for i in range(2999, -1, -1) if "event 12" in f"event {i}"
+    ]
+    assert [t for t, _, _ in ring.scan(Filter(lvl=5))] == list(range(2990, -1, -10))
+    assert [t for t, _, _ in ring.scan(Filter(lvl=5, fn="F"))] == list(range(2940, -1, -70))
+
+
+def test_non_ascii_text_matches_case_insensitively() -> None:
+    ring = Ring("a/b", "a", "b", capacity=1 << 20)
+    for i, txt in enumerate(["Ünïcode ÉVÉNEMENT", "plain", "événement"]):
+        ring.append(i, 0, Msg(txt=txt).SerializeToString())
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "ÉVÉNEMENT"}, 0))] == [2, 0]
 
 
 def test_rings_are_keyed_env_svc_with_placeholders() -> None:
@@ -113,3 +141,13 @@ def test_memory_accounting_bounds_every_ring(size: int) -> None:
     (ring,) = s.stats().rings
     assert ring.bytes <= MiB
     assert ring.events >= 1
+
+
+def test_characters_that_lower_to_ascii_are_found_in_packed_chunks() -> None:
+    ring = Ring("a/b", "a", "b", capacity=1 << 20)
+    texts = ["plain"] * 50 + ["\u212aelvin"] + ["plain"] * 50 + ["\u0130stanbul"] + ["x"] * 10
+    for i, txt in enumerate(texts):
+        ring.append(i, 0, Msg(txt=txt).SerializeToString())
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "kelvin"}, 0))] == [50]
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "istanbul"}, 0))] == []
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "i\u0307stanbul"}, 0))] == [101]

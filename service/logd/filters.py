@@ -104,9 +104,10 @@ class Filter:
         for needle in (self.fn, self.url, self.env, self.svc):
             if needle is not None and needle.encode() not in data:
                 return False
-        # bytes.lower() is ASCII-only: use it only where it equals str.lower() (ASCII data).
         return not (
-            self.txt is not None and data.isascii() and self.txt.encode() not in data.lower()
+            self.txt is not None
+            and lowered_bytes_can_match(self.txt, data)
+            and self.txt.encode() not in data.lower()
         )
 
     def matches(self, msg: Msg) -> bool:
@@ -128,6 +129,18 @@ class Filter:
         if self.status is not None and msg.response_status != self.status:
             return False
         return self.method is None or msg.http_method == self.method
+
+
+# The only non-ASCII characters whose str.lower() holds ASCII letters: KELVIN SIGN -> "k"
+# and LATIN CAPITAL I WITH DOT ABOVE -> "i" + U+0307, as UTF-8.
+LOWERS_TO_ASCII = ("\u212a".encode(), "\u0130".encode())
+
+
+def lowered_bytes_can_match(needle: str, data: bytes | bytearray) -> bool:
+    """Whether `needle.encode() in data.lower()` is exact for a lower-case `needle`: it is
+    when the needle is ASCII (bytes.lower() only maps A-Z) and `data` holds no character
+    that str.lower() turns into ASCII. A protobuf's other bytes do not matter."""
+    return needle.isascii() and not any(c in data for c in LOWERS_TO_ASCII)
 
 
 def _parse_level(value: str) -> int:

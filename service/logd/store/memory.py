@@ -1,79 +1,32 @@
-"""The embedded store: a map of byte-bounded ring buffers keyed `env/svc`.
+"""The embedded store: a map of byte-bounded rings (store/ring.py) keyed `env/svc`.
 
-Each event is kept as its serialised `Msg` bytes beside the two fields most
-filters need (time and level), so memory stays close to the payload size and a
-query parses only events that pass the cheap checks. Writes are O(1) on the
-event loop, with no locks: asyncio runs one thing at a time.
+Writes are O(1) on the event loop, with no locks: asyncio runs one thing at a
+time. Queries merge the rings' newest-first scans by event time.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 
 from logd._pb.logd_pb2 import Msg
 from logd.filters import Filter
 from logd.store.base import RingStats, StoreStats
+from logd.store.ring import RECORD_OVERHEAD, Hit, Ring
 from logd.tail import Subscription, TailHub
 
-# What a stored event costs beyond its bytes (tuple, bytes header, int): budgets are
-# counted with it so that a ring's `capacity_bytes` bounds its real memory.
-RECORD_OVERHEAD = 128
+__all__ = ["OVERFLOW_KEY", "RECORD_OVERHEAD", "MemoryStore", "Ring", "ring_key"]
+
 PLACEHOLDER = "-"
 OVERFLOW_KEY = "_overflow"
 
 _Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
-_Hit = tuple[int, bytes, Msg | None]  # (t_ns, data, the message when already parsed)
 
 
 def ring_key(env: str, svc: str) -> str:
     return f"{env or PLACEHOLDER}/{svc or PLACEHOLDER}"
-
-
-class Ring:
-    """A FIFO of events bounded in bytes; the oldest are evicted first."""
-
-    __slots__ = ("_events", "bytes", "capacity", "env", "evicted", "key", "svc")
-
-    def __init__(self, key: str, env: str | None, svc: str | None, capacity: int) -> None:
-        self.key = key
-        self.env = env  # None: the overflow ring, which mixes keys
-        self.svc = svc
-        self.capacity = capacity
-        self.bytes = 0
-        self.evicted = 0
-        self._events: deque[_Record] = deque()
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def append(self, t_ns: int, lvl: int, data: bytes) -> None:
-        events = self._events
-        events.append((t_ns, lvl, data))
-        self.bytes += len(data) + RECORD_OVERHEAD
-        while self.bytes > self.capacity:
-            self.bytes -= len(events.popleft()[2]) + RECORD_OVERHEAD
-            self.evicted += 1
-
-    def scan(self, flt: Filter) -> Iterator[_Hit]:
-        """Matching events, newest first. Consume it without awaiting in between."""
-        lvl_min = flt.lvl
-        timed = flt.since_ns is not None or flt.until_ns is not None
-        exact = flt.needs_message
-        for t_ns, lvl, data in reversed(self._events):
-            if lvl < lvl_min or (timed and not flt.time_match(t_ns)):
-                continue
-            if exact:
-                if not flt.prefilter(data):
-                    continue
-                msg = Msg.FromString(data)
-                if not flt.matches(msg):
-                    continue
-                yield t_ns, data, msg
-            else:
-                yield t_ns, data, None
 
 
 class MemoryStore:
@@ -135,7 +88,7 @@ class MemoryStore:
             ring_filter = flt.for_ring(ring.env, ring.svc)
             if ring_filter is not None:
                 scans.append(ring.scan(ring_filter))
-        hits: Iterator[_Hit] = (
+        hits: Iterator[Hit] = (
             scans[0] if len(scans) == 1 else heapq.merge(*scans, key=itemgetter(0), reverse=True)
         )
         out: list[Msg] = []
