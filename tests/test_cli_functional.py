@@ -82,26 +82,39 @@ def env(logd: LogdProcess) -> dict[str, str]:
     return client_env(logd)
 
 
-@pytest.fixture
-def events(logd: LogdProcess) -> LogdProcess:
-    """Three stored events in svc `shop`, the newest an ERROR with a stack trace."""
-    logd.write(
-        Msg(env="prod", svc="shop", fn="List", lvl=INFO, txt="listed 3 items"),
-        Msg(env="prod", svc="shop", fn="Pay", lvl=WARN, txt="slow card", attrs={"ms": "900"}),
-        Msg(
-            env="prod",
-            svc="shop",
-            fn="Pay",
-            lvl=ERROR,
-            txt="declined\x1b[2J",  # an escape sequence a writer slipped in
-            stack_trace="Traceback (most recent call last):\n  File x\nValueError: no",
-            http_method=6,
-            url="/pay",
-            response_status=402,
-        ),
-    )
-    wait_for(lambda: len(logd.query(svc="shop")) == 3)
-    return logd
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogdProcess]:
+    """One server, shared by the read-only tests, with three events in svc `shop`, the
+    newest an ERROR with a stack trace. Started with a clean environment, as the
+    per-test fixtures in conftest.py do."""
+    tmp = tmp_path_factory.mktemp("shop")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("LOGD_", "AWS_")) or name == "XDG_CONFIG_HOME":
+                mp.delenv(name)
+        (tmp / "home").mkdir()
+        mp.setenv("HOME", str(tmp / "home"))
+        logd = start_logd(tmp)
+    try:
+        logd.write(
+            Msg(env="prod", svc="shop", fn="List", lvl=INFO, txt="listed 3 items"),
+            Msg(env="prod", svc="shop", fn="Pay", lvl=WARN, txt="slow card", attrs={"ms": "900"}),
+            Msg(
+                env="prod",
+                svc="shop",
+                fn="Pay",
+                lvl=ERROR,
+                txt="declined\x1b[2J",  # an escape sequence a writer slipped in
+                stack_trace="Traceback (most recent call last):\n  File x\nValueError: no",
+                http_method=6,
+                url="/pay",
+                response_status=402,
+            ),
+        )
+        wait_for(lambda: len(logd.query(svc="shop")) == 3)
+        yield logd
+    finally:
+        logd.stop()
 
 
 # --- send ---------------------------------------------------------------------------
@@ -135,7 +148,8 @@ def test_send_rejects_a_bad_attr_and_a_missing_secret(
 # --- query --------------------------------------------------------------------------
 
 
-def test_query_human_output_oldest_first(events: LogdProcess, env: dict[str, str]) -> None:
+def test_query_human_output_oldest_first(events: LogdProcess) -> None:
+    env = client_env(events)
     done = run(env, "query", "--svc", "shop")
     assert done.returncode == 0
     lines = done.stdout.splitlines()
@@ -150,7 +164,8 @@ def test_query_human_output_oldest_first(events: LogdProcess, env: dict[str, str
     assert ESC not in done.stdout  # not a TTY: no colour, and no raw escape from the event
 
 
-def test_query_json_and_ndjson(events: LogdProcess, env: dict[str, str]) -> None:
+def test_query_json_and_ndjson(events: LogdProcess) -> None:
+    env = client_env(events)
     done = run(env, "query", "--svc", "shop", "--json")
     assert json.loads(done.stdout) == events.query(svc="shop")
     done = run(env, "query", "--svc", "shop", "--ndjson", "--lvl", "warn", "--limit", "1")
@@ -169,7 +184,8 @@ FILTER_CASES = [
 ]
 
 
-def test_query_filters(events: LogdProcess, env: dict[str, str]) -> None:
+def test_query_filters(events: LogdProcess) -> None:
+    env = client_env(events)
     for flags, expected in FILTER_CASES:
         svc = [] if "--svc" in flags else ["--svc", "shop"]
         done = run(env, "query", "--json", *svc, *flags)
@@ -177,9 +193,8 @@ def test_query_filters(events: LogdProcess, env: dict[str, str]) -> None:
         assert [e["txt"] for e in json.loads(done.stdout)] == expected, flags
 
 
-def test_colour_only_on_a_tty_and_never_with_no_color(
-    events: LogdProcess, env: dict[str, str]
-) -> None:
+def test_colour_only_on_a_tty_and_never_with_no_color(events: LogdProcess) -> None:
+    env = client_env(events)
     on_tty = run_on_tty(env, "query", "--svc", "shop")
     assert f"{ESC}[31mERROR" in on_tty  # red level
     assert "declined\\x1b[2J" in on_tty  # the event's own escape stays harmless
@@ -188,7 +203,8 @@ def test_colour_only_on_a_tty_and_never_with_no_color(
     assert f"{ESC}[33mWARN" in forced.stdout
 
 
-def test_query_errors_are_one_sentence(events: LogdProcess, env: dict[str, str]) -> None:
+def test_query_errors_are_one_sentence(events: LogdProcess) -> None:
+    env = client_env(events)
     done = run({**env, "LOGD_READ_SECRET": "wrong-read-secret"}, "query")
     assert done.returncode == 1
     line = one_sentence(done.stderr)
@@ -247,7 +263,8 @@ def test_ping_nothing_listening(env: dict[str, str]) -> None:
     assert f"nothing listens on udp 127.0.0.1:{port}" in one_sentence(done.stderr)
 
 
-def test_info(events: LogdProcess, env: dict[str, str]) -> None:
+def test_info(events: LogdProcess) -> None:
+    env = client_env(events)
     done = run(env, "info")
     assert done.returncode == 0
     assert done.stdout.startswith("logd 0.1.0, up ")
