@@ -182,35 +182,38 @@ async def serve(config: Config) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         handler_cancellation=True,
     )
-    await runner.setup()
+    # Signals first: a SIGTERM during start-up (loading keys or data) still stops cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        if app[KEYS].holder is None:
+            return  # still starting: the first load is about to read the source anyway
+        task = loop.create_task(app[KEYS].reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
+        await runner.setup()
+        if runner.server is None:
+            raise RuntimeError("the HTTP server must be set up before it is guarded")
         http_sock = _bind_tcp(config.http_addr)
         site = web.SockSite(
             runner, http_sock, ssl_context=_tls_context(config), shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
         await site.start()
         _announce(app, config, http_sock)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        reloads: set[asyncio.Task[bool]] = set()
-
-        def reload() -> None:
-            task = loop.create_task(app[KEYS].reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        if runner.server is None:
-            raise RuntimeError("the HTTP server must be set up before it is guarded")
         async with app[REAPER].running(runner.server):
             await stop.wait()
         log.info("stopping")
         app[INGEST].stop()  # stop reading UDP first, then close HTTP and the tails
+    finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-    finally:
         await runner.cleanup()
     log.info("stopped")
 

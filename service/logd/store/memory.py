@@ -74,7 +74,9 @@ class MemoryStore:
         return self._overflow
 
     def write(self, msg: Msg, t_ns: int) -> None:
-        ring = self._rings.get((msg.env, msg.svc)) or self._ring_for(msg.env, msg.svc)
+        ring = self._rings.get((msg.env, msg.svc))
+        if ring is None:
+            ring = self._ring_for(msg.env, msg.svc)
         data = msg.SerializeToString()
         ring.append(t_ns, msg.lvl, data)
         if self.pending is not None:  # O(1); the persister writes these in batches
@@ -109,7 +111,8 @@ class MemoryStore:
                 self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
             ring = self._overflow
         else:
-            ring = self._rings.get((env, svc)) or self._ring_for(env, svc)
+            found = self._rings.get((env, svc))
+            ring = found if found is not None else self._ring_for(env, svc)
         for t_ns, lvl, data in records:
             ring.append(t_ns, lvl, data)
 

@@ -121,7 +121,9 @@ def _searches(
 class Ring:
     """A FIFO of events bounded in bytes; the oldest chunk goes first."""
 
-    __slots__ = ("_chunk_bytes", "_chunks", "bytes", "capacity", "env", "evicted", "key", "svc")
+    __slots__ = (
+        "_chunk_bytes", "_chunks", "bytes", "capacity", "env", "events", "evicted", "key", "svc",
+    )  # fmt: skip
 
     def __init__(self, key: str, env: str | None, svc: str | None, capacity: int) -> None:
         self.key = key
@@ -129,13 +131,14 @@ class Ring:
         self.svc = svc
         self.capacity = capacity
         self.bytes = 0
+        self.events = 0
         self.evicted = 0
         # At most 1/16 of the budget per chunk, so dropping one keeps ~94% of the events.
         self._chunk_bytes = max(1, min(MAX_CHUNK, capacity // 16))
         self._chunks: deque[Chunk] = deque()
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._chunks)
+        return self.events
 
     def append(self, t_ns: int, lvl: int, data: bytes) -> None:
         chunks = self._chunks
@@ -146,10 +149,12 @@ class Ring:
             self.bytes += CHUNK_OVERHEAD
         chunks[-1].append(t_ns, lvl, data)
         self.bytes += len(data) + RECORD_OVERHEAD
+        self.events += 1
         while self.bytes > self.capacity and len(chunks) > 1:
             old = chunks.popleft()
             self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
             self.evicted += len(old)
+            self.events -= len(old)
 
     def scan(self, flt: Filter) -> Iterator[Hit]:
         """Matching events, newest first. Consume it without awaiting in between."""
