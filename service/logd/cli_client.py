@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from logd import clientenv
 from logd.cli_output import clean, format_dropped, format_event, format_info, use_color
 from logd.devsecrets import READ_NAME, WRITE_NAME
 from logd.errors import ClientError, ConfigError
+
+if TYPE_CHECKING:
+    from logd.readclient import ReadClient
 
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.25, 5.0
@@ -94,7 +97,7 @@ def _guarded(run: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-def _read_client(host: str | None) -> Any:
+def _read_client(host: str | None) -> ReadClient:
     from logd.readclient import ReadClient
 
     base = clientenv.http_base(host)
@@ -242,7 +245,9 @@ def tail(as_json: bool, color: str, host: str | None, **filters: str | None) -> 
     _guarded(run)
 
 
-def _follow(client: Any, params: dict[str, str], show: Callable[[dict[str, Any]], None]) -> None:
+def _follow(
+    client: ReadClient, params: dict[str, str], show: Callable[[dict[str, Any]], None]
+) -> None:
     """Stream events to `show`; after a first good connection, reconnect with backoff
     (jittered, doubling up to 5 s) whenever the stream breaks."""
     from logd.readclient import Disconnected
