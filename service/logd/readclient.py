@@ -12,7 +12,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from http.client import HTTPException, HTTPResponse
 from typing import Any
 
@@ -54,7 +54,7 @@ class ReadClient:
             raise ClientError(f"{self.base} did not answer with logd's JSON; is it a logd server?")
         return data
 
-    def tail(self, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+    def tail(self, params: Mapping[str, str]) -> Generator[dict[str, Any], None, None]:
         """Connect to GET /tail, then yield each event or `{"dropped": N}` notice. Connecting
         happens on the first next(); a broken or ended stream raises Disconnected."""
         resp = self._open("/tail", params, accept=NDJSON, timeout=TAIL_READ_TIMEOUT_S)
