@@ -41,14 +41,6 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.ends)
 
-    def append(self, t_ns: int, lvl: int, data: bytes) -> None:
-        self.data += data  # a bytearray until sealed
-        self.ends.append(len(self.data))
-        self.times.append(t_ns)
-        self.lvls.append(lvl if 0 <= lvl < 256 else 0)  # type: ignore[union-attr]
-        self.t_min = min(self.t_min, t_ns)
-        self.t_max = max(self.t_max, t_ns)
-
     def seal(self) -> None:
         """Freeze into exact-size immutable bytes (a bytearray keeps spare capacity)."""
         self.data = bytes(self.data)
@@ -142,12 +134,22 @@ class Ring:
 
     def append(self, t_ns: int, lvl: int, data: bytes) -> None:
         chunks = self._chunks
-        if not chunks or (len(chunks[-1].data) + len(data) > self._chunk_bytes and chunks[-1].ends):
-            if chunks:
-                chunks[-1].seal()
-            chunks.append(Chunk())
+        chunk = chunks[-1] if chunks else None
+        if chunk is None or (len(chunk.data) + len(data) > self._chunk_bytes and chunk.ends):
+            if chunk is not None:
+                chunk.seal()
+            chunk = Chunk()
+            chunks.append(chunk)
             self.bytes += CHUNK_OVERHEAD
-        chunks[-1].append(t_ns, lvl, data)
+        # The hot path of every write: appends to the open chunk, inlined on purpose.
+        chunk.data += data  # the open chunk holds a bytearray
+        chunk.ends.append(len(chunk.data))
+        chunk.times.append(t_ns)
+        chunk.lvls.append(lvl if 0 <= lvl < 256 else 0)  # type: ignore[union-attr]
+        if t_ns < chunk.t_min:
+            chunk.t_min = t_ns
+        if t_ns > chunk.t_max:
+            chunk.t_max = t_ns
         self.bytes += len(data) + RECORD_OVERHEAD
         self.events += 1
         while self.bytes > self.capacity and len(chunks) > 1:
