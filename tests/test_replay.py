@@ -65,3 +65,14 @@ def test_guard_against_valid_frame_flood_beyond_capacity() -> None:
     assert len(guard) == 3
     # Once the window passes, room comes back.
     assert guard.check_and_remember(mac(9), T0 + 2 * S, T0 + 2 * S) is True
+
+
+def test_guard_against_replay_across_guard_rotation() -> None:
+    """Expiry rotates buckets out continuously; a frame still inside its window stays known."""
+    guard = ReplayGuard(max_age_ns=S, capacity=1000)
+    assert guard.check_and_remember(mac(1), T0 + S // 2, T0 + S // 2)
+    for step in range(1, 11):  # 100 ms steps up to the window edge; buckets rotate out
+        now = T0 + S // 2 + step * S // 10
+        guard.check_and_remember(mac(100 + step), now, now)
+        guard.expire(now)
+        assert guard.check_and_remember(mac(1), T0 + S // 2, now) is False, step
