@@ -45,7 +45,8 @@ class LogdProcess:
         self.proc = proc
         self.log_path = log_path
         self.env = dict(env)
-        match = wait_for(lambda: self._died() or _READY.search(self.log()))
+        # Generous: a busy CI machine can take a while to import and bind.
+        match = wait_for(lambda: self._died() or _READY.search(self.log()), timeout=30)
         self.udp_addr = ("127.0.0.1", int(match.group("udp")))
         self.http_url = match.group("http")
         self.read_secret = self.env.get("LOGD_READ_SECRET", READ_SECRET)
