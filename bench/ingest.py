@@ -27,6 +27,7 @@ from bench.procs import (
     Sender,
     core_busy_seconds,
     cpu_seconds,
+    favour,
     pin,
     send,
     stop_pid,
@@ -174,6 +175,7 @@ def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[
     )
     try:
         pin(proc.pid, cores.server)
+        favour(proc.pid)
         if proc.stdout is None:
             raise RuntimeError("the bare loop has no stdout")
         port = int(proc.stdout.readline().split()[1])

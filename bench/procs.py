@@ -40,9 +40,22 @@ class Cores:
         return cls(cpus[0], cpus[1])
 
 
+SERVER_NICE = -10  # what is measured gets most of its core even on a busy machine
+
+
 def pin(pid: int, cpu: int | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(pid, {cpu})
+
+
+def favour(pid: int) -> bool:
+    """Raise `pid`'s scheduling priority (root only): other processes that land on the
+    server's core then take little of it. Its CPU per frame is the same either way."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, SERVER_NICE)
+    except PermissionError:
+        return False
+    return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -133,6 +146,7 @@ class LogdServer:
             )
         try:
             pin(self.proc.pid, cpu)
+            self.favoured = favour(self.proc.pid)
             match = wait_for(self._ready, START_TIMEOUT_S, "logd to start")
         except BaseException:
             stop_pid(self.proc, signal.SIGKILL)

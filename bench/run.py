@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ingest, logger_cost, query, report, tail
-from bench.procs import Cores, Load, LogdServer, pin, wait_quiet
+from bench.procs import SERVER_NICE, Cores, Load, LogdServer, pin, wait_quiet
 from bench.stats import median
 
 HERE = Path(__file__).parent
@@ -66,7 +66,7 @@ class Settings:
     # Before each run, wait up to quiet_timeout_s for both cores to be under quiet_below
     # busy (a shared machine has bursts); None: do not wait.
     quiet_below: float = BUSY
-    quiet_timeout_s: float | None = 10.0
+    quiet_timeout_s: float | None = 5.0
 
 
 SMOKE = Settings(
@@ -98,6 +98,7 @@ class Bench:
         self.cores = Cores.pick()
         self.raw: dict[str, Any] = {}
         self.granted_rcvbuf: dict[str, int] = {}
+        self.favoured = False
         self.busy_at_start: list[float] = []  # the busiest core's share as each run started
 
     def quiet(self) -> None:
@@ -111,6 +112,7 @@ class Bench:
         flags += ["--replay-capacity=5000000"]
         with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
             self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]
+            self.favoured = server.favoured
             self.quiet()
             yield server
 
@@ -286,8 +288,9 @@ def notes(bench: Bench, version: str) -> list[str]:
             if cores.server is not None
             else "one CPU: nothing pinned"
         ),
-        f"medians of {s.runs} runs ({s.query_runs} for query/memory); "
-        "UDP receive buffer asked -> granted (bytes, as the kernel reports): "
+        f"medians of {s.runs} runs ({s.query_runs} for query/memory); server and bare loop "
+        + (f"at nice {SERVER_NICE}; " if bench.favoured else "at normal priority; ")
+        + "UDP receive buffer asked -> granted (bytes, as the kernel reports): "
         + ", ".join(f"{k} -> {v}" for k, v in bench.granted_rcvbuf.items()),
     ]
     if raw.get("saturation"):
