@@ -10,6 +10,7 @@ offered-rate steps run with a large buffer, as a deployment would.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from bench.procs import (
     Cores,
@@ -168,30 +169,53 @@ def rate_steps(
     return {"steps": steps, "no_loss_frames_per_s": max(kept) if kept else 0.0}
 
 
+class BareLoop:
+    """bench/bare_recv.py pinned to the server's core; `stop()` returns its packet count."""
+
+    def __init__(self, cores: Cores, rcvbuf: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BARE_RECV), str(rcvbuf)], stdout=subprocess.PIPE, text=True
+        )
+        self.out = cast(IO[str], self.proc.stdout)  # a pipe: stdout=PIPE
+        try:
+            pin(self.proc.pid, cores.server)
+            favour(self.proc.pid)
+            self.port = int(self.out.readline().split()[1])
+        except BaseException:
+            stop_pid(self.proc, signal.SIGKILL)
+            raise
+        self.pid = self.proc.pid
+
+    def drained(self) -> None:
+        wait_for(lambda: udp_rx_queue(self.port) == 0, DRAIN_TIMEOUT_S, "the bare loop to drain")
+
+    def stop(self) -> int:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stop:
+                wait_for(
+                    lambda: (
+                        stop.sendto(b"stop", ("127.0.0.1", self.port))
+                        and self.proc.poll() is not None
+                    ),
+                    DRAIN_TIMEOUT_S,
+                    "the bare loop to stop",
+                )
+            return int(json.loads(self.out.readline())["packets"])
+        finally:
+            stop_pid(self.proc, signal.SIGKILL)
+
+
 def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[str, Any]:
-    """The bare `recv_into` loop on the server's core, fed by the same sender."""
-    proc = subprocess.Popen(
-        [sys.executable, str(BARE_RECV), str(rcvbuf)], stdout=subprocess.PIPE, text=True
-    )
+    """The bare loop fed live by the same sender, as logd is at saturation. The sender
+    cannot keep it busy, so it also waits and wakes up: see `busy`."""
+    loop = BareLoop(cores, rcvbuf)
     try:
-        pin(proc.pid, cores.server)
-        favour(proc.pid)
-        if proc.stdout is None:
-            raise RuntimeError("the bare loop has no stdout")
-        port = int(proc.stdout.readline().split()[1])
-        cpu0, busy0, t0 = cpu_seconds(proc.pid), core_busy_seconds(cores.server), time.monotonic()
-        sent = send(sender, port, "bare-reference-needs-no-real-secret", load, cores.load)
-        wait_for(lambda: udp_rx_queue(port) == 0, DRAIN_TIMEOUT_S, "the bare loop to drain")
-        cpu1, busy1, t1 = cpu_seconds(proc.pid), core_busy_seconds(cores.server), time.monotonic()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stop:
-            wait_for(
-                lambda: stop.sendto(b"stop", ("127.0.0.1", port)) and proc.poll() is not None,
-                DRAIN_TIMEOUT_S,
-                "the bare loop to stop",
-            )
-        packets = json.loads(proc.stdout.readline())["packets"]
+        cpu0, busy0, t0 = cpu_seconds(loop.pid), core_busy_seconds(cores.server), time.monotonic()
+        sent = send(sender, loop.port, "bare-reference-needs-no-real-secret", load, cores.load)
+        loop.drained()
+        cpu1, busy1, t1 = cpu_seconds(loop.pid), core_busy_seconds(cores.server), time.monotonic()
     finally:
-        stop_pid(proc, signal.SIGKILL)
+        packets = loop.stop()
     cpu = cpu1 - cpu0
     return {
         "seconds": t1 - t0,
@@ -202,4 +226,31 @@ def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[
         # Below 1 the loop waited for packets: the sender, not the loop, was the limit.
         "busy": cpu / (t1 - t0),
         "others_on_server_core": max(0.0, (busy1 - busy0 - cpu) / (t1 - t0)),
+    }
+
+
+def bare_drain(
+    sender: Path, cores: Cores, *, packets: int, rounds: int, rcvbuf: int
+) -> dict[str, Any]:
+    """The bare loop kept busy, as a saturated server is: stopped (SIGSTOP) while the
+    sender fills its socket buffer, then timed while it empties it, `rounds` times."""
+    loop = BareLoop(cores, rcvbuf)
+    cpu = 0.0
+    try:
+        for _ in range(rounds):
+            os.kill(loop.pid, signal.SIGSTOP)
+            load = Load(seconds=600, count=packets)
+            send(sender, loop.port, "bare-reference-needs-no-real-secret", load, cores.load)
+            before = cpu_seconds(loop.pid)
+            os.kill(loop.pid, signal.SIGCONT)
+            loop.drained()
+            cpu += cpu_seconds(loop.pid) - before
+    finally:
+        os.kill(loop.pid, signal.SIGCONT)
+        received = loop.stop()
+    return {
+        "sent": packets * rounds,
+        "packets": received,
+        "cpu_s": cpu,
+        "cpu_us_per_packet": 1e6 * cpu / max(1, received),
     }
