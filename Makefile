@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit soak proto bench clean secrets-push secrets-edit secrets-env \
+.PHONY: install run test lint typecheck unit redis-server soak proto bench clean secrets-push secrets-edit secrets-env \
 	wheel synth diff deploy
 
 install: $(STAMP)
@@ -31,8 +31,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install redis-server
 	$(BIN)/pytest
+
+# The Valkey store's tests start their own redis-server (Debian package) on a free port.
+redis-server:
+	@command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq redis-server; }
 
 test: lint typecheck unit
 

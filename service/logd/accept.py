@@ -42,6 +42,8 @@ _ALLOWED: dict[int, frozenset[Role]] = {
 class Accepted:
     key: Key
     cmd: Cmd
+    mac: bytes  # for the replay check across nodes (replay_shared.py)
+    signed_at_ns: int
 
 
 class FrameChecker:
@@ -78,7 +80,8 @@ class FrameChecker:
             return Reject.STALE
         if signed_at > now_ns + self._max_future_ns:
             return Reject.FUTURE
-        if not self._guard.check_and_remember(frame[SIGNED_LEN:HEADER_LEN], signed_at, now_ns):
+        mac = frame[SIGNED_LEN:HEADER_LEN]
+        if not self._guard.check_and_remember(mac, signed_at, now_ns):
             # False is a replay; None is a full guard failing closed (counted by the guard).
             return Reject.REPLAY
         try:
@@ -87,7 +90,7 @@ class FrameChecker:
             return Reject.BAD_PAYLOAD
         if key.role not in _ALLOWED.get(cmd.name, frozenset()):
             return Reject.FORBIDDEN
-        return Accepted(key, cmd)
+        return Accepted(key, cmd, mac, signed_at)
 
 
 def _verify(candidates: tuple[Key, ...], frame: bytes) -> Key | None:

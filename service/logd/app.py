@@ -27,6 +27,7 @@ from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest, bind_udp
 from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
+from logd.replay_shared import SharedReplayGuard
 from logd.secrets import DevFileSource, KeyManager, Reloader, select_source
 from logd.secrets.aws import SecretsManagerSource
 from logd.state import (
@@ -38,12 +39,14 @@ from logd.state import (
     PERSISTER,
     QUERY_LIMIT_MAX,
     REAPER,
+    SHARED_GUARD,
     STARTED_NS,
     STORE,
     UDP_RCVBUF,
 )
-from logd.store import MemoryStore
+from logd.store import MemoryStore, Store
 from logd.store.persist import Persister
+from logd.store.valkey import ValkeyStore
 
 log = logging.getLogger("logd.app")
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -67,13 +70,7 @@ def create_app(config: Config) -> web.Application:
         source, previous_grace_s=config.secrets_previous_grace if rotating else None
     )
     reloader = Reloader(app[KEYS], interval_s=config.secrets_reload_interval) if rotating else None
-    app[STORE] = MemoryStore(
-        ring_bytes=config.ring_bytes,
-        ring_sizes=config.rings,
-        max_rings=config.max_rings,
-        max_tails=config.max_tails,
-        tail_queue=config.tail_queue,
-    )
+    app[STORE] = _make_store(config)
     app[GUARD] = ReplayGuard(max_age_ns=int(config.max_age * 1e9), capacity=config.replay_capacity)
     app[LIMITER] = FailureLimiter(per_minute=config.auth_fail_limit)
     app[QUERY_LIMIT_MAX] = config.query_limit_max
@@ -84,12 +81,31 @@ def create_app(config: Config) -> web.Application:
         await app[KEYS].start()
         yield
 
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[STORE]
+        if not isinstance(store, ValkeyStore):
+            yield
+            return
+        await store.start()
+        guard = app[SHARED_GUARD] = SharedReplayGuard(
+            client=store.client,
+            max_age_ns=int(config.max_age * 1e9),
+            max_future_ns=int(config.max_future * 1e9),
+        )
+        try:
+            yield
+        finally:
+            # After the UDP endpoint closed: let the last checks finish, send what is buffered.
+            await guard.close()
+            await store.close()
+
     async def persist_ctx(app: web.Application) -> AsyncIterator[None]:
-        if config.data_dir is None:
+        store = app[STORE]
+        if config.data_dir is None or not isinstance(store, MemoryStore):
             yield
             return
         persister = app[PERSISTER] = Persister(
-            store=app[STORE], data_dir=config.data_dir, interval=config.flush_interval
+            store=store, data_dir=config.data_dir, interval=config.flush_interval
         )
         await persister.load()  # before the UDP port opens: old events first
         persister.start()
@@ -125,6 +141,7 @@ def create_app(config: Config) -> web.Application:
             store=app[STORE],
             expire=app[GUARD].expire,
             on_unknown_key=reloader.poke if reloader else None,
+            shared_guard=app.get(SHARED_GUARD),
         )
         app[INGEST].start(asyncio.get_running_loop())
         try:
@@ -146,10 +163,31 @@ def create_app(config: Config) -> web.Application:
     async def close_tails(app: web.Application) -> None:
         app[STORE].hub.close_all()
 
-    app.cleanup_ctx.extend([keys_ctx, persist_ctx, udp_ctx, reload_ctx])
+    app.cleanup_ctx.extend([keys_ctx, store_ctx, persist_ctx, udp_ctx, reload_ctx])
     app.on_shutdown.append(close_tails)
     add_routes(app)
     return app
+
+
+def _make_store(config: Config) -> Store:
+    if config.store_url == "memory://":
+        return MemoryStore(
+            ring_bytes=config.ring_bytes,
+            ring_sizes=config.rings,
+            max_rings=config.max_rings,
+            max_tails=config.max_tails,
+            tail_queue=config.tail_queue,
+        )
+    return ValkeyStore(
+        url=config.store_url,
+        password=config.store_password,
+        buffer_events=config.store_buffer,
+        ring_bytes=config.ring_bytes,
+        ring_sizes=config.rings,
+        max_rings=config.max_rings,
+        max_tails=config.max_tails,
+        tail_queue=config.tail_queue,
+    )
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

@@ -90,6 +90,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _store_url(text: str) -> str:
+    if text == "memory://" or re.match(r"^(redis|rediss)://[^/?#]+(/\d*)?$", text):
+        return text
+    raise ValueError("memory://, redis://host:port/db or rediss://host:port/db")
+
+
 def _setting(
     default: Any, help: str, parse: Callable[[str], Any], *, flag: bool = True, secret: bool = False
 ) -> Any:
@@ -151,6 +157,20 @@ class Config:
         1.0,
         "Seconds between background writes + fsync to --data-dir (a crash loses at most this).",
         _bounded(float, 0.01, 3600),
+    )
+    store_url: str = _setting(
+        "memory://",
+        "Where rings live: memory:// (this process) or redis://host:port/db, rediss://... "
+        "(Valkey/Redis shared by several logd nodes).",
+        _store_url,
+    )
+    store_password: str | None = _setting(
+        None, "Valkey/Redis AUTH password or token (env only).", _text, flag=False, secret=True
+    )
+    store_buffer: int = _setting(
+        200_000,
+        "Events held locally while the Valkey/Redis store is slow or down; beyond: oldest dropped.",
+        _bounded(int, 1, 100_000_000),
     )
     query_limit_max: int = _setting(
         10_000, "Largest `limit` a query may ask for.", _bounded(int, 1, 1_000_000)
@@ -246,6 +266,8 @@ class Config:
     def _check(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("set both tls_cert and tls_key to serve HTTPS, or neither")
+        if self.data_dir is not None and self.store_url != "memory://":
+            raise ConfigError("data_dir is for the memory store; Valkey/Redis keeps its own data")
         for key, size in self.rings.items():
             if size < MiB:
                 raise ConfigError(f"ring size for {key!r} must be at least 1MiB")

@@ -26,10 +26,12 @@ from logd.state import (
     PERSISTER,
     QUERY_LIMIT_MAX,
     REAPER,
+    SHARED_GUARD,
     STARTED_NS,
     STORE,
     UDP_RCVBUF,
 )
+from logd.store.base import StoreUnavailable
 from logd.tail import TailClosed, TooManyTails
 
 log = logging.getLogger("logd.http")
@@ -148,9 +150,11 @@ async def query(request: web.Request) -> web.StreamResponse:
         flt = Filter.from_params(params, time.time_ns())
     except FilterError as err:
         return json_error(400, str(err))
-    events = [
-        msg_to_json(m) for m in await request.app[STORE].query(flt, limit=limit, offset=offset)
-    ]
+    try:
+        found = await request.app[STORE].query(flt, limit=limit, offset=offset)
+    except StoreUnavailable as err:
+        return json_error(503, str(err), **{"Retry-After": "2"})
+    events = [msg_to_json(m) for m in found]
     if _wants(request, NDJSON, "ndjson"):
         body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
         return web.Response(text=body, content_type=NDJSON)
@@ -171,6 +175,8 @@ async def tail(request: web.Request) -> web.StreamResponse:
         sub = request.app[STORE].subscribe(flt)
     except TooManyTails:
         return json_error(429, "too many live tails; retry later", **{"Retry-After": "5"})
+    except StoreUnavailable as err:
+        return json_error(503, str(err), **{"Retry-After": "2"})
     sse = SSE in request.headers.get("Accept", "")
     response = web.StreamResponse(
         headers={
@@ -230,6 +236,7 @@ def status(app: web.Application) -> dict[str, Any]:
                 }
                 for r in store_stats.rings
             ],
+            "backend": store_stats.backend,
         },
         "udp": {
             "received": ingest.stats.received,
@@ -243,6 +250,7 @@ def status(app: web.Application) -> dict[str, Any]:
                 "entries": len(guard),
                 "capacity": guard.capacity,
                 "overflows": guard.overflows,
+                "across_nodes": app[SHARED_GUARD].info() if SHARED_GUARD in app else None,
             },
         },
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},

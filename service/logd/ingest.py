@@ -19,6 +19,7 @@ from typing import Any
 from logd._pb.logd_pb2 import WRITE, Msg
 from logd.accept import Accepted, FrameChecker, Reject
 from logd.logsetup import QuietLogger
+from logd.replay_shared import SharedReplayGuard
 from logd.store.base import Store
 from logd.wire import PONG_PAYLOAD
 
@@ -120,6 +121,7 @@ class UdpIngest:
         clock: Callable[[], int] = time.time_ns,
         drain_max: int = 1024,
         on_unknown_key: Callable[[], None] | None = None,
+        shared_guard: SharedReplayGuard | None = None,
     ) -> None:
         self._sock = sock
         self._checker = checker
@@ -128,6 +130,9 @@ class UdpIngest:
         self._clock = clock
         self._drain_max = drain_max
         self._on_unknown_key = on_unknown_key  # e.g. a rate-limited key reload
+        # With several nodes, accepted frames wait here for the batch's check across nodes.
+        self._shared_guard = shared_guard
+        self._held: list[tuple[Accepted, Any, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = QuietLogger(log)
         self.stats = IngestStats()
@@ -164,12 +169,30 @@ class UdpIngest:
             try:
                 data, addr = recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as err:
                 self.stats.recv_errors += 1
                 self._quiet.once("recv_error", "udp receive failed errno=%s", err.errno)
-                return
+                break
             handle(data, addr, clock())
+        guard = self._shared_guard
+        if guard is not None and self._held:
+            held, self._held = self._held, []
+            guard.submit(
+                [(v.mac, v.signed_at_ns) for v, _, _ in held],
+                lambda fresh: self._checked_across_nodes(held, fresh),
+            )
+        self._store.end_batch()  # a remote store sends the batch: one round trip per drain
+
+    def _checked_across_nodes(
+        self, held: list[tuple[Accepted, Any, int]], fresh: list[bool]
+    ) -> None:
+        for (verdict, addr, now_ns), first in zip(held, fresh, strict=True):
+            if first:
+                self._act(verdict, addr, now_ns)
+            else:
+                self._reject(Reject.REPLAY)
+        self._store.end_batch()
 
     def handle(self, data: bytes, addr: Any, now_ns: int) -> None:
         """Check one datagram and act on it; expected rejections are counted, not raised."""
@@ -177,11 +200,22 @@ class UdpIngest:
         stats.received += 1
         verdict = self._checker.check(data, now_ns)
         if not isinstance(verdict, Accepted):
-            stats.rejected[verdict] += 1
-            self._quiet.once(verdict.value, "rejected datagram reason=%s", verdict.value)
+            self._reject(verdict)
             if verdict is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
                 self._on_unknown_key()
             return
+        if self._shared_guard is not None:
+            self._held.append((verdict, addr, now_ns))
+            return
+        self._act(verdict, addr, now_ns)
+
+    def _reject(self, reason: Reject) -> None:
+        self.stats.rejected[reason] += 1
+        self._quiet.once(reason.value, "rejected datagram reason=%s", reason.value)
+
+    def _act(self, verdict: Accepted, addr: Any, now_ns: int) -> None:
+        """Store a WRITE's events or answer a PING: the frame is accepted."""
+        stats = self.stats
         stats.accepted += 1
         frames = stats.keys.current
         key_id = verdict.key.signer.key_id

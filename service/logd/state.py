@@ -8,15 +8,17 @@ from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest
 from logd.ratelimit import FailureLimiter
 from logd.replay import ReplayGuard
+from logd.replay_shared import SharedReplayGuard
 from logd.secrets import KeyManager
-from logd.store import MemoryStore
+from logd.store import Store
 from logd.store.persist import Persister
 
 KEYS = web.AppKey("keys", KeyManager)
-STORE = web.AppKey("store", MemoryStore)
+STORE: web.AppKey[Store] = web.AppKey("store")  # a Protocol: no runtime type to pass
 PERSISTER = web.AppKey("persister", Persister)
 INGEST = web.AppKey("ingest", UdpIngest)
 GUARD = web.AppKey("guard", ReplayGuard)
+SHARED_GUARD = web.AppKey("shared_guard", SharedReplayGuard)
 LIMITER = web.AppKey("limiter", FailureLimiter)
 REAPER = web.AppKey("reaper", IdleConnectionReaper)
 STARTED_NS = web.AppKey("started_ns", int)

@@ -13,7 +13,7 @@ from operator import itemgetter
 
 from logd._pb.logd_pb2 import Msg
 from logd.filters import Filter
-from logd.store.base import RingStats, StoreStats
+from logd.store.base import RingBudgets, RingStats, StoreStats
 from logd.store.ring import RECORD_OVERHEAD, Hit, Ring
 from logd.tail import Subscription, TailHub
 
@@ -39,13 +39,7 @@ class MemoryStore:
         max_tails: int,
         tail_queue: int,
     ) -> None:
-        self._default_capacity = ring_bytes
-        self._exact_sizes = {k: v for k, v in ring_sizes.items() if not k.endswith("*")}
-        # Longest prefix first, so the most specific pattern wins.
-        self._prefix_sizes = sorted(
-            ((k[:-1], v) for k, v in ring_sizes.items() if k.endswith("*")),
-            key=lambda kv: -len(kv[0]),
-        )
+        self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
         self._max_rings = max_rings
         self._rings: dict[tuple[str, str], Ring] = {}
         self._overflow: Ring | None = None
@@ -54,14 +48,6 @@ class MemoryStore:
         self.overflow_events = 0
         # Events not yet on disk, per ring, while persistence is on (persist.py).
         self.pending: defaultdict[Ring, list[_Record]] | None = None
-
-    def capacity_for(self, key: str) -> int:
-        if key in self._exact_sizes:
-            return self._exact_sizes[key]
-        for prefix, size in self._prefix_sizes:
-            if key.startswith(prefix):
-                return size
-        return self._default_capacity
 
     def _ring_for(self, env: str, svc: str) -> Ring:
         if len(self._rings) < self._max_rings:
@@ -83,6 +69,9 @@ class MemoryStore:
             self.pending[ring].append((t_ns, msg.lvl, data))
         self.writes += 1
         self.hub.publish(msg)
+
+    def end_batch(self) -> None:
+        """Nothing to send: the rings are here."""
 
     async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
         scans = []

@@ -1,0 +1,102 @@
+"""SharedReplayGuard: a frame accepted by one logd node is a replay on every other.
+
+A load balancer may send a client's frames (or an attacker's copies of them) to
+any node, and each node's ReplayGuard only knows what it saw. So after the local
+checks pass (size, key, MAC, time, local guard: synchronous, per frame), the
+frames of one drained batch are checked together against the backend with one
+pipeline of `SET logd:mac:<mac> "" NX PX <ttl>`: the first node to set a MAC wins,
+atomically; a node whose SET finds the key treats the frame as a replay.
+
+TTL: the MAC must be remembered as long as any node could still find the frame
+fresh: `signed_at + max_age - now`, plus `max_future` as the clock skew allowed
+between nodes. Cost per frame: one SET in a pipelined round trip per batch (about
+60 bytes each way), and one key (~100 bytes of backend memory) for about
+`max_age`. Ingest acts on the batch when the reply comes, one round trip later.
+
+If the backend does not answer, the frames are accepted on the local guard
+alone (counted as `unchecked` in /info): ingest keeps going through an outage,
+at the price that within that outage a copy sent to another node within
+`max_age` would be accepted there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from logd.logsetup import QuietLogger
+
+log = logging.getLogger("logd.replay_shared")
+
+PREFIX = b"logd:mac:"
+
+
+class SharedReplayGuard:
+    def __init__(
+        self,
+        *,
+        client: aioredis.Redis,
+        max_age_ns: int,
+        max_future_ns: int,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._client = client
+        self._keep_ns = max_age_ns + max_future_ns
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._quiet = QuietLogger(log)
+        self.checked = 0
+        self.replays = 0
+        self.unchecked = 0
+        self.round_trips = 0
+
+    def submit(
+        self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
+    ) -> None:
+        """Check (mac, signed_at_ns) pairs; `done` gets, in order, True for each frame that
+        no node accepted before. Returns at once; `done` runs on the event loop."""
+        task = asyncio.get_running_loop().create_task(self._check(frames, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _check(
+        self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
+    ) -> None:
+        now = self._clock()
+        pipe = self._client.pipeline(transaction=False)
+        for mac, signed_at in frames:
+            ttl_ms = max(1, -(-(signed_at + self._keep_ns - now) // 1_000_000))
+            pipe.set(PREFIX + mac, b"", nx=True, px=ttl_ms)
+        try:
+            replies = await pipe.execute()
+        except (RedisError, OSError) as err:
+            self.unchecked += len(frames)
+            self._quiet.once(
+                "unchecked", "replay check across nodes unavailable, local guard only: %s", err
+            )
+            done([True] * len(frames))
+            return
+        self.round_trips += 1
+        fresh = [bool(reply) for reply in replies]
+        self.checked += len(fresh)
+        self.replays += fresh.count(False)
+        done(fresh)
+
+    async def close(self) -> None:
+        """Wait for the checks in flight (their frames are then stored)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "replays": self.replays,
+            "unchecked": self.unchecked,
+            "round_trips": self.round_trips,
+        }

@@ -1,0 +1,181 @@
+"""ValkeyStore faults against a real redis-server: down or restarted backend, bounded
+buffer, 503-worthy reads; plus its settings and key names."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from logd._pb.logd_pb2 import Msg
+from logd.config import Config
+from logd.errors import ConfigError
+from logd.filters import Filter
+from logd.replay_shared import PREFIX, SharedReplayGuard
+from logd.store.base import StoreUnavailable
+from logd.store.valkey import ValkeyStore, redact, stream_key
+from redis_support import RedisServer
+
+MiB = 1024 * 1024
+S = 1_000_000_000
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis")
+    yield srv
+    srv.stop()
+
+
+def make(server: RedisServer, buffer_events: int = 1000) -> ValkeyStore:
+    return ValkeyStore(
+        url=server.url, password=None, buffer_events=buffer_events, ring_bytes=MiB,
+        ring_sizes={}, max_rings=8, max_tails=4, tail_queue=16, timeout=0.5,
+    )  # fmt: skip
+
+
+def put(s: ValkeyStore, i: int) -> None:
+    msg = Msg(env="p", svc="a", txt=f"e{i}")
+    msg.t.FromNanoseconds(i)
+    s.write(msg, i)
+    s.end_batch()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll a condition the store changes from its own tasks (no event to wait on)."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - the store exposes counters, not events
+            await asyncio.sleep(0.02)
+
+
+async def texts(s: ValkeyStore) -> list[str]:
+    return [m.txt for m in await s.query(Filter(), limit=100, offset=0)]
+
+
+def test_backend_down_buffers_then_flushes_when_it_answers(server: RedisServer) -> None:
+    async def main() -> None:
+        s = make(server)
+        await s.start()  # nothing listens yet: not fatal
+        try:
+            assert s.info()["reachable"] is False
+            for i in range(5):
+                put(s, i)
+            assert s.info()["buffered_events"] == 5
+            with pytest.raises(StoreUnavailable, match="unreachable"):
+                await texts(s)
+            with pytest.raises(StoreUnavailable):
+                s.subscribe(Filter())
+            await asyncio.to_thread(server.start)
+            await until(lambda: s.info()["buffered_events"] == 0)
+            assert s.info()["reachable"] is True
+            assert await texts(s) == [f"e{i}" for i in range(4, -1, -1)]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_backend_gets_the_events_written_while_it_was_away(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path / "redis", persist=True).start()
+
+    async def main() -> None:
+        s = make(server)
+        await s.start()
+        try:
+            put(s, 0)
+            await s.send_all()
+            await asyncio.to_thread(server.stop)
+            for i in range(1, 4):
+                put(s, i)
+            await until(lambda: s.info()["reachable"] is False)
+            await asyncio.to_thread(server.start)
+            await until(lambda: s.info()["buffered_events"] == 0)
+            assert await texts(s) == ["e3", "e2", "e1", "e0"]
+            await s.refresh()
+            assert [r.key for r in s.stats().rings] == ["p/a"]
+        finally:
+            await s.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+def test_a_full_buffer_drops_the_oldest_and_counts_them(server: RedisServer) -> None:
+    async def main() -> None:
+        s = make(server, buffer_events=3)
+        await s.start()
+        try:
+            for i in range(8):
+                put(s, i)
+            assert s.info()["dropped_events"] == 5
+            await asyncio.to_thread(server.start)
+            await until(lambda: s.info()["buffered_events"] == 0)
+            assert await texts(s) == ["e7", "e6", "e5"]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_store_url_setting(tmp_path: Path) -> None:
+    def load(**env: str) -> Config:
+        return Config.load(file=None, environ=env, argv={}, cwd=tmp_path)
+
+    assert load().store_url == "memory://"
+    assert load(LOGD_STORE_URL="rediss://cache.internal:6379/0").store_url.startswith("rediss")
+    with pytest.raises(ConfigError, match="LOGD_STORE_URL has a bad value"):
+        load(LOGD_STORE_URL="http://x")
+    with pytest.raises(ConfigError, match="data_dir is for the memory store"):
+        load(LOGD_STORE_URL="redis://h:1/0", LOGD_DATA_DIR=str(tmp_path))
+    assert "hunter2" not in repr(load(LOGD_STORE_PASSWORD="hunter2"))
+
+
+def test_urls_are_shown_without_their_password_and_keys_keep_one_slot_per_ring() -> None:
+    assert redact("rediss://user:s3cret@h:6379/0") == "rediss://user:***@h:6379/0"
+    assert redact("redis://:s3cret@h/0") == "redis://:***@h/0"
+    assert redact("redis://h:1/0") == "redis://h:1/0"
+    assert stream_key("prod/api") == b"logd:ring:{prod/api}"
+    assert stream_key("we{ir}d/x") == b"logd:ring:{we%7Bir%7Dd/x}"
+
+
+def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
+    """Two nodes' guards on one backend: whichever checks a MAC first wins, the other sees a
+    replay; the MAC is kept for max_age + max_future after signing, then forgotten."""
+    server.start()
+    now = 10**18
+
+    async def main() -> None:
+        nodes = [make(server), make(server)]
+        guards = [
+            SharedReplayGuard(
+                client=n.client, max_age_ns=S, max_future_ns=S // 4, clock=lambda: now
+            )
+            for n in nodes
+        ]
+        results: list[list[bool]] = []
+        try:
+            guards[0].submit([(b"m" * 16, now), (b"n" * 16, now)], results.append)
+            await guards[0].close()
+            guards[1].submit([(b"n" * 16, now), (b"o" * 16, now)], results.append)
+            await guards[1].close()
+            assert results == [[True, True], [False, True]]
+            ttl = await nodes[0].client.pttl(PREFIX + b"m" * 16)
+            assert 1000 < ttl <= 1250
+            assert guards[1].info() == {
+                "checked": 2, "replays": 1, "unchecked": 0, "round_trips": 1,
+            }  # fmt: skip
+            await asyncio.to_thread(server.stop)
+            guards[1].submit([(b"p" * 16, now)], results.append)
+            await guards[1].close()
+            assert results[-1] == [True]  # backend away: the local guard alone decides
+            assert guards[1].info()["unchecked"] == 1
+        finally:
+            for n in nodes:
+                await n.close()
+
+    asyncio.run(main())
