@@ -227,49 +227,6 @@ class Bench:
         self.repeat("logger", self.s.runs, one)
 
 
-def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
-    def med(section: str, *path: str) -> float:
-        values = []
-        for run in raw.get(section, []):
-            for part in path:
-                run = run[part]
-            values.append(float(run))
-        return median(values)
-
-    out: dict[str, float | str] = {}
-    if raw.get("saturation"):
-        per_frame = med("saturation", "cpu_us_per_frame")
-        bare = med("bare_drain", "cpu_us_per_packet")
-        out["ingest.saturation_frames_per_s"] = med("saturation", "frames_per_s")
-        out["ingest.cpu_us_per_frame"] = per_frame
-        out["ingest.frames_per_cpu_s"] = 1e6 / per_frame if per_frame > 0 else math.nan
-        out["bare.cpu_us_per_packet"] = bare
-        out["bare.live_cpu_us_per_packet"] = med("bare", "cpu_us_per_packet")
-        out["ingest.ratio_to_bare"] = per_frame / bare if bare > 0 else math.nan
-        out["batched.events_per_s"] = med("batched", "events_per_s")
-        per_event = med("batched", "cpu_us_per_event")
-        out["batched.cpu_us_per_event"] = per_event
-        out["batched.events_per_cpu_s"] = 1e6 / per_event if per_event > 0 else math.nan
-    if raw.get("steps"):
-        out["ingest.no_loss_frames_per_s"] = med("steps", "no_loss_frames_per_s")
-    for name in query.QUERIES:
-        if raw.get("query"):
-            out[f"query.{name}.p50_ms"] = med("query", "queries", name, "p50_ms")
-            out[f"query.{name}.p99_ms"] = med("query", "queries", name, "p99_ms")
-    if raw.get("query"):
-        out["memory.rss_per_1m"] = med("query", "fill", "rss_growth_per_1m")
-        out["memory.rss_over_payload"] = med("query", "fill", "rss_over_payload")
-    if raw.get("tail"):
-        out["tail.p50_ms"] = med("tail", "p50_ms")
-        out["tail.p99_ms"] = med("tail", "p99_ms")
-    if raw.get("logger"):
-        out["logger.call_us"] = med("logger", "call_us")
-        out["logger.events_per_s"] = med("logger", "events_per_s")
-    elif "logger" in raw:
-        out["logger.call_us"] = "pending: logd.logger not written yet"
-    return out
-
-
 def code_version() -> str:
     """The commit measured, and whether the server's code had uncommitted changes."""
     git = shutil.which("git")
@@ -369,17 +326,6 @@ def notes(bench: Bench, version: str) -> list[str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN is not JSON: write null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
@@ -414,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"bench: {err}", file=sys.stderr)
             return 1
-    summary = summarise(bench.raw)
+    summary = report.summarise(bench.raw)
     text = report.table(summary, notes(bench, version))
     print(text)
     result = {
@@ -425,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": text,
         "raw": bench.raw,
     }
-    args.out.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    args.out.write_text(json.dumps(report.jsonable(result), indent=1) + "\n")
     log(f"wrote {args.out}")
     return 0
 
