@@ -12,7 +12,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.config import Config
 from logd.errors import ConfigError
 from logd.filters import Filter
-from logd.replay_shared import PREFIX, SharedReplayGuard
+from logd.replay_shared import PREFIX, SLOTS, SharedReplayGuard
 from logd.store.base import StoreUnavailable
 from logd.store.valkey import ValkeyStore, redact, stream_key
 from redis_support import RedisServer
@@ -164,7 +164,7 @@ def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
             guards[1].submit([(b"n" * 16, now), (b"o" * 16, now)], results.append)
             await guards[1].close()
             assert results == [[True, True], [False, True]]
-            ttl = await nodes[0].client.pttl(PREFIX + b"m" * 16)
+            ttl = await nodes[0].client.pttl(b"%s{%d}:%s" % (PREFIX, ord("m") % SLOTS, b"m" * 16))
             assert 1000 < ttl <= 1250
             assert guards[1].info() == {
                 "checked": 2, "replays": 1, "unchecked": 0, "round_trips": 1,

@@ -142,6 +142,9 @@ def create_app(config: Config) -> web.Application:
             expire=app[GUARD].expire,
             on_unknown_key=reloader.poke if reloader else None,
             shared_guard=app.get(SHARED_GUARD),
+            # Shorter turns with a remote store: each step of a flush or a replay check
+            # waits for the next turn of the event loop, so long drains would starve them.
+            drain_max=64 if isinstance(app[STORE], ValkeyStore) else 1024,
         )
         app[INGEST].start(asyncio.get_running_loop())
         try:
