@@ -7,8 +7,8 @@ datagram before its MAC is verified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -32,14 +32,17 @@ class Reject(StrEnum):
 
 
 # Which roles may send each command; anything else (PONG, unknown names) is forbidden.
+_NOBODY: frozenset[Role] = frozenset()
 _ALLOWED: dict[int, frozenset[Role]] = {
     WRITE: frozenset({Role.WRITE}),
     PING: frozenset({Role.READ, Role.WRITE}),
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
+    """An authenticated, fresh, first-seen frame. A NamedTuple because one is built per
+    accepted datagram: about a third of the cost of a frozen dataclass."""
+
     key: Key
     cmd: Cmd
     mac: bytes  # for the replay check across nodes (replay_shared.py)
@@ -88,7 +91,7 @@ class FrameChecker:
             cmd = Cmd.FromString(frame[HEADER_LEN:])
         except DecodeError:
             return Reject.BAD_PAYLOAD
-        if key.role not in _ALLOWED.get(cmd.name, frozenset()):
+        if key.role not in _ALLOWED.get(cmd.name, _NOBODY):
             return Reject.FORBIDDEN
         return Accepted(key, cmd, mac, signed_at)
 

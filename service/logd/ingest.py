@@ -199,7 +199,7 @@ class UdpIngest:
         stats = self.stats
         stats.received += 1
         verdict = self._checker.check(data, now_ns)
-        if not isinstance(verdict, Accepted):
+        if isinstance(verdict, Reject):
             self._reject(verdict)
             if verdict is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
                 self._on_unknown_key()
