@@ -108,6 +108,9 @@ def test_a_backend_restart_is_survived(
     backend = a.info()["store"]["backend"]
     assert backend["reachable"] is False
     assert backend["buffered_events"] == 1
+    _, metrics, _ = a.get("/metrics", secret="")
+    assert "logd_store_reachable 0\n" in metrics
+    assert "logd_store_buffered_events 1\n" in metrics
     redis_server.start()
     wait_for(lambda: texts(b, env="restart") == ["during", "before"], timeout=20)
     assert a.info()["store"]["backend"]["buffered_events"] == 0

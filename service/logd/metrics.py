@@ -72,4 +72,24 @@ def render_metrics(info: dict[str, Any]) -> str:
         "Events slow tail subscribers missed.",
         [("", tail["dropped"])],
     )
+    backend = store.get("backend")
+    if backend is not None:  # a Valkey/Redis store
+        metric(
+            "store_reachable",
+            "gauge",
+            "1 while the Valkey/Redis store answers.",
+            [("", int(backend["reachable"]))],
+        )
+        metric(
+            "store_buffered_events",
+            "gauge",
+            "Events waiting to be sent to the store.",
+            [("", backend["buffered_events"])],
+        )
+        metric(
+            "store_dropped_events_total",
+            "counter",
+            "Events dropped because the store buffer was full.",
+            [("", backend["dropped_events"])],
+        )
     return "\n".join(lines) + "\n"
