@@ -174,6 +174,12 @@ def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
             await guards[1].close()
             assert results[-1] == [True]  # backend away: the local guard alone decides
             assert guards[1].info()["unchecked"] == 1
+            offline = SharedReplayGuard(
+                client=nodes[0].client, max_age_ns=S, max_future_ns=0, offline=lambda: True
+            )
+            offline.submit([(b"q" * 16, now)], results.append)
+            assert results[-1] == [True]  # known down: decided at once, no round trip
+            assert offline.info()["unchecked"] == 1
         finally:
             for n in nodes:
                 await n.close()

@@ -91,6 +91,7 @@ def create_app(config: Config) -> web.Application:
             client=store.client,
             max_age_ns=int(config.max_age * 1e9),
             max_future_ns=int(config.max_future * 1e9),
+            offline=lambda: store.down,
         )
         try:
             yield

@@ -14,8 +14,9 @@ between nodes. Cost per frame: one SET in a pipelined round trip per batch (abou
 60 bytes each way), and one key (~100 bytes of backend memory) for about
 `max_age`. Ingest acts on the batch when the reply comes, one round trip later.
 
-If the backend does not answer, the frames are accepted on the local guard
-alone (counted as `unchecked` in /info): ingest keeps going through an outage,
+If the backend does not answer (or the store already knows it is down: then
+without waiting for it), the frames are accepted on the local guard alone
+(counted as `unchecked` in /info): ingest keeps going through an outage,
 at the price that within that outage a copy sent to another node within
 `max_age` would be accepted there too.
 """
@@ -56,9 +57,11 @@ class SharedReplayGuard:
         client: aioredis.Redis,
         max_age_ns: int,
         max_future_ns: int,
+        offline: Callable[[], bool] = lambda: False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._client = client
+        self._offline = offline  # the store knows the backend is down: do not wait for it
         self._keep_ns = max_age_ns + max_future_ns
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,7 +75,12 @@ class SharedReplayGuard:
         self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
     ) -> None:
         """Check (mac, signed_at_ns) pairs; `done` gets, in order, True for each frame that
-        no node accepted before. Returns at once; `done` runs on the event loop."""
+        no node accepted before. Returns at once; `done` runs on the event loop (at once
+        while the backend is known to be down)."""
+        if self._offline():
+            self._unchecked(len(frames), "the store backend is down")
+            done([True] * len(frames))
+            return
         task = asyncio.get_running_loop().create_task(self._check(frames, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -96,10 +104,7 @@ class SharedReplayGuard:
         try:
             replies = await pipe.execute()
         except (RedisError, OSError) as err:
-            self.unchecked += len(frames)
-            self._quiet.once(
-                "unchecked", "replay check across nodes unavailable, local guard only: %s", err
-            )
+            self._unchecked(len(frames), err)
             done([True] * len(frames))
             return
         self.round_trips += 1
@@ -110,6 +115,12 @@ class SharedReplayGuard:
         self.checked += len(fresh)
         self.replays += fresh.count(False)
         done(fresh)
+
+    def _unchecked(self, frames: int, why: object) -> None:
+        self.unchecked += frames
+        self._quiet.once(
+            "unchecked", "replay check across nodes unavailable, local guard only: %s", why
+        )
 
     async def close(self) -> None:
         """Wait for the checks in flight (their frames are then stored)."""
