@@ -8,6 +8,7 @@ datagram before its MAC is verified.
 from __future__ import annotations
 
 from enum import StrEnum
+from hmac import compare_digest
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -15,7 +16,7 @@ from google.protobuf.message import DecodeError
 from logd._pb.logd_pb2 import PING, WRITE, Cmd
 from logd.keys import Key, KeyHolder, Role
 from logd.replay import ReplayGuard
-from logd.wire import HEADER_LEN, SIGNED_LEN, VERSION
+from logd.wire import HEADER_LEN, MAC_LEN, SIGNED_LEN, VERSION
 
 
 class Reject(StrEnum):
@@ -75,8 +76,17 @@ class FrameChecker:
         candidates = self._keys.ring.lookup(frame[1:5])
         if not candidates:
             return Reject.UNKNOWN_KEY
-        key = _verify(candidates, frame)
-        if key is None:
+        # Signer.verify, inlined: this runs once per datagram and calls cost here.
+        view = memoryview(frame)
+        for key in candidates:
+            inner = key.signer.inner.copy()
+            inner.update(view[:SIGNED_LEN])
+            inner.update(view[HEADER_LEN:])
+            outer = key.signer.outer.copy()
+            outer.update(inner.digest())
+            if compare_digest(outer.digest()[:MAC_LEN], view[SIGNED_LEN:HEADER_LEN]):
+                break
+        else:
             return Reject.BAD_MAC
         signed_at = int.from_bytes(frame[5:SIGNED_LEN], "big", signed=True)
         if signed_at < now_ns - self._max_age_ns:
@@ -94,10 +104,3 @@ class FrameChecker:
         if key.role not in _ALLOWED.get(cmd.name, _NOBODY):
             return Reject.FORBIDDEN
         return Accepted(key, cmd, mac, signed_at)
-
-
-def _verify(candidates: tuple[Key, ...], frame: bytes) -> Key | None:
-    for key in candidates:
-        if key.signer.verify(frame):
-            return key
-    return None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from logd._pb.logd_pb2 import WRITE, Msg
+from logd._pb.logd_pb2 import WRITE
 from logd.accept import Accepted, FrameChecker, Reject
 from logd.logsetup import QuietLogger
 from logd.replay_shared import SharedReplayGuard
@@ -29,6 +29,7 @@ _RECV_SIZE = 65_536
 # Valid google.protobuf.Timestamp range (0001-01-01 .. 9999-12-31): outside it an
 # event time cannot be shown, so the receive time is used instead.
 _MIN_T_S, _MAX_T_S = -62_135_596_800, 253_402_300_799
+_NS = 1_000_000_000
 
 
 class KeyUsage:
@@ -222,23 +223,20 @@ class UdpIngest:
         frames[key_id] = frames.get(key_id, 0) + 1
         cmd = verdict.cmd
         if cmd.name == WRITE:
-            if cmd.HasField("msg"):
-                self._store_event(cmd.msg, now_ns)
-            for msg in cmd.batch:
-                self._store_event(msg, now_ns)
+            write = self._store.write
+            batch = cmd.batch
+            for msg in (cmd.msg, *batch) if cmd.HasField("msg") else batch:
+                # The event time, checked here and not in a helper: once per event.
+                t = msg.t
+                if msg.HasField("t") and _MIN_T_S <= t.seconds <= _MAX_T_S and 0 <= t.nanos < _NS:
+                    write(msg, t.seconds * _NS + t.nanos)
+                else:
+                    t.seconds, t.nanos = divmod(now_ns, _NS)
+                    write(msg, now_ns)
+                stats.events += 1
         else:  # PING (the checker lets nothing else through): answer with the same key.
             try:
                 self._sock.sendto(verdict.key.signer.sign(PONG_PAYLOAD, now_ns), addr)
                 stats.pongs += 1
             except OSError as err:
                 self._quiet.once("pong_error", "could not send PONG errno=%s", err.errno)
-
-    def _store_event(self, msg: Msg, now_ns: int) -> None:
-        t = msg.t
-        if msg.HasField("t") and _MIN_T_S <= t.seconds <= _MAX_T_S and 0 <= t.nanos < 10**9:
-            t_ns = t.seconds * 1_000_000_000 + t.nanos
-        else:
-            t.seconds, t.nanos = divmod(now_ns, 1_000_000_000)  # FromNanoseconds, minus a call
-            t_ns = now_ns
-        self._store.write(msg, t_ns)
-        self.stats.events += 1

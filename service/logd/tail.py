@@ -67,31 +67,31 @@ class Subscription:
 
 class TailHub:
     def __init__(self, *, max_subscribers: int, queue_len: int) -> None:
-        self._subs: set[Subscription] = set()
+        self.subscribers: set[Subscription] = set()  # read-only outside the hub
         self._max = max_subscribers
         self._queue_len = queue_len
         self.published = 0
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._subs)
+        return len(self.subscribers)
 
     def subscribe(self, flt: Filter) -> Subscription:
-        if len(self._subs) >= self._max:
+        if len(self.subscribers) >= self._max:
             raise TooManyTails
         sub = Subscription(self, flt, self._queue_len)
-        self._subs.add(sub)
+        self.subscribers.add(sub)
         return sub
 
     def discard(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        self.subscribers.discard(sub)
 
     def publish(self, msg: Msg) -> None:
         """Offer one event to every matching subscriber; renders its JSON at most once."""
-        if not self._subs:
+        if not self.subscribers:
             return
         line: str | None = None
-        for sub in self._subs:
+        for sub in self.subscribers:
             if sub.filter.time_match(msg.t.seconds * 1_000_000_000 + msg.t.nanos) and (
                 sub.filter.matches(msg)
             ):
@@ -101,5 +101,5 @@ class TailHub:
                 sub.offer(line)
 
     def close_all(self) -> None:
-        for sub in list(self._subs):
+        for sub in list(self.subscribers):
             sub.close()

@@ -68,7 +68,8 @@ class MemoryStore:
         if self.pending is not None:  # O(1); the persister writes these in batches
             self.pending[ring].append((t_ns, msg.lvl, data))
         self.writes += 1
-        self.hub.publish(msg)
+        if self.hub.subscribers:  # checked here: most writes have no live tail to feed
+            self.hub.publish(msg)
 
     def end_batch(self) -> None:
         """Nothing to send: the rings are here."""
