@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 from collections import deque
@@ -40,6 +39,7 @@ from logd.filters import Filter
 from logd.logsetup import QuietLogger
 from logd.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.store.memory import OVERFLOW_KEY, ring_key
+from logd.store.valkey_query import Cursor, merge
 from logd.store.valkey_tail import StreamFollower
 from logd.tail import Subscription, TailHub
 
@@ -52,7 +52,6 @@ TYPICAL_EVENT_BYTES = 256
 # the event loop between the steps of a flush, so each round trip must take all.
 PIPELINE_MAX = 10_000
 CALL_MAX = 2000  # events per script call: the backend serves other clients between calls
-PAGE = 500  # entries per XREVRANGE call of a query
 RETRY_S = 0.5  # between reconnection attempts while the backend is down
 REFRESH_S = 1.0  # ring list and /info figures
 CLOSE_S = 5.0  # a stopping node's last flush; longer outages lose the buffer (logged)
@@ -70,8 +69,6 @@ return (#ARGV - 1) / 3
 BACKEND_ERRORS = (RedisError, OSError)
 
 _Entry = tuple[bytes, int, int, bytes]  # (stream key, t_ns, level, serialised Msg)
-_Hit = tuple[int, bytes, Msg | None]
-_StreamEntry = tuple[bytes, dict[bytes, bytes]]  # replies are bytes: no decode_responses
 
 
 def stream_key(ring: str) -> bytes:
@@ -310,9 +307,9 @@ class ValkeyStore:
             for key, names in list(self._rings.items()):
                 ring_filter = flt.for_ring(*names) if names else flt
                 if ring_filter is not None:
-                    cursors.append(_Cursor(self.client, key, ring_filter))
+                    cursors.append(Cursor(self.client, key, ring_filter))
             await asyncio.gather(*(c.fill() for c in cursors))
-            return await _merge(cursors, limit=limit, offset=offset)
+            return await merge(cursors, limit=limit, offset=offset)
         except BACKEND_ERRORS as err:
             self._failed(err)
             raise StoreUnavailable("the log store is unreachable; retry later") from None
@@ -363,57 +360,3 @@ class ValkeyStore:
             "tail_reader_errors": self._follower.errors,
             "typical_event_bytes": TYPICAL_EVENT_BYTES,
         }
-
-
-class _Cursor:
-    """One ring read newest first, a page at a time, keeping only matching events."""
-
-    def __init__(self, client: aioredis.Redis, key: bytes, flt: Filter) -> None:
-        self._client = client
-        self._key = key
-        self._flt = flt
-        self._max = b"+"
-        self.hits: deque[_Hit] = deque()
-        self.done = False
-
-    async def fill(self) -> None:
-        flt = self._flt
-        exact = flt.needs_message
-        while not self.hits and not self.done:
-            entries = cast(
-                list[_StreamEntry],
-                await self._client.xrevrange(self._key, self._max, b"-", count=PAGE),
-            )
-            self.done = len(entries) < PAGE
-            if entries:
-                self._max = b"(" + entries[-1][0]
-            for _id, fields in entries:
-                t_ns, lvl, data = int(fields[b"t"]), int(fields[b"l"]), fields[b"d"]
-                if lvl < flt.lvl or not flt.time_match(t_ns):
-                    continue
-                if not exact:
-                    self.hits.append((t_ns, data, None))
-                elif flt.prefilter(data):
-                    msg = Msg.FromString(data)
-                    if flt.matches(msg):
-                        self.hits.append((t_ns, data, msg))
-
-
-async def _merge(cursors: list[_Cursor], *, limit: int, offset: int) -> list[Msg]:
-    """Newest first across rings by event time, as MemoryStore.query does."""
-    heap = [(-c.hits[0][0], i) for i, c in enumerate(cursors) if c.hits]
-    heapq.heapify(heap)
-    out: list[Msg] = []
-    while heap and len(out) < limit:
-        _, i = heapq.heappop(heap)
-        cursor = cursors[i]
-        _t_ns, data, msg = cursor.hits.popleft()
-        if offset:
-            offset -= 1
-        else:
-            out.append(msg if msg is not None else Msg.FromString(data))
-        if not cursor.hits:
-            await cursor.fill()
-        if cursor.hits:
-            heapq.heappush(heap, (-cursor.hits[0][0], i))
-    return out
