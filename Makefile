@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit redis-server soak proto bench clean secrets-push secrets-edit secrets-env \
+.PHONY: install run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
 	wheel synth diff deploy
 
 install: $(STAMP)
@@ -62,6 +62,10 @@ $(BENCH_SENDER): bench/sender.c
 
 bench: install $(BENCH_SENDER)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Events/s into a Valkey/Redis store (README "Scale out") from one and two nodes (~1 min).
+bench-valkey: install redis-server $(BENCH_SENDER)
+	$(BIN)/python -m bench.valkey_ingest $(BENCH_VALKEY_ARGS)
 
 # SOPS files (README "Secrets and rotation"): ENV=dev means secrets/dev.enc.yaml.
 # push: decrypt with the real sops (into a pipe, never to disk) and put the values into

@@ -1,0 +1,144 @@
+"""`python -m bench.valkey_ingest`: events/s into a Valkey/Redis store from one and two nodes.
+
+A throwaway `redis-server` (free port, temp dir, stopped by PID) and one or two
+real `logd serve --store-url` nodes, each fed by its own C sender at a fixed
+offered rate of 16-event frames. Per step and node: events accepted per second,
+events the backend received per second (`store.backend.sent_events`), events
+dropped from the full local buffer, and what is still buffered at the end. A
+step is sustained when nothing was dropped and the buffer holds less than half a
+second of input. Numbers depend on the machine: here the senders, the nodes and
+redis-server share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.procs import Load, LogdServer, Sender, stop_pid, wait_for
+
+HERE = Path(__file__).parent
+SENDER = HERE / "build" / "sender"
+BATCH = 16
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is missing: apt-get install -y redis-server")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    args += ["--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_for(answers, 10, "redis-server")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def backend(info: dict[str, Any]) -> dict[str, Any]:
+    return info["store"]["backend"]  # type: ignore[no-any-return]
+
+
+def step(nodes: list[LogdServer], rate: float, seconds: float) -> list[dict[str, Any]]:
+    """Offer `rate` frames/s to each node for `seconds` (after 1 s of warm-up)."""
+    load = Load(rate=rate, seconds=seconds + 60, batch=BATCH)
+    senders = [Sender(SENDER, n.udp_port, n.write_secret, load, None) for n in nodes]
+    try:
+        time.sleep(1.0)
+        first = [(time.monotonic(), n.info()) for n in nodes]
+        time.sleep(seconds)
+        last = [(time.monotonic(), n.info()) for n in nodes]
+    finally:
+        for sender in senders:
+            sender.stop()
+    out = []
+    for (t0, a), (t1, b) in zip(first, last, strict=True):
+        span = t1 - t0
+        accepted = (b["udp"]["events"] - a["udp"]["events"]) / span
+        out.append(
+            {
+                "offered_events_per_s": rate * BATCH,
+                "accepted_events_per_s": round(accepted),
+                "backend_events_per_s": round(
+                    (backend(b)["sent_events"] - backend(a)["sent_events"]) / span
+                ),
+                "dropped": backend(b)["dropped_events"] - backend(a)["dropped_events"],
+                "buffered_at_end": backend(b)["buffered_events"],
+                "sustained": backend(b)["dropped_events"] == backend(a)["dropped_events"]
+                and backend(b)["buffered_events"] < accepted / 2,
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="500,1000,2000,3000,4000", help="frames/s per node")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    if not SENDER.exists():
+        raise SystemExit(f"{SENDER} is missing: `make bench` builds it")
+    rates = [float(r) for r in args.rates.split(",")]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="logd-bench-valkey-") as tmp:
+        for count in (1, 2):
+            redis, url = start_redis(Path(tmp))
+            nodes: list[LogdServer] = []
+            try:
+                for i in range(count):
+                    flags = ["--store-url", url, "--udp-rcvbuf", "4MiB"]
+                    nodes.append(LogdServer(Path(tmp) / f"node{count}-{i}", cpu=None, flags=flags))
+                runs = []
+                for rate in rates:
+                    runs.append(step(nodes, rate, args.seconds))
+                    print(f"{count} node(s) at {rate * BATCH:,.0f} events/s each:", end="")
+                    for n in runs[-1]:
+                        print(
+                            f"  [accepted {n['accepted_events_per_s']:,}/s, backend "
+                            f"{n['backend_events_per_s']:,}/s, dropped {n['dropped']:,}, "
+                            f"buffered {n['buffered_at_end']:,}]",
+                            end="",
+                        )
+                    print(flush=True)
+            finally:
+                for node in nodes:
+                    node.stop()
+                stop_pid(redis)
+            best = max(
+                (
+                    sum(n["backend_events_per_s"] for n in run)
+                    for run in runs
+                    if all(n["sustained"] for n in run)
+                ),
+                default=0,
+            )
+            results[f"{count}_node"] = {"sustained_events_per_s": best, "steps": runs}
+            print(f"{count} node(s): sustained {best:,} events/s into the backend", flush=True)
+    out = HERE / "results-valkey.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"every step: {out}")
+
+
+if __name__ == "__main__":
+    main()
