@@ -30,6 +30,7 @@ _RECV_SIZE = 65_536
 # event time cannot be shown, so the receive time is used instead.
 _MIN_T_S, _MAX_T_S = -62_135_596_800, 253_402_300_799
 _NS = 1_000_000_000
+_DRAIN_EVENTS = 2048  # events stored per readiness event before the loop gets a turn
 
 
 class KeyUsage:
@@ -166,7 +167,13 @@ class UdpIngest:
         now = clock()
         self._expire(now)
         self.stats.keys.roll(now)
+        stats = self.stats
+        # Also bounded in events: 1,024 frames of 16-event batches would hold the loop for
+        # 100+ ms, and queries, tails and /info wait that long.
+        events_max = stats.events + _DRAIN_EVENTS
         for _ in range(self._drain_max):
+            if stats.events >= events_max:
+                break
             try:
                 data, addr = recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
