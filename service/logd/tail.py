@@ -26,11 +26,21 @@ class TailClosed(Exception):
 
 
 class Subscription:
-    __slots__ = ("_dropped", "_hub", "_lines", "_maxlen", "_wakeup", "closed", "filter")
+    __slots__ = (
+        "_dropped",
+        "_hub",
+        "_lines",
+        "_maxlen",
+        "_wakeup",
+        "closed",
+        "everything",
+        "filter",
+    )
 
     def __init__(self, hub: TailHub, flt: Filter, maxlen: int) -> None:
         self._hub = hub
         self.filter = flt
+        self.everything = flt == Filter()  # no filter: skip matching on every event
         self._maxlen = maxlen
         self._lines: deque[str] = deque()
         self._dropped = 0
@@ -91,14 +101,14 @@ class TailHub:
         if not self.subscribers:
             return
         line: str | None = None
+        t_ns = msg.t.seconds * 1_000_000_000 + msg.t.nanos
         for sub in self.subscribers:
-            if sub.filter.time_match(msg.t.seconds * 1_000_000_000 + msg.t.nanos) and (
-                sub.filter.matches(msg)
-            ):
-                if line is None:
-                    line = json.dumps(msg_to_json(msg), ensure_ascii=False)
-                    self.published += 1
-                sub.offer(line)
+            if not sub.everything and not (sub.filter.time_match(t_ns) and sub.filter.matches(msg)):
+                continue
+            if line is None:
+                line = json.dumps(msg_to_json(msg), ensure_ascii=False)
+                self.published += 1
+            sub.offer(line)
 
     def close_all(self) -> None:
         for sub in list(self.subscribers):
