@@ -59,8 +59,11 @@ class Subscription:
         """Wait up to `wait_s` for events; return the queued JSON lines and how many were
         dropped. Both empty means nothing happened (time for a keep-alive)."""
         if not self._lines and not self._dropped and not self.closed:
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a new task, and
+            # this runs once per subscriber per ingest burst.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wakeup.wait()
         if self.closed:
             raise TailClosed
         self._wakeup.clear()
