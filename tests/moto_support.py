@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -17,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import boto3
-from support import wait_for
+from support import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PATH = ROOT / "rotation_lambda" / "handler.py"
@@ -38,12 +37,6 @@ def load_rotation_handler() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MotoServer:
@@ -86,13 +79,7 @@ class MotoServer:
         return boto3.client("secretsmanager", endpoint_url=self.url, **FAKE_AWS)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -26,6 +26,24 @@ WRITE_SECRET = "write-secret-for-tests-0123456789abcdef"
 _READY = re.compile(r"ready udp=(?P<udp_host>[^ ]+):(?P<udp>\d+) http=(?P<http>\S+)")
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers that cannot report their own)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM by PID, then SIGKILL if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
