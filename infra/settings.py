@@ -16,6 +16,8 @@ from typing import Any
 _GRAVITON = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.[a-z0-9]+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _PREFIX_LIST = re.compile(r"^pl-[0-9a-f]{8,17}$")
+# A sanity bound on typos (nodes=100); Valkey's connections are far from a limit there.
+MAX_NODES = 20
 _TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$")
 
 
@@ -43,6 +45,8 @@ class DeploySettings:
     """A managed prefix list (pl-...) that may write and read, in addition to allowed_cidrs."""
     alarm_topic_arn: str | None = None
     """SNS topic told when a rotation fails; None: the alarm only shows in CloudWatch."""
+    nodes: int = 1
+    """1: one instance with its own store; more: that many behind a load balancer, on Valkey."""
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> DeploySettings:
@@ -63,6 +67,7 @@ class DeploySettings:
             alarm_topic_arn=_optional(
                 get("alarm_topic_arn"), "alarm_topic_arn", _TOPIC_ARN, "an SNS topic ARN"
             ),
+            nodes=_nodes(get("nodes"), default=cls.nodes),
         )
 
 
@@ -128,3 +133,17 @@ def _days(value: Any, *, default: int) -> int:
             f"context rotation_days must be a whole number from 1 to 365, not {value!r}"
         )
     return days
+
+
+def _nodes(value: Any, *, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        nodes = int(str(value))
+    except ValueError:
+        nodes = 0
+    if not 1 <= nodes <= MAX_NODES:
+        raise SettingsError(
+            f"context nodes must be a whole number from 1 to {MAX_NODES}, not {value!r}"
+        )
+    return nodes

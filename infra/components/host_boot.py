@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 FILES = Path(__file__).parent / "files"
 
@@ -22,6 +22,9 @@ VENV = f"{PREFIX}/venv"
 REQUIREMENT = "logd[aws,fast]"
 # Asked for by logd and allowed by net.core.rmem_max: room for bursts of small frames.
 UDP_RCVBUF = 32 * 1024 * 1024
+# Root-only, read by systemd (as root) before it starts logd as the logd user.
+STORE_ENV_FILE = "/etc/logd/store.env"
+STORE_PORT = 6379
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
@@ -42,6 +45,10 @@ class BootValues:
     """logd's UDP port for signed frames."""
     http_port: int
     """logd's HTTP port for reads."""
+    store_host: str | None = None
+    """Valkey primary endpoint (TLS); None: the embedded store in logd's state directory."""
+    store_secret_id: str | None = None
+    """ARN of the Valkey auth token, fetched at boot into STORE_ENV_FILE (with store_host)."""
 
 
 def render_unit(values: BootValues) -> str:
@@ -56,6 +63,7 @@ def render_unit(values: BootValues) -> str:
             "READ_SECRET_ID": values.read_secret_id,
             "WRITE_SECRET_ID": values.write_secret_id,
             "UDP_RCVBUF": str(UDP_RCVBUF),
+            "STORE": _store_lines(values),
         },
     )
 
@@ -73,6 +81,37 @@ def render_user_data(values: BootValues) -> str:
             "REQUIREMENT": REQUIREMENT,
             "UDP_RCVBUF": str(UDP_RCVBUF),
             "UNIT": render_unit(values).rstrip("\n"),
+            "STORE_PASSWORD": render_store_password(values),
+        },
+    )
+
+
+def _store_lines(values: BootValues) -> str:
+    """The unit's store: the local state directory, or Valkey (logd refuses both at once)."""
+    if values.store_host is None:
+        return "Environment=LOGD_DATA_DIR=/var/lib/logd"
+    return (
+        f"Environment=LOGD_STORE_URL=rediss://{values.store_host}:{STORE_PORT}/0\n"
+        "# LOGD_STORE_PASSWORD, written at first boot; logd reads it from its environment only.\n"
+        f"EnvironmentFile={STORE_ENV_FILE}"
+    )
+
+
+def render_store_password(values: BootValues, *, env_file: str = STORE_ENV_FILE) -> str:
+    """With Valkey, the boot step that puts the auth token in a root-only file, never on a
+    command line or in the boot log (printf is a shell builtin; the value only passes
+    through a variable); without, nothing. Tests run it with their own env_file."""
+    if values.store_host is None:
+        return ""
+    if not values.store_secret_id:
+        raise ValueError("a Valkey store needs the ARN of its auth token secret")
+    return _fill(
+        (FILES / "store_password.sh").read_text(encoding="utf-8"),
+        {
+            "REGION": values.region,
+            "STORE_SECRET_ID": values.store_secret_id,
+            "STORE_ENV_DIR": str(PurePosixPath(env_file).parent),
+            "STORE_ENV_FILE": env_file,
         },
     )
 

@@ -1,11 +1,14 @@
 """The `Logd` stack: network, two secrets, the host, the rotation Lambda, grants and outputs.
 
+With context nodes=N above 1 the host is N nodes behind a load balancer, sharing Valkey.
+
 Constructs build resources; this module wires them together and does every grant,
 so the whole permission picture is in one place.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,11 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.components.host import HTTP_PORT, UDP_PORT, LogdHost
-from infra.components.host_boot import BootValues
+from infra.components.host_boot import STORE_PORT, BootValues
 from infra.components.network import LogdNetwork
+from infra.components.nodes import LogdNodes
 from infra.components.rotation import CODE_DIR, RotationFunction
+from infra.components.valkey import LogdValkey
 from infra.settings import DeploySettings
 
 # Long, and only letters and digits: safe in a shell, a header and a URL.
@@ -62,46 +67,53 @@ class LogdStack(Stack):
         self.write_secret = self._secret("WriteSecret", "write: signed UDP frames")
         wheelhouse_asset = s3_assets.Asset(self, "Wheelhouse", path=str(wheelhouse))
 
-        self.host = LogdHost(
-            self,
-            "Host",
-            vpc=network.vpc,
-            subnets=network.subnets,
-            instance_type=settings.instance_type,
-            allowed=_allowed_peers(settings, network.cidr),
-            boot=BootValues(
-                region=Aws.REGION,
-                wheelhouse_url=wheelhouse_asset.s3_object_url,
-                read_secret_id=self.read_secret.secret_arn,
-                write_secret_id=self.write_secret.secret_arn,
-                udp_port=UDP_PORT,
-                http_port=HTTP_PORT,
-            ),
+        boot = BootValues(
+            region=Aws.REGION,
+            wheelhouse_url=wheelhouse_asset.s3_object_url,
+            read_secret_id=self.read_secret.secret_arn,
+            write_secret_id=self.write_secret.secret_arn,
+            udp_port=UDP_PORT,
+            http_port=HTTP_PORT,
         )
-        instance = self.host.instance
-        # First boot installs through the endpoints: they must exist before the instance.
-        instance.node.add_dependency(network)
+        allowed = _allowed_peers(settings, network.cidr)
+        if settings.nodes == 1:
+            self.host = LogdHost(
+                self,
+                "Host",
+                vpc=network.vpc,
+                subnets=network.subnets,
+                instance_type=settings.instance_type,
+                allowed=allowed,
+                boot=boot,
+            )
+            role, runs = self.host.role, self.host.instance
+            # The rotation Lambda's testSecret PING goes to the instance itself.
+            ping_group, ping_address = self.host.security_group, runs.instance_private_ip
+        else:
+            role, runs, ping_group, ping_address = self._nodes(network, settings, allowed, boot)
+        # First boot installs through the endpoints: they must exist before logd's hosts.
+        runs.node.add_dependency(network)
         self.rotation = RotationFunction(
             self,
             "Rotation",
             vpc=network.vpc,
             vpc_cidr=network.cidr,
             subnets=network.subnets,
-            ping_target=f"{instance.instance_private_ip}:{UDP_PORT}",
+            ping_target=f"{ping_address}:{UDP_PORT}",
             code_dir=rotation_code,
         )
 
-        # Grants: the host reads its two secrets and its one wheelhouse object.
+        # Grants: the hosts read their two secrets and their one wheelhouse object.
         for secret in (self.read_secret, self.write_secret):
-            secret.grant_read(self.host.role)
+            secret.grant_read(role)
         wheelhouse_object = wheelhouse_asset.bucket.arn_for_objects(wheelhouse_asset.s3_object_key)
-        self.host.role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[wheelhouse_object])
         )
         network.allow_s3_reads(wheelhouse_object, AL2023_REPO_OBJECTS)
         # The rotation Lambda's testSecret PING; replies come back on the same flow.
         self.rotation.function.connections.allow_to(
-            self.host.security_group, ec2.Port.udp(UDP_PORT), "testSecret PING to logd"
+            ping_group, ec2.Port.udp(UDP_PORT), "testSecret PING to logd"
         )
         # Rotation, wired by hand rather than with Secret.add_rotation_schedule: that one
         # adds secretsmanager:GetRandomPassword on * (the handler makes its own values) and
@@ -132,12 +144,79 @@ class LogdStack(Stack):
                 rotate_immediately_on_update=False,
             )
             # logd must be up (and the Lambda allowed in) before any rotation can run.
-            schedule.node.add_dependency(instance, function.node.find_child(f"{name}SecretInvoke"))
+            schedule.node.add_dependency(runs, function.node.find_child(f"{name}SecretInvoke"))
         if settings.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", settings.alarm_topic_arn)
             self.rotation.failure_alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
-        self._outputs(instance)
+        if settings.nodes == 1:
+            self._outputs(self.host.instance)
+        else:
+            self._nodes_outputs()
+
+    def _nodes(
+        self,
+        network: LogdNetwork,
+        settings: DeploySettings,
+        allowed: list[tuple[ec2.IPeer, str]],
+        boot: BootValues,
+    ) -> tuple[iam.IRole, Construct, ec2.ISecurityGroup, str]:
+        """Valkey and N nodes behind the load balancer: (role, group, PING group and address)."""
+        self.valkey = LogdValkey(self, "Valkey", vpc=network.vpc, subnets=network.subnets)
+        self.nodes = LogdNodes(
+            self,
+            "Nodes",
+            vpc=network.vpc,
+            subnets=network.subnets,
+            instance_type=settings.instance_type,
+            nodes=settings.nodes,
+            allowed=allowed,
+            boot=replace(
+                boot,
+                store_host=self.valkey.primary_endpoint,
+                store_secret_id=self.valkey.auth_token.secret_arn,
+            ),
+        )
+        self.valkey.security_group.connections.allow_from(
+            self.nodes.security_group, ec2.Port.tcp(STORE_PORT), "Valkey from the logd nodes"
+        )
+        self.valkey.auth_token.grant_read(self.nodes.role)
+        # Nodes start only when the store they connect to exists.
+        self.nodes.group.node.add_dependency(self.valkey.group)
+        return (
+            self.nodes.role,
+            self.nodes.group,
+            self.nodes.lb_security_group,
+            self.nodes.load_balancer.load_balancer_dns_name,
+        )
+
+    def _nodes_outputs(self) -> None:
+        dns = self.nodes.load_balancer.load_balancer_dns_name
+        read_value = (
+            f"aws secretsmanager get-secret-value --region {Aws.REGION} "
+            f"--secret-id {self.read_secret.secret_arn} --query SecretString --output text"
+        )
+        outputs = {
+            "LoadBalancerDns": (dns, f"Writers send UDP to this name, port {UDP_PORT}"),
+            "AutoScalingGroup": (
+                self.nodes.group.auto_scaling_group_name,
+                "The logd nodes (Session Manager: pick one of its instances)",
+            ),
+            "ValkeyEndpoint": (self.valkey.primary_endpoint, "The store's primary (TLS, AUTH)"),
+            "StoreSecretArn": (self.valkey.auth_token.secret_arn, "Valkey auth token"),
+            "ReadSecretArn": (self.read_secret.secret_arn, "Read secret (HTTP queries)"),
+            "WriteSecretArn": (self.write_secret.secret_arn, "Write secret (UDP frames)"),
+            "CurlCommand": (
+                f'curl -H "Authorization: $({read_value})" "http://{dns}:{HTTP_PORT}/?limit=20"',
+                "The 20 newest events, from a host in the VPC",
+            ),
+            "RotationAlarm": (
+                self.rotation.failure_alarm.alarm_name,
+                "In ALARM: a rotation failed",
+            ),
+        }
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)
 
     def _secret(self, construct_id: str, role: str) -> secretsmanager.Secret:
         return secretsmanager.Secret(

@@ -35,7 +35,7 @@ net.core.rmem_max = {{UDP_RCVBUF}}
 SYSCTL
 sysctl -p /etc/sysctl.d/90-logd.conf
 
-cat >/etc/systemd/system/logd.service <<'UNIT'
+{{STORE_PASSWORD}}cat >/etc/systemd/system/logd.service <<'UNIT'
 {{UNIT}}
 UNIT
 systemctl daemon-reload

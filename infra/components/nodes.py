@@ -1,0 +1,180 @@
+"""Several logd nodes: an Auto Scaling group behind an internal Network Load Balancer.
+
+The nodes are stateless (the rings live in Valkey), so any node may take any frame or
+query. Security groups chain: the allowed networks reach the load balancer, the load
+balancer reaches the nodes, and the nodes reach Valkey; nothing else gets in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.components.host import (
+    AL2023_ARM64_AMI,
+    HTTP_PORT,
+    ROOT_VOLUME_GIB,
+    SESSION_MANAGER_ACTIONS,
+    UDP_PORT,
+)
+from infra.components.host_boot import BootValues, render_user_data
+
+# First boot installs Python and the wheelhouse; give it that long before health checks count.
+BOOT_GRACE = Duration.minutes(10)
+HEALTH_PATH = "/healthz"
+
+
+class LogdNodes(Construct):
+    """The load balancer, the group of nodes, their launch template, security groups and role."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        instance_type: str,
+        nodes: int,
+        allowed: Sequence[tuple[ec2.IPeer, str]],
+        boot: BootValues,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.lb_security_group = ec2.SecurityGroup(
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            description="logd load balancer: UDP writes and HTTP reads from the allowed networks",
+            allow_all_outbound=False,
+        )
+        for peer, name in allowed:
+            self.lb_security_group.add_ingress_rule(
+                peer, ec2.Port.udp(UDP_PORT), f"logd signed frames from {name}"
+            )
+            self.lb_security_group.add_ingress_rule(
+                peer, ec2.Port.tcp(HTTP_PORT), f"logd HTTP reads from {name}"
+            )
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description="logd nodes: frames, reads and health checks from the load balancer only",
+            allow_all_outbound=False,
+        )
+        for port, what in ((ec2.Port.udp(UDP_PORT), "frames"), (ec2.Port.tcp(HTTP_PORT), "reads")):
+            self.security_group.connections.allow_from(
+                self.lb_security_group, port, f"logd {what} through the load balancer"
+            )
+        # As on the single host: HTTPS to the VPC endpoints and S3, nothing else (Valkey's
+        # rule is added by the stack, which knows both groups).
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints and S3"
+        )
+
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="logd nodes: Session Manager, their secrets, their wheelhouse",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(actions=SESSION_MANAGER_ACTIONS, resources=["*"])
+        )
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="Session Manager's agent actions support no resource-level scoping.",
+            )
+        )
+
+        template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(instance_type),
+            machine_image=ec2.MachineImage.resolve_ssm_parameter_at_launch(
+                AL2023_ARM64_AMI, os=ec2.OperatingSystemType.LINUX
+            ),
+            security_group=self.security_group,
+            role=self.role,
+            associate_public_ip_address=False,
+            http_endpoint=True,
+            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            http_put_response_hop_limit=1,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        ROOT_VOLUME_GIB, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
+                    ),
+                )
+            ],
+            user_data=ec2.UserData.custom(render_user_data(boot)),
+        )
+        self.group = autoscaling.AutoScalingGroup(
+            self,
+            "Group",
+            vpc=vpc,
+            vpc_subnets=subnets,
+            launch_template=template,
+            min_capacity=nodes,
+            max_capacity=nodes,
+            health_checks=autoscaling.HealthChecks.with_additional_checks(
+                additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
+                grace_period=BOOT_GRACE,
+            ),
+            # A new wheelhouse or boot script is a new launch template version: replace the
+            # nodes one at a time, so the others keep serving.
+            update_policy=autoscaling.UpdatePolicy.rolling_update(
+                max_batch_size=1, min_instances_in_service=nodes - 1
+            ),
+        )
+        Validations.of(self.group).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-AS3",
+                reason="The group has a fixed size; replacements show in its activity "
+                "history and the load balancer's health metrics.",
+            )
+        )
+
+        self.load_balancer = elbv2.NetworkLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            vpc_subnets=subnets,
+            internet_facing=False,
+            security_groups=[self.lb_security_group],
+            cross_zone_enabled=True,
+        )
+        Validations.of(self.load_balancer).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-ELB2",
+                reason="NLB access logs cover TLS listeners only; logd's are UDP and TCP.",
+            )
+        )
+        health = elbv2.HealthCheck(
+            protocol=elbv2.Protocol.HTTP,
+            port=str(HTTP_PORT),
+            path=HEALTH_PATH,
+            interval=Duration.seconds(10),
+            healthy_threshold_count=2,
+            unhealthy_threshold_count=3,
+        )
+        for protocol, port in ((elbv2.Protocol.UDP, UDP_PORT), (elbv2.Protocol.TCP, HTTP_PORT)):
+            listener = self.load_balancer.add_listener(
+                f"{protocol.value}{port}", port=port, protocol=protocol
+            )
+            listener.add_targets(
+                f"{protocol.value}Nodes",
+                port=port,
+                protocol=protocol,
+                targets=[self.group],
+                health_check=health,
+                # Short: a stateless node has nothing to finish before it goes.
+                deregistration_delay=Duration.seconds(30),
+            )
