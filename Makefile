@@ -60,8 +60,9 @@ $(BENCH_SENDER): bench/sender.c
 	mkdir -p $(dir $@)
 	gcc -O2 -Wall -Wextra -o $@ $< -lcrypto
 
-bench: install $(BENCH_SENDER)
+bench: install redis-server $(BENCH_SENDER)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.valkey_ingest $(BENCH_VALKEY_ARGS)
 
 # Events/s into a Valkey/Redis store (README "Scale out") from one and two nodes (~1 min).
 bench-valkey: install redis-server $(BENCH_SENDER)
