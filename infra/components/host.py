@@ -39,6 +39,61 @@ SESSION_MANAGER_ACTIONS = [
 ]
 
 
+def logd_ingress_group(
+    scope: Construct,
+    construct_id: str,
+    *,
+    vpc: ec2.IVpc,
+    description: str,
+    allowed: Sequence[tuple[ec2.IPeer, str]],
+) -> ec2.SecurityGroup:
+    """A security group open on logd's two ports to the allowed networks only."""
+    group = ec2.SecurityGroup(
+        scope, construct_id, vpc=vpc, description=description, allow_all_outbound=False
+    )
+    for peer, name in allowed:
+        group.add_ingress_rule(peer, ec2.Port.udp(UDP_PORT), f"logd signed frames from {name}")
+        group.add_ingress_rule(peer, ec2.Port.tcp(HTTP_PORT), f"logd HTTP reads from {name}")
+    return group
+
+
+def allow_https_out(group: ec2.SecurityGroup) -> None:
+    """The only way out of a logd host: with no NAT or internet gateway, HTTPS can only reach
+    the VPC endpoints and S3 (whose gateway endpoint needs S3's public ranges)."""
+    group.add_egress_rule(
+        ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints and S3"
+    )
+
+
+def session_manager_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
+    """An EC2 role with what Session Manager's agent needs; the stack grants the rest."""
+    role = iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+        description=description,
+    )
+    role.add_to_policy(iam.PolicyStatement(actions=SESSION_MANAGER_ACTIONS, resources=["*"]))
+    Validations.of(role).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+            reason="Session Manager's agent actions support no resource-level scoping.",
+        )
+    )
+    return role
+
+
+def encrypted_root_volume() -> list[ec2.BlockDevice]:
+    return [
+        ec2.BlockDevice(
+            device_name="/dev/xvda",
+            volume=ec2.BlockDeviceVolume.ebs(
+                ROOT_VOLUME_GIB, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
+            ),
+        )
+    ]
+
+
 class LogdHost(Construct):
     """The instance, its security group and its role."""
 
@@ -54,40 +109,17 @@ class LogdHost(Construct):
         boot: BootValues,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.security_group = ec2.SecurityGroup(
+        self.security_group = logd_ingress_group(
             self,
             "SecurityGroup",
             vpc=vpc,
             description="logd: UDP writes and HTTP reads from the allowed networks only",
-            allow_all_outbound=False,
+            allowed=allowed,
         )
-        for peer, name in allowed:
-            self.security_group.add_ingress_rule(
-                peer, ec2.Port.udp(UDP_PORT), f"logd signed frames from {name}"
-            )
-            self.security_group.add_ingress_rule(
-                peer, ec2.Port.tcp(HTTP_PORT), f"logd HTTP reads from {name}"
-            )
-        # The only way out is HTTPS, and with no NAT or internet gateway it can only reach
-        # the VPC endpoints and S3 (whose gateway endpoint needs S3's public ranges).
-        self.security_group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints and S3"
-        )
+        allow_https_out(self.security_group)
 
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            description="logd host: Session Manager, its two secrets, its wheelhouse",
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=SESSION_MANAGER_ACTIONS, resources=["*"])
-        )
-        Validations.of(self.role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                reason="Session Manager's agent actions support no resource-level scoping.",
-            )
+        self.role = session_manager_role(
+            self, "Role", description="logd host: Session Manager, its two secrets, its wheelhouse"
         )
 
         self.instance = ec2.Instance(
@@ -105,14 +137,7 @@ class LogdHost(Construct):
             http_endpoint=True,
             http_tokens=ec2.HttpTokens.REQUIRED,
             http_put_response_hop_limit=1,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        ROOT_VOLUME_GIB, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
-                    ),
-                )
-            ],
+            block_devices=encrypted_root_volume(),
             user_data=ec2.UserData.custom(render_user_data(boot)),
             # The script runs at first boot only: a new wheelhouse needs a new instance.
             user_data_causes_replacement=True,

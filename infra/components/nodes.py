@@ -13,15 +13,16 @@ from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.components.host import (
     AL2023_ARM64_AMI,
     HTTP_PORT,
-    ROOT_VOLUME_GIB,
-    SESSION_MANAGER_ACTIONS,
     UDP_PORT,
+    allow_https_out,
+    encrypted_root_volume,
+    logd_ingress_group,
+    session_manager_role,
 )
 from infra.components.host_boot import BootValues, render_user_data
 
@@ -46,20 +47,13 @@ class LogdNodes(Construct):
         boot: BootValues,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.lb_security_group = ec2.SecurityGroup(
+        self.lb_security_group = logd_ingress_group(
             self,
             "LoadBalancerSecurityGroup",
             vpc=vpc,
             description="logd load balancer: UDP writes and HTTP reads from the allowed networks",
-            allow_all_outbound=False,
+            allowed=allowed,
         )
-        for peer, name in allowed:
-            self.lb_security_group.add_ingress_rule(
-                peer, ec2.Port.udp(UDP_PORT), f"logd signed frames from {name}"
-            )
-            self.lb_security_group.add_ingress_rule(
-                peer, ec2.Port.tcp(HTTP_PORT), f"logd HTTP reads from {name}"
-            )
         self.security_group = ec2.SecurityGroup(
             self,
             "SecurityGroup",
@@ -71,26 +65,10 @@ class LogdNodes(Construct):
             self.security_group.connections.allow_from(
                 self.lb_security_group, port, f"logd {what} through the load balancer"
             )
-        # As on the single host: HTTPS to the VPC endpoints and S3, nothing else (Valkey's
-        # rule is added by the stack, which knows both groups).
-        self.security_group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints and S3"
-        )
-
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            description="logd nodes: Session Manager, their secrets, their wheelhouse",
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=SESSION_MANAGER_ACTIONS, resources=["*"])
-        )
-        Validations.of(self.role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                reason="Session Manager's agent actions support no resource-level scoping.",
-            )
+        # As on the single host (Valkey's rule is added by the stack, which knows both groups).
+        allow_https_out(self.security_group)
+        self.role = session_manager_role(
+            self, "Role", description="logd nodes: Session Manager, their secrets, their wheelhouse"
         )
 
         template = ec2.LaunchTemplate(
@@ -106,14 +84,7 @@ class LogdNodes(Construct):
             http_endpoint=True,
             http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
             http_put_response_hop_limit=1,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        ROOT_VOLUME_GIB, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
-                    ),
-                )
-            ],
+            block_devices=encrypted_root_volume(),
             user_data=ec2.UserData.custom(render_user_data(boot)),
         )
         self.group = autoscaling.AutoScalingGroup(
