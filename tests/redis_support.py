@@ -34,6 +34,7 @@ class RedisServer:
         self.port = free_port()
         self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more redis-server arguments (cluster mode)
 
     @property
     def url(self) -> str:
@@ -48,6 +49,7 @@ class RedisServer:
             "--save", "3600 1" if self.persist else "",
             "--appendonly", "no",
             "--logfile", str(self.dir / "redis.log"),
+            *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self._exited() or _answers(self.port))
@@ -64,3 +66,46 @@ class RedisServer:
             return
         stop_process(self.proc)
         self.proc = None
+
+
+class RedisClusterNodes:
+    """Three `redis-server --cluster-enabled yes` primaries (no replicas) joined by
+    `redis-cli --cluster create`; `url` is the `redis+cluster://` seed logd takes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.servers = [RedisServer(directory / f"node{i}") for i in range(3)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+
+    def start(self) -> RedisClusterNodes:
+        for server in self.servers:
+            server.extra = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(free_port()),  # not port + 10000: that may be taken
+            ]  # fmt: skip
+            server.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is missing: `make test` installs redis-tools")
+        nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        wait_for(lambda: all(self._ok(cli, s.port) for s in self.servers))
+        return self
+
+    @staticmethod
+    def _ok(cli: str, port: int) -> bool:
+        args = [cli, "-p", str(port), "cluster", "info"]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=5).stdout
+        return "cluster_state:ok" in out
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()

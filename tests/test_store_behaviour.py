@@ -1,5 +1,6 @@
 """One suite of store behaviour, run against MemoryStore and ValkeyStore (a real
-redis-server on a free port). What a reader sees must not depend on the backend."""
+redis-server on a free port, and a real 3-node redis cluster). What a reader sees must
+not depend on the backend."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from logd.filters import Filter
 from logd.store import MemoryStore, Store
 from logd.store.memory import OVERFLOW_KEY
 from logd.store.valkey import ValkeyStore
-from redis_support import RedisServer
+from redis_support import RedisClusterNodes, RedisServer
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -27,10 +28,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(params=["memory", "valkey"])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "valkey", "cluster"])
 def run(request: pytest.FixtureRequest) -> Callable[..., None]:
     """run(body, **store_args): build the store, run `body(store)` on a fresh loop, close."""
-    server = request.getfixturevalue("redis_server") if request.param == "valkey" else None
+    backends = {"valkey": "redis_server", "cluster": "redis_cluster"}
+    fixture = backends.get(request.param)
+    server = request.getfixturevalue(fixture) if fixture else None
 
     def runner(body: Body, **kw: object) -> None:
         args: dict[str, object] = {

@@ -15,7 +15,7 @@ from logd.filters import Filter
 from logd.replay_shared import PREFIX, SLOTS, SharedReplayGuard
 from logd.store.base import StoreUnavailable
 from logd.store.valkey import ValkeyStore, redact, stream_key
-from redis_support import RedisServer
+from redis_support import RedisClusterNodes, RedisServer
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -28,7 +28,14 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     srv.stop()
 
 
-def make(server: RedisServer, buffer_events: int = 1000) -> ValkeyStore:
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(tmp_path / "cluster").start()
+    yield nodes
+    nodes.stop()
+
+
+def make(server: RedisServer | RedisClusterNodes, buffer_events: int = 1000) -> ValkeyStore:
     return ValkeyStore(
         url=server.url, password=None, buffer_events=buffer_events, ring_bytes=MiB,
         ring_sizes={}, max_rings=8, max_tails=4, tail_queue=16, timeout=0.5,
@@ -128,6 +135,9 @@ def test_store_url_setting(tmp_path: Path) -> None:
 
     assert load().store_url == "memory://"
     assert load(LOGD_STORE_URL="rediss://cache.internal:6379/0").store_url.startswith("rediss")
+    assert load(LOGD_STORE_URL="rediss+cluster://c.internal:6379").store_url.endswith(":6379")
+    with pytest.raises(ConfigError, match="redis\\+cluster://host:port or"):
+        load(LOGD_STORE_URL="redis+cluster://h:1/2")  # a cluster has only db 0
     with pytest.raises(ConfigError, match="LOGD_STORE_URL has a bad value"):
         load(LOGD_STORE_URL="http://x")
     with pytest.raises(ConfigError, match="data_dir is for the memory store"):
@@ -180,6 +190,35 @@ def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
             offline.submit([(b"q" * 16, now)], results.append)
             assert results[-1] == [True]  # known down: decided at once, no round trip
             assert offline.info()["unchecked"] == 1
+        finally:
+            for n in nodes:
+                await n.close()
+
+    asyncio.run(main())
+
+
+def test_guard_against_replay_on_another_node_in_cluster_mode(cluster: RedisClusterNodes) -> None:
+    """The same check on a 3-node cluster: MACs of all 16 tags (so every node owns some)
+    are claimed by one node's guard and are replays on the other's."""
+    now = 10**18
+    macs = [bytes([tag]) * 16 for tag in range(SLOTS)]
+
+    async def main() -> None:
+        nodes = [make(cluster), make(cluster)]
+        guards = [
+            SharedReplayGuard(client=n.client, max_age_ns=S, max_future_ns=0, clock=lambda: now)
+            for n in nodes
+        ]
+        results: list[list[bool]] = []
+        try:
+            guards[0].submit([(m, now) for m in macs[:10]], results.append)
+            await guards[0].close()
+            guards[1].submit([(m, now) for m in macs], results.append)
+            await guards[1].close()
+            assert results == [[True] * 10, [False] * 10 + [True] * 6]
+            assert guards[1].info() == {
+                "checked": 16, "replays": 10, "unchecked": 0, "round_trips": 1,
+            }  # fmt: skip
         finally:
             for n in nodes:
                 await n.close()

@@ -93,7 +93,12 @@ def _text(text: str) -> str:
 def _store_url(text: str) -> str:
     if text == "memory://" or re.match(r"^(redis|rediss)://[^/?#]+(/\d*)?$", text):
         return text
-    raise ValueError("memory://, redis://host:port/db or rediss://host:port/db")
+    if re.match(r"^(redis|rediss)\+cluster://[^/?#]+/?$", text):  # a cluster has only db 0
+        return text
+    raise ValueError(
+        "memory://, redis://host:port/db, rediss://host:port/db, "
+        "redis+cluster://host:port or rediss+cluster://host:port"
+    )
 
 
 def _setting(
@@ -161,7 +166,8 @@ class Config:
     store_url: str = _setting(
         "memory://",
         "Where rings live: memory:// (this process) or redis://host:port/db, rediss://... "
-        "(Valkey/Redis shared by several logd nodes).",
+        "(Valkey/Redis shared by several logd nodes); redis+cluster://host:port, "
+        "rediss+cluster://... for a cluster-mode one (any node as seed).",
         _store_url,
     )
     store_password: str | None = _setting(

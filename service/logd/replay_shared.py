@@ -28,12 +28,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from logd.logsetup import QuietLogger
+
+if TYPE_CHECKING:
+    from logd.store.valkey import Client
 
 log = logging.getLogger("logd.replay_shared")
 
@@ -55,7 +57,7 @@ class SharedReplayGuard:
     def __init__(
         self,
         *,
-        client: aioredis.Redis,
+        client: Client,
         max_age_ns: int,
         max_future_ns: int,
         offline: Callable[[], bool] = lambda: False,

@@ -30,6 +30,7 @@ from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -87,15 +88,23 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str, password: str | None, *, timeout: float) -> aioredis.Redis:
-    """A client that fails fast (no retries): the store has its own retry loop."""
-    return aioredis.from_url(
-        url,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=min(timeout, 2.0),
-        retry=Retry(NoBackoff(), 0),
-    )
+Client = aioredis.Redis | RedisCluster
+
+
+def connect(url: str, password: str | None, *, timeout: float) -> Client:
+    """A client that fails fast (no retries): the store has its own retry loop.
+    `redis+cluster://` and `rediss+cluster://` seed a cluster-mode client, which learns
+    the slot map from that node and sends each command to the node that owns its key."""
+    scheme, plus, rest = url.partition("+cluster://")
+    options: dict[str, Any] = {
+        "password": password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": min(timeout, 2.0),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if plus:
+        return RedisCluster.from_url(f"{scheme}://{rest}", **options)
+    return aioredis.from_url(url, **options)
 
 
 class ValkeyStore:
@@ -156,6 +165,7 @@ class ValkeyStore:
 
     async def close(self) -> None:
         """Send what is buffered (for up to CLOSE_S seconds), then disconnect."""
+        self._follower.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import cast
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, cast
 
 from logd._pb.logd_pb2 import Msg
 from logd.filters import Filter
+
+if TYPE_CHECKING:
+    from logd.store.valkey import Client
 
 PAGE = 500  # entries per XREVRANGE call
 
@@ -23,7 +24,7 @@ _StreamEntry = tuple[bytes, dict[bytes, bytes]]  # replies are bytes: no decode_
 class Cursor:
     """One ring read newest first, a page at a time, keeping only matching events."""
 
-    def __init__(self, client: aioredis.Redis, key: bytes, flt: Filter) -> None:
+    def __init__(self, client: Client, key: bytes, flt: Filter) -> None:
         self._client = client
         self._key = key
         self._flt = flt
