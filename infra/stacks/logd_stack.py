@@ -192,31 +192,18 @@ class LogdStack(Stack):
 
     def _nodes_outputs(self) -> None:
         dns = self.nodes.load_balancer.load_balancer_dns_name
-        read_value = (
-            f"aws secretsmanager get-secret-value --region {Aws.REGION} "
-            f"--secret-id {self.read_secret.secret_arn} --query SecretString --output text"
+        self._emit_outputs(
+            dns,
+            {
+                "LoadBalancerDns": (dns, f"Writers send UDP to this name, port {UDP_PORT}"),
+                "AutoScalingGroup": (
+                    self.nodes.group.auto_scaling_group_name,
+                    "The logd nodes (Session Manager: pick one of its instances)",
+                ),
+                "ValkeyEndpoint": (self.valkey.primary_endpoint, "The store's primary (TLS, AUTH)"),
+                "StoreSecretArn": (self.valkey.auth_token.secret_arn, "Valkey auth token"),
+            },
         )
-        outputs = {
-            "LoadBalancerDns": (dns, f"Writers send UDP to this name, port {UDP_PORT}"),
-            "AutoScalingGroup": (
-                self.nodes.group.auto_scaling_group_name,
-                "The logd nodes (Session Manager: pick one of its instances)",
-            ),
-            "ValkeyEndpoint": (self.valkey.primary_endpoint, "The store's primary (TLS, AUTH)"),
-            "StoreSecretArn": (self.valkey.auth_token.secret_arn, "Valkey auth token"),
-            "ReadSecretArn": (self.read_secret.secret_arn, "Read secret (HTTP queries)"),
-            "WriteSecretArn": (self.write_secret.secret_arn, "Write secret (UDP frames)"),
-            "CurlCommand": (
-                f'curl -H "Authorization: $({read_value})" "http://{dns}:{HTTP_PORT}/?limit=20"',
-                "The 20 newest events, from a host in the VPC",
-            ),
-            "RotationAlarm": (
-                self.rotation.failure_alarm.alarm_name,
-                "In ALARM: a rotation failed",
-            ),
-        }
-        for output_id, (value, description) in outputs.items():
-            CfnOutput(self, output_id, value=value, description=description)
 
     def _secret(self, construct_id: str, role: str) -> secretsmanager.Secret:
         return secretsmanager.Secret(
@@ -230,28 +217,36 @@ class LogdStack(Stack):
 
     def _outputs(self, instance: ec2.Instance) -> None:
         ip = instance.instance_private_ip
+        self._emit_outputs(
+            ip,
+            {
+                "InstanceId": (instance.instance_id, "The logd instance"),
+                "PrivateIp": (ip, f"Writers send UDP to this address, port {UDP_PORT}"),
+                "SessionCommand": (
+                    f"aws ssm start-session --region {Aws.REGION} --target {instance.instance_id}",
+                    "A shell on the host (journalctl -u logd -f)",
+                ),
+                "PortForwardCommand": (
+                    f"aws ssm start-session --region {Aws.REGION} --target {instance.instance_id} "
+                    "--document-name AWS-StartPortForwardingSession "
+                    f"--parameters portNumber={HTTP_PORT},localPortNumber={HTTP_PORT}",
+                    f"Reads from your machine on http://127.0.0.1:{HTTP_PORT}",
+                ),
+            },
+        )
+
+    def _emit_outputs(self, host: str, outputs: dict[str, tuple[str, str]]) -> None:
+        """The outputs of either layout: its own, plus the secrets, curl line and alarm."""
         read_value = (
             f"aws secretsmanager get-secret-value --region {Aws.REGION} "
             f"--secret-id {self.read_secret.secret_arn} --query SecretString --output text"
         )
-        outputs = {
-            "InstanceId": (instance.instance_id, "The logd instance"),
-            "PrivateIp": (ip, f"Writers send UDP to this address, port {UDP_PORT}"),
+        outputs |= {
             "ReadSecretArn": (self.read_secret.secret_arn, "Read secret (HTTP queries)"),
             "WriteSecretArn": (self.write_secret.secret_arn, "Write secret (UDP frames)"),
             "CurlCommand": (
-                f'curl -H "Authorization: $({read_value})" "http://{ip}:{HTTP_PORT}/?limit=20"',
+                f'curl -H "Authorization: $({read_value})" "http://{host}:{HTTP_PORT}/?limit=20"',
                 "The 20 newest events, from a host in the VPC",
-            ),
-            "SessionCommand": (
-                f"aws ssm start-session --region {Aws.REGION} --target {instance.instance_id}",
-                "A shell on the host (journalctl -u logd -f)",
-            ),
-            "PortForwardCommand": (
-                f"aws ssm start-session --region {Aws.REGION} --target {instance.instance_id} "
-                "--document-name AWS-StartPortForwardingSession "
-                f"--parameters portNumber={HTTP_PORT},localPortNumber={HTTP_PORT}",
-                f"Reads from your machine on http://127.0.0.1:{HTTP_PORT}",
             ),
             "RotationAlarm": (
                 self.rotation.failure_alarm.alarm_name,
