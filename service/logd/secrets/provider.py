@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from logd.errors import SecretsError
+from logd.pinger import is_pong
 from logd.secrets.aws import boto_errors, describe_error, make_client
-from logd.wire import HEADER_LEN, PING_PAYLOAD, PONG_PAYLOAD, Signer, frame_key_id, signed_at
+from logd.wire import PING_PAYLOAD, Signer, signed_at
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -212,10 +213,4 @@ def _pong_arrived(sock: socket.socket, signer: Signer, not_before_ns: int) -> bo
             frame = sock.recv(2048)
         except OSError:  # nothing more waiting, or ICMP "port unreachable"
             return found
-        found = found or (
-            len(frame) >= HEADER_LEN
-            and frame_key_id(frame) == signer.key_id
-            and frame[HEADER_LEN:] == PONG_PAYLOAD
-            and signer.verify(frame)
-            and signed_at(frame) >= not_before_ns
-        )
+        found = found or (is_pong(frame, signer) and signed_at(frame) >= not_before_ns)
