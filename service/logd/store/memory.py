@@ -55,6 +55,9 @@ class MemoryStore:
             ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key))
             return ring
         self.overflow_events += 1
+        return self._overflow_ring()
+
+    def _overflow_ring(self) -> Ring:
         if self._overflow is None:
             self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
         return self._overflow
@@ -64,9 +67,10 @@ class MemoryStore:
         if ring is None:
             ring = self._ring_for(msg.env, msg.svc)
         data = msg.SerializeToString()
-        ring.append(t_ns, msg.lvl, data)
+        lvl = msg.lvl
+        ring.append(t_ns, lvl, data)
         if self.pending is not None:  # O(1); the persister writes these in batches
-            self.pending[ring].append((t_ns, msg.lvl, data))
+            self.pending[ring].append((t_ns, lvl, data))
         self.writes += 1
         if self.hub.subscribers:  # checked here: most writes have no live tail to feed
             self.hub.publish(msg)
@@ -97,9 +101,7 @@ class MemoryStore:
         """Put back events loaded from disk, oldest first (env None: the overflow ring).
         Tails, `writes` and `pending` do not see them."""
         if env is None or svc is None:
-            if self._overflow is None:
-                self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
-            ring = self._overflow
+            ring = self._overflow_ring()
         else:
             found = self._rings.get((env, svc))
             ring = found if found is not None else self._ring_for(env, svc)
