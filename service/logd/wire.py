@@ -40,12 +40,10 @@ class Signer:
     HMAC per RFC 2104, with the key schedule done once: the SHA-256 states after
     the inner and outer padded keys are kept and copied per frame. That is the
     same bytes as `hmac.digest` at about a third of its cost per frame (no key
-    setup, no Python-level HMAC wrapper). The secret itself is not kept; `inner` and
-    `outer` (the pad states) are public for the ingest hot path (accept.py), which
-    verifies without a Python call per step.
+    setup, no Python-level HMAC wrapper). The secret itself is not kept.
     """
 
-    __slots__ = ("inner", "key_id", "outer")
+    __slots__ = ("_inner", "_outer", "key_id")
 
     def __init__(self, secret: bytes) -> None:
         if not secret:
@@ -53,17 +51,17 @@ class Signer:
         self.key_id = key_id(secret)
         block = secret if len(secret) <= _BLOCK else hashlib.sha256(secret).digest()
         block = block.ljust(_BLOCK, b"\0")
-        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id.hex()})"
 
     def mac(self, signed: bytes | memoryview, payload: bytes | memoryview) -> bytes:
-        inner = self.inner.copy()
+        inner = self._inner.copy()
         inner.update(signed)
         inner.update(payload)
-        outer = self.outer.copy()
+        outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()[:MAC_LEN]
 
