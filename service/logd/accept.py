@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 
 from logd._pb.logd_pb2 import PING, WRITE, Cmd
 from logd.keys import Key, KeyHolder, Role
-from logd.replay import ReplayGuard
+from logd.replay import MacGuard
 from logd.wire import HEADER_LEN, SIGNED_LEN, VERSION
 
 
@@ -58,7 +58,7 @@ class FrameChecker:
         self,
         *,
         keys: KeyHolder,
-        guard: ReplayGuard,
+        guard: MacGuard,
         max_frame: int,
         max_age_ns: int,
         max_future_ns: int,
@@ -89,10 +89,16 @@ class FrameChecker:
         if not self._guard.check_and_remember(mac, signed_at, now_ns):
             # False is a replay; None is a full guard failing closed (counted by the guard).
             return Reject.REPLAY
-        try:
-            cmd = Cmd.FromString(frame[HEADER_LEN:])
-        except DecodeError:
-            return Reject.BAD_PAYLOAD
-        if key.role not in _ALLOWED.get(cmd.name, _NOBODY):
-            return Reject.FORBIDDEN
-        return Accepted(key, cmd, mac, signed_at)
+        return read_payload(key, frame, mac, signed_at)
+
+
+def read_payload(key: Key, frame: bytes, mac: bytes, signed_at: int) -> Accepted | Reject:
+    """The last check, for a frame that passed the others: parse the payload, then
+    authorise its command for the key's role."""
+    try:
+        cmd = Cmd.FromString(frame[HEADER_LEN:])
+    except DecodeError:
+        return Reject.BAD_PAYLOAD
+    if key.role not in _ALLOWED.get(cmd.name, _NOBODY):
+        return Reject.FORBIDDEN
+    return Accepted(key, cmd, mac, signed_at)

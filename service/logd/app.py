@@ -22,11 +22,11 @@ from aiohttp import web
 
 from logd.accept import FrameChecker
 from logd.config import Config
+from logd.fastpath import FastPath, available, replay_guard
 from logd.http_api import add_routes, error_middleware
 from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest, bind_udp
 from logd.ratelimit import FailureLimiter
-from logd.replay import ReplayGuard
 from logd.replay_shared import SharedReplayGuard
 from logd.secrets import DevFileSource, KeyManager, Reloader, select_source
 from logd.secrets.aws import SecretsManagerSource
@@ -71,7 +71,7 @@ def create_app(config: Config) -> web.Application:
     )
     reloader = Reloader(app[KEYS], interval_s=config.secrets_reload_interval) if rotating else None
     app[STORE] = _make_store(config)
-    app[GUARD] = ReplayGuard(max_age_ns=int(config.max_age * 1e9), capacity=config.replay_capacity)
+    app[GUARD] = replay_guard(max_age_ns=int(config.max_age * 1e9), capacity=config.replay_capacity)
     app[LIMITER] = FailureLimiter(per_minute=config.auth_fail_limit)
     app[QUERY_LIMIT_MAX] = config.query_limit_max
     if config.cors_origin:
@@ -136,6 +136,17 @@ def create_app(config: Config) -> web.Application:
             max_age_ns=int(config.max_age * 1e9),
             max_future_ns=int(config.max_future * 1e9),
         )
+        store = app[STORE]
+        fast = None
+        if available() and isinstance(store, MemoryStore):
+            fast = FastPath(
+                keys=keys,
+                guard=app[GUARD],
+                store=store,
+                max_frame=config.max_frame,
+                max_age_ns=int(config.max_age * 1e9),
+                max_future_ns=int(config.max_future * 1e9),
+            )
         app[INGEST] = UdpIngest(
             sock=sock,
             checker=checker,
@@ -143,6 +154,7 @@ def create_app(config: Config) -> web.Application:
             expire=app[GUARD].expire,
             on_unknown_key=reloader.poke if reloader else None,
             shared_guard=app.get(SHARED_GUARD),
+            fast=fast,
             # Shorter turns with a remote store: each step of a flush or a replay check
             # waits for the next turn of the event loop, so long drains would starve them.
             drain_max=64 if isinstance(app[STORE], ValkeyStore) else 1024,

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from logd._pb.logd_pb2 import WRITE
-from logd.accept import Accepted, FrameChecker, Reject
+from logd.accept import Accepted, FrameChecker, Reject, read_payload
+from logd.fastpath import FastPath
+from logd.keys import Key
 from logd.logsetup import QuietLogger
 from logd.replay_shared import SharedReplayGuard
 from logd.store.base import Store
-from logd.wire import PONG_PAYLOAD
+from logd.wire import HEADER_LEN, PONG_PAYLOAD, SIGNED_LEN
 
 log = logging.getLogger("logd.ingest")
 
@@ -124,6 +126,7 @@ class UdpIngest:
         drain_max: int = 1024,
         on_unknown_key: Callable[[], None] | None = None,
         shared_guard: SharedReplayGuard | None = None,
+        fast: FastPath | None = None,
     ) -> None:
         self._sock = sock
         self._checker = checker
@@ -135,6 +138,7 @@ class UdpIngest:
         # With several nodes, accepted frames wait here for the batch's check across nodes.
         self._shared_guard = shared_guard
         self._held: list[tuple[Accepted, Any, int]] = []
+        self._fast = fast  # the C accept path (memory store, one node), else `checker`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = QuietLogger(log)
         self.stats = IngestStats()
@@ -161,6 +165,9 @@ class UdpIngest:
         return kernel_drops(self._sock)
 
     def _drain(self) -> None:
+        if self._fast is not None:
+            self._drain_fast(self._fast)
+            return
         recv = self._sock.recvfrom
         handle = self.handle
         clock = self._clock
@@ -191,6 +198,37 @@ class UdpIngest:
                 lambda fresh: self._checked_across_nodes(held, fresh),
             )
         self._store.end_batch()  # a remote store sends the batch: one round trip per drain
+
+    def _drain_fast(self, fast: FastPath) -> None:
+        now = self._clock()
+        self._expire(now)
+        stats = self.stats
+        stats.keys.roll(now)
+        err = fast.drain(self._sock.fileno(), now, self._drain_max, _DRAIN_EVENTS, self._finish)
+        counts = fast.take_counts()
+        stats.received += counts.received
+        stats.accepted += counts.frames
+        stats.events += counts.events
+        frames = stats.keys.current
+        for key_id, n in counts.key_frames.items():
+            frames[key_id] = frames.get(key_id, 0) + n
+        for reason, n in counts.rejected.items():
+            stats.rejected[reason] += n
+            self._quiet.once(reason.value, "rejected datagram reason=%s", reason.value)
+        if Reject.UNKNOWN_KEY in counts.rejected and self._on_unknown_key is not None:
+            self._on_unknown_key()
+        if err:
+            stats.recv_errors += 1
+            self._quiet.once("recv_error", "udp receive failed errno=%s", err)
+        self._store.end_batch()
+
+    def _finish(self, key: Key, frame: bytes, addr: Any, signed_at: int, now_ns: int) -> None:
+        """A frame the C path checked up to its payload: the last check, then act."""
+        verdict = read_payload(key, frame, frame[SIGNED_LEN:HEADER_LEN], signed_at)
+        if isinstance(verdict, Reject):
+            self._reject(verdict)
+        else:
+            self._act(verdict, addr, now_ns)
 
     def _checked_across_nodes(
         self, held: list[tuple[Accepted, Any, int]], fresh: list[bool]

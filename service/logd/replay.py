@@ -13,8 +13,22 @@ and counted as overflow: memory stays bounded whatever the flood.
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 _BUCKET_NS = 100_000_000  # expiry granularity: 100 ms
+
+
+class MacGuard(Protocol):
+    """A replay guard as the checks use it: ReplayGuard, or the C accept path's table
+    (`logd._fastpath.ReplayTable`), which keeps the same promises."""
+
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def overflows(self) -> int: ...
+    def __len__(self) -> int: ...
+    def check_and_remember(self, mac: bytes, signed_at_ns: int, now_ns: int) -> bool | None: ...
+    def expire(self, now_ns: int) -> None: ...
 
 
 class ReplayGuard:

@@ -7,7 +7,7 @@ from aiohttp import web
 from logd.http_guard import IdleConnectionReaper
 from logd.ingest import UdpIngest
 from logd.ratelimit import FailureLimiter
-from logd.replay import ReplayGuard
+from logd.replay import MacGuard
 from logd.replay_shared import SharedReplayGuard
 from logd.secrets import KeyManager
 from logd.store import Store
@@ -17,7 +17,7 @@ KEYS = web.AppKey("keys", KeyManager)
 STORE: web.AppKey[Store] = web.AppKey("store")  # a Protocol: no runtime type to pass
 PERSISTER = web.AppKey("persister", Persister)
 INGEST = web.AppKey("ingest", UdpIngest)
-GUARD = web.AppKey("guard", ReplayGuard)
+GUARD: web.AppKey[MacGuard] = web.AppKey("guard")  # a Protocol, as STORE
 SHARED_GUARD = web.AppKey("shared_guard", SharedReplayGuard)
 LIMITER = web.AppKey("limiter", FailureLimiter)
 REAPER = web.AppKey("reaper", IdleConnectionReaper)

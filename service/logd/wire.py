@@ -43,7 +43,7 @@ class Signer:
     setup, no Python-level HMAC wrapper). The secret itself is not kept.
     """
 
-    __slots__ = ("_inner", "_outer", "key_id")
+    __slots__ = ("_inner", "_outer", "_pads", "key_id")
 
     def __init__(self, secret: bytes) -> None:
         if not secret:
@@ -51,11 +51,16 @@ class Signer:
         self.key_id = key_id(secret)
         block = secret if len(secret) <= _BLOCK else hashlib.sha256(secret).digest()
         block = block.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._pads = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+        self._inner = hashlib.sha256(self._pads[0])
+        self._outer = hashlib.sha256(self._pads[1])
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id.hex()})"
+
+    def pad_blocks(self) -> tuple[bytes, bytes]:
+        """The RFC 2104 inner and outer padded keys: key material, for the C accept path."""
+        return self._pads
 
     def mac(self, signed: bytes | memoryview, payload: bytes | memoryview) -> bytes:
         inner = self._inner.copy()

@@ -7,6 +7,7 @@ time. Queries merge the rings' newest-first scans by event time.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
@@ -49,12 +50,12 @@ class MemoryStore:
         # Events not yet on disk, per ring, while persistence is on (persist.py).
         self.pending: defaultdict[Ring, list[_Record]] | None = None
 
-    def _ring_for(self, env: str, svc: str) -> Ring:
+    def _ring_for(self, env: str, svc: str, events: int = 1) -> Ring:
         if len(self._rings) < self._max_rings:
             key = ring_key(env, svc)
             ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key))
             return ring
-        self.overflow_events += 1
+        self.overflow_events += events
         return self._overflow_ring()
 
     def _overflow_ring(self) -> Ring:
@@ -74,6 +75,39 @@ class MemoryStore:
         self.writes += 1
         if self.hub.subscribers:  # checked here: most writes have no live tail to feed
             self.hub.publish(msg)
+
+    def write_run(
+        self,
+        env: str,
+        svc: str,
+        data: bytes,
+        ends: bytes,
+        times: bytes,
+        lvls: bytes,
+        t_min: int,
+        t_max: int,
+    ) -> None:
+        """Store events for one ring that arrived back to back (the C accept path): their
+        bytes, end offsets in `data` (uint32) and times (int64) in native byte order, and
+        levels, one byte each; `t_min`/`t_max` bound the times."""
+        ends_at = array("I")
+        ends_at.frombytes(ends)
+        count = len(ends_at)
+        ring = self._rings.get((env, svc))
+        if ring is None:
+            ring = self._ring_for(env, svc, count)
+        at = array("q")
+        at.frombytes(times)
+        ring.extend(data, ends_at, at, lvls, t_min, t_max)
+        self.writes += count
+        if self.pending is None and not self.hub.subscribers:
+            return
+        records = [data[start:end] for start, end in zip((0, *ends_at), ends_at, strict=False)]
+        if self.pending is not None:
+            self.pending[ring].extend(zip(at, lvls, records, strict=True))
+        if self.hub.subscribers:
+            for record in records:
+                self.hub.publish(Msg.FromString(record))
 
     def end_batch(self) -> None:
         """Nothing to send: the rings are here."""

@@ -152,6 +152,43 @@ class Ring:
             chunk.t_max = t_ns
         self.bytes += len(data) + RECORD_OVERHEAD
         self.events += 1
+        if self.bytes > self.capacity:
+            self._evict()
+
+    def extend(
+        self, data: bytes, ends: array[int], times: array[int], lvls: bytes, t_min: int, t_max: int
+    ) -> None:
+        """Append events stored back to back in `data` (`ends`: each one's end offset),
+        as `append` would one by one; `t_min`/`t_max` bound their times."""
+        chunks = self._chunks
+        count = len(ends)
+        start = offset = 0
+        while start < count:
+            chunk = chunks[-1] if chunks else None
+            room = self._chunk_bytes - len(chunk.data) if chunk is not None else 0
+            stop = bisect_right(ends, offset + room, start, count)
+            if chunk is None or (stop == start and chunk.ends):
+                if chunk is not None:
+                    chunk.seal()
+                chunks.append(Chunk())
+                self.bytes += CHUNK_OVERHEAD
+                continue
+            stop = max(stop, start + 1)  # an empty chunk takes an event of any size
+            end = ends[stop - 1]
+            base = len(chunk.data) - offset
+            chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
+            chunk.ends.extend(map(base.__add__, ends[start:stop]))
+            chunk.times.extend(times[start:stop])
+            chunk.lvls += lvls[start:stop]
+            chunk.t_min = min(chunk.t_min, t_min)  # bounds of the run: wider is still correct
+            chunk.t_max = max(chunk.t_max, t_max)
+            self.bytes += end - offset + RECORD_OVERHEAD * (stop - start)
+            self.events += stop - start
+            start, offset = stop, end
+        self._evict()
+
+    def _evict(self) -> None:
+        chunks = self._chunks
         while self.bytes > self.capacity and len(chunks) > 1:
             old = chunks.popleft()
             self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD

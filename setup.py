@@ -1,0 +1,18 @@
+"""The C accept path, `logd._fastpath` (service/logd/_fastpath.c); the rest of the build
+is in pyproject.toml. It needs a C compiler and OpenSSL's headers (Debian: libssl-dev).
+
+LOGD_PURE_PYTHON=1 builds without it, e.g. the arm64 wheel that `make wheel` makes for
+the AWS host here on x86-64: logd then runs the same checks in Python (accept.py).
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+fastpath = Extension(
+    "logd._fastpath",
+    sources=["service/logd/_fastpath.c"],
+    libraries=["crypto"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra"],
+)
+setup(ext_modules=[] if os.environ.get("LOGD_PURE_PYTHON") == "1" else [fastpath])
