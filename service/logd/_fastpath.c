@@ -38,9 +38,8 @@
 #define MAX_KEYS 16        /* current, pending and previous per role, with room to spare */
 #define MAX_EVENTS 4096    /* events read per frame here; a larger batch goes to Python */
 #define NS 1000000000LL
-#define MIN_T_S (-62135596800LL) /* the google.protobuf.Timestamp range */
-#define MAX_T_S 253402300799LL
-#define SWEEP_NS 100000000LL /* the replay table forgets expired MACs every 100 ms */
+#define MIN_T_S (-9223372036LL) /* event times kept: int64 nanoseconds, as ingest.py */
+#define MAX_T_S 9223372035LL
 
 /* The order and names of accept.Reject's first six members. */
 enum { R_BAD_FRAME, R_UNKNOWN_KEY, R_BAD_MAC, R_STALE, R_FUTURE, R_REPLAY, N_REASONS };
@@ -82,9 +81,15 @@ static void buf_free(Buf *b) {
 
 /* ------------------------------------------------------------------ replay table */
 
-/* An exact set of MACs with their expiry, as replay.ReplayGuard: open addressing on the
- * MAC's first bytes (MACs of authenticated frames are uniformly random), rebuilt without
- * the expired entries every SWEEP_NS or when full. Never forgets a MAC early. */
+/* An exact set of MACs with their expiry, as replay.ReplayGuard. A frame's MAC expires
+ * at signed_at + max_age, so every MAC belongs to one generation, the BUCKET_NS-wide
+ * slice of time its expiry falls in, and a replay (same frame, same expiry) is looked
+ * up in that generation alone. A generation is a small open-addressing set on the MAC's
+ * first bytes (MACs of authenticated frames are uniformly random); once its slice has
+ * passed, it is emptied whole. Nothing is forgotten early; the whole is bounded.
+ * (A MAC names one frame, so one signing time: a MAC is never seen with two.) */
+#define BUCKET_NS 100000000LL
+
 typedef struct {
     uint64_t a, b;
     int64_t expiry;
@@ -92,63 +97,86 @@ typedef struct {
 } Slot;
 
 typedef struct {
+    Slot *slots; /* NULL until the first insert */
+    size_t mask, count;
+} Gen;
+
+typedef struct {
     PyObject_HEAD
-    Slot *slots;
-    size_t mask;
+    Gen *gens;        /* a circle: generation `i` (first <= i < first + n_gens) at i % n_gens */
+    int64_t n_gens;
+    int64_t first;    /* the oldest generation that may hold MACs */
     size_t count;
     Py_ssize_t capacity;
     int64_t max_age_ns;
-    int64_t swept_at;
     unsigned long long overflows;
 } ReplayTable;
 
-#define MIN_SLOTS 4096
+#define MIN_GENS 16
+#define MIN_SLOTS 1024
 
-static Slot *rt_find(Slot *slots, size_t mask, uint64_t a, uint64_t b) {
+static int64_t add_sat(int64_t x, int64_t y) {
+    int64_t r;
+    return __builtin_add_overflow(x, y, &r) ? (y > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+static int64_t floor_div(int64_t x, int64_t d) { return x / d - (x % d < 0); }
+
+static int64_t circle(int64_t i, int64_t n) { return ((i % n) + n) % n; }
+
+static Slot *gen_find(Slot *slots, size_t mask, uint64_t a, uint64_t b) {
     size_t i = (size_t)a & mask;
     while (slots[i].used && !(slots[i].a == a && slots[i].b == b)) i = (i + 1) & mask;
     return &slots[i];
 }
 
-/* Rebuild with `nslots` slots, keeping the entries that expire at or after `keep_from`. */
-static int rt_rebuild(ReplayTable *t, size_t nslots, int64_t keep_from) {
-    Slot *fresh = PyMem_Calloc(nslots, sizeof(Slot));
+static int gen_grow(Gen *g) {
+    size_t n = g->slots == NULL ? MIN_SLOTS : 2 * (g->mask + 1);
+    Slot *fresh = PyMem_Calloc(n, sizeof(Slot));
     if (fresh == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    size_t count = 0;
-    for (size_t i = 0; t->slots != NULL && i <= t->mask; i++) {
-        Slot *s = &t->slots[i];
-        if (s->used && s->expiry >= keep_from) {
-            *rt_find(fresh, nslots - 1, s->a, s->b) = *s;
-            count++;
-        }
-    }
-    PyMem_Free(t->slots);
-    t->slots = fresh;
-    t->mask = nslots - 1;
-    t->count = count;
+    for (size_t i = 0; g->slots != NULL && i <= g->mask; i++)
+        if (g->slots[i].used) *gen_find(fresh, n - 1, g->slots[i].a, g->slots[i].b) = g->slots[i];
+    PyMem_Free(g->slots);
+    g->slots = fresh;
+    g->mask = n - 1;
     return 0;
 }
 
-static size_t slots_for(size_t live) {
-    size_t n = MIN_SLOTS;
-    while (n < 2 * live) n *= 2;
-    return n;
+static void gen_clear(ReplayTable *t, Gen *g) {
+    if (g->count) memset(g->slots, 0, (g->mask + 1) * sizeof(Slot));
+    t->count -= g->count;
+    g->count = 0;
 }
 
-/* Forget every MAC that expired before `now`. */
-static int rt_sweep(ReplayTable *t, int64_t now) {
-    size_t live = 0;
-    for (size_t i = 0; i <= t->mask; i++) live += t->slots[i].used && t->slots[i].expiry >= now;
-    t->swept_at = now;
-    return rt_rebuild(t, slots_for(live), now);
+/* Empty the generations whose slice of time ended at or before `now`. */
+static void rt_sweep(ReplayTable *t, int64_t now) {
+    int64_t done = floor_div(now, BUCKET_NS); /* generations before this one have passed */
+    if (done - t->first >= t->n_gens) { /* long idle: everything has passed */
+        for (int64_t i = 0; i < t->n_gens; i++) gen_clear(t, &t->gens[i]);
+        t->first = done;
+        return;
+    }
+    for (; t->first < done; t->first++) gen_clear(t, &t->gens[circle(t->first, t->n_gens)]);
 }
 
-static int64_t add_sat(int64_t x, int64_t y) {
-    int64_t r;
-    return __builtin_add_overflow(x, y, &r) ? (y > 0 ? INT64_MAX : INT64_MIN) : r;
+/* Make room for generation `idx` in the circle (a window longer than the circle). */
+static int rt_widen(ReplayTable *t, int64_t idx) {
+    int64_t n = t->n_gens;
+    while (idx - t->first >= n) n *= 2;
+    Gen *gens = PyMem_Calloc((size_t)n, sizeof(Gen));
+    if (gens == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int64_t i = t->first; i < t->first + t->n_gens; i++)
+        gens[circle(i, n)] = t->gens[circle(i, t->n_gens)];
+    PyMem_Free(t->gens);
+    t->gens = gens;
+    t->n_gens = n;
+    return 0;
 }
 
 /* 1: first sight, now remembered; 0: a replay; -1: full (fail closed); -2: no memory. */
@@ -156,29 +184,40 @@ static int rt_check(ReplayTable *t, const uint8_t *mac, int64_t signed_at, int64
     uint64_t a, b;
     memcpy(&a, mac, 8);
     memcpy(&b, mac + 8, 8);
-    Slot *s = rt_find(t->slots, t->mask, a, b);
     int64_t expiry = add_sat(signed_at, t->max_age_ns);
-    if (s->used) {
+    /* A generation already emptied: its MACs had all expired. This one has too (for a
+     * `now` that does not go back); keep it in the oldest, which lives longer. */
+    int64_t idx = floor_div(expiry, BUCKET_NS);
+    if (idx < t->first) idx = t->first;
+    if (idx - t->first >= t->n_gens) {
+        rt_sweep(t, now);
+        if (idx < t->first) idx = t->first;
+        if (idx - t->first >= t->n_gens && rt_widen(t, idx) < 0) return -2;
+    }
+    Gen *g = &t->gens[circle(idx, t->n_gens)];
+    Slot *s = g->slots != NULL ? gen_find(g->slots, g->mask, a, b) : NULL;
+    if (s != NULL && s->used) {
         if (s->expiry >= now) return 0;
-        s->expiry = expiry; /* seen before, long enough ago to be stale: remember anew */
+        s->expiry = expiry; /* seen, but long enough ago to be stale: remember anew */
         return 1;
     }
     if ((Py_ssize_t)t->count >= t->capacity) {
-        if (now > t->swept_at && rt_sweep(t, now) < 0) return -2; /* at most once per `now` */
-        if ((Py_ssize_t)t->count >= t->capacity) {
+        rt_sweep(t, now);
+        if ((Py_ssize_t)t->count >= t->capacity || idx < t->first) {
             t->overflows++;
             return -1;
         }
-        s = rt_find(t->slots, t->mask, a, b);
+        s = g->slots != NULL ? gen_find(g->slots, g->mask, a, b) : NULL;
     }
-    if (2 * (t->count + 1) > t->mask + 1) {
-        if (rt_rebuild(t, 2 * (t->mask + 1), INT64_MIN) < 0) return -2;
-        s = rt_find(t->slots, t->mask, a, b);
+    if (g->slots == NULL || 2 * (g->count + 1) > g->mask + 1) {
+        if (gen_grow(g) < 0) return -2;
+        s = gen_find(g->slots, g->mask, a, b);
     }
     s->a = a;
     s->b = b;
     s->expiry = expiry;
     s->used = 1;
+    g->count++;
     t->count++;
     return 1;
 }
@@ -193,20 +232,32 @@ static int ReplayTable_init(ReplayTable *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "replay capacity must be at least 1");
         return -1;
     }
+    for (int64_t i = 0; self->gens != NULL && i < self->n_gens; i++)
+        PyMem_Free(self->gens[i].slots);
+    PyMem_Free(self->gens);
+    self->gens = PyMem_Calloc(MIN_GENS, sizeof(Gen));
+    if (self->gens == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->n_gens = MIN_GENS;
+    self->first = INT64_MIN / BUCKET_NS;
+    self->count = 0;
     self->capacity = capacity;
     self->max_age_ns = max_age_ns;
-    self->swept_at = INT64_MIN;
     self->overflows = 0;
-    return rt_rebuild(self, MIN_SLOTS, INT64_MIN);
+    return 0;
 }
 
 static void ReplayTable_dealloc(ReplayTable *self) {
-    PyMem_Free(self->slots);
+    for (int64_t i = 0; self->gens != NULL && i < self->n_gens; i++)
+        PyMem_Free(self->gens[i].slots);
+    PyMem_Free(self->gens);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int rt_ready(ReplayTable *t) {
-    if (t->slots != NULL) return 1;
+    if (t->gens != NULL) return 1;
     PyErr_SetString(PyExc_RuntimeError, "ReplayTable.__init__ was not called");
     return 0;
 }
@@ -230,7 +281,7 @@ static PyObject *ReplayTable_check_and_remember(ReplayTable *self, PyObject *arg
 static PyObject *ReplayTable_expire(ReplayTable *self, PyObject *arg) {
     long long now = PyLong_AsLongLong(arg);
     if ((now == -1 && PyErr_Occurred()) || !rt_ready(self)) return NULL;
-    if (now >= add_sat(self->swept_at, SWEEP_NS) && rt_sweep(self, now) < 0) return NULL;
+    rt_sweep(self, now);
     Py_RETURN_NONE;
 }
 
@@ -240,7 +291,7 @@ static PyMethodDef ReplayTable_methods[] = {
     {"check_and_remember", (PyCFunction)ReplayTable_check_and_remember, METH_VARARGS,
      "True: first sight, now remembered. False: a replay. None: full, refuse."},
     {"expire", (PyCFunction)ReplayTable_expire, METH_O,
-     "Forget the MACs whose frames are now stale (at most every 100 ms)."},
+     "Forget the MACs whose frames are now stale (a generation at a time)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -309,6 +360,11 @@ static int rd_bytes(const uint8_t **pp, const uint8_t *end, const uint8_t **out,
 static int utf8_ok(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
+        uint64_t word;
+        if (n - i >= 8 && (memcpy(&word, s + i, 8), !(word & 0x8080808080808080ULL))) {
+            i += 8; /* eight ASCII bytes at once: most log text */
+            continue;
+        }
         uint8_t c = s[i];
         if (c < 0x80) {
             i++;
@@ -345,7 +401,7 @@ typedef struct {
     uint8_t lvl;
 } Event;
 
-/* google.protobuf.Timestamp within its valid range: else 0 (Python uses the receive time). */
+/* A Timestamp that fits int64 nanoseconds: else 0 (Python gives the receive time). */
 static int rd_timestamp(const uint8_t *p, const uint8_t *end, int64_t *t_ns) {
     uint64_t seconds = 0, nanos = 0;
     while (p < end) {

@@ -28,9 +28,9 @@ from logd.wire import HEADER_LEN, PONG_PAYLOAD, SIGNED_LEN
 log = logging.getLogger("logd.ingest")
 
 _RECV_SIZE = 65_536
-# Valid google.protobuf.Timestamp range (0001-01-01 .. 9999-12-31): outside it an
-# event time cannot be shown, so the receive time is used instead.
-_MIN_T_S, _MAX_T_S = -62_135_596_800, 253_402_300_799
+# Event times are kept as signed 64-bit nanoseconds (1677-09-21 .. 2262-04-11), within
+# the Timestamp range; an event time outside them gets the receive time instead.
+_MIN_T_S, _MAX_T_S = -9_223_372_036, 9_223_372_035
 _NS = 1_000_000_000
 _DRAIN_EVENTS = 2048  # events stored per readiness event before the loop gets a turn
 

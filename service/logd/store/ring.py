@@ -11,6 +11,7 @@ ring is over budget, so memory never exceeds `capacity` and at least
 
 from __future__ import annotations
 
+import sys
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -36,7 +37,9 @@ class Chunk:
         self.lvls: bytes | bytearray = bytearray()
         self.t_min = 2**63 - 1
         self.t_max = -(2**63)
-        self.lowers_to_ascii: tuple[bytes, ...] | None = None  # known once sealed
+        # Which LOWERS_TO_ASCII sequences the sealed chunk holds: found by its first
+        # case-insensitive search, not on the ingest path.
+        self.lowers_to_ascii: tuple[bytes, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -45,14 +48,22 @@ class Chunk:
         """Freeze into exact-size immutable bytes (a bytearray keeps spare capacity)."""
         self.data = bytes(self.data)
         self.lvls = bytes(self.lvls)
-        self.lowers_to_ascii = _lowers_to_ascii(self.data)
+
+    def special(self) -> tuple[bytes, ...]:
+        """The LOWERS_TO_ASCII sequences in this chunk, remembered once it is sealed."""
+        if self.lowers_to_ascii is not None:
+            return self.lowers_to_ascii
+        found = _lowers_to_ascii(self.data)
+        if isinstance(self.data, bytes):  # sealed: it will not change
+            self.lowers_to_ascii = found
+        return found
 
     def record(self, i: int) -> bytes:
         return bytes(self.data[self.ends[i - 1] if i else 0 : self.ends[i]])
 
     def candidates(self, flt: Filter) -> Iterator[int]:
         """Indexes of events that may match, newest first, found at C speed where possible."""
-        searches = _searches(flt, self.data, self.lowers_to_ascii)
+        searches = _searches(flt, self)
         if searches is not None:
             found: set[int] = set()
             for needle, haystack in searches:
@@ -81,6 +92,18 @@ class Chunk:
             pos = marks.rfind(b"\x01", 0, pos)
 
 
+def _shifted(ends: array[int], delta: int) -> bytes:
+    """The uint32 offsets in `ends` plus `delta`, as bytes, at C speed: read as one big
+    integer, the offsets are its base-2**32 digits, so one addition of `delta` times
+    0x...000100000001 adds it to each. Every result is in [0, 2**32): nothing carries."""
+    ones = int.from_bytes(_ONE * len(ends), sys.byteorder)
+    total = int.from_bytes(ends, sys.byteorder) + delta * ones
+    return total.to_bytes(4 * len(ends), sys.byteorder)
+
+
+_ONE = (1).to_bytes(4, sys.byteorder)
+
+
 def _marks(lvl: int) -> bytes:
     return bytes(int(v >= lvl) for v in range(256))
 
@@ -89,24 +112,24 @@ _LEVEL_MARKS = [_marks(lvl) for lvl in range(256)]
 
 
 def _lowers_to_ascii(data: bytes | bytearray) -> tuple[bytes, ...]:
+    if data.isascii():  # most logs: one fast pass instead of a search per sequence
+        return ()
     return tuple(seq for seq in LOWERS_TO_ASCII if seq in data)
 
 
-def _searches(
-    flt: Filter, data: bytes | bytearray, special: tuple[bytes, ...] | None
-) -> list[tuple[bytes, bytes | bytearray]] | None:
+def _searches(flt: Filter, chunk: Chunk) -> list[tuple[bytes, bytes | bytearray]] | None:
     """Substring searches whose hits cover every possible match (None: check every event).
 
     An exact-match field must appear as is: the longest one is searched. A text needle
     is searched in the lowered chunk when that is exact (filters.lowered_bytes_can_match);
     events holding one of the few characters that lower to ASCII are added to be checked.
     """
+    data = chunk.data
     exact = [n.encode() for n in (flt.fn, flt.url, flt.env, flt.svc) if n]
     if exact:
         return [(max(exact, key=len), data)]
     if flt.txt and flt.txt.isascii():
-        found = _lowers_to_ascii(data) if special is None else special
-        return [(flt.txt.encode(), data.lower()), *((seq, data) for seq in found)]
+        return [(flt.txt.encode(), data.lower()), *((seq, data) for seq in chunk.special())]
     return None
 
 
@@ -175,9 +198,8 @@ class Ring:
                 continue
             stop = max(stop, start + 1)  # an empty chunk takes an event of any size
             end = ends[stop - 1]
-            base = len(chunk.data) - offset
+            chunk.ends.frombytes(_shifted(ends[start:stop], len(chunk.data) - offset))
             chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
-            chunk.ends.extend(map(base.__add__, ends[start:stop]))
             chunk.times.extend(times[start:stop])
             chunk.lvls += lvls[start:stop]
             chunk.t_min = min(chunk.t_min, t_min)  # bounds of the run: wider is still correct

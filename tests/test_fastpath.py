@@ -1,0 +1,351 @@
+"""The C accept path (logd._fastpath) against the Python one (accept.py), which is its
+specification: the same datagrams through both, over real UDP sockets, must store the
+same events and count the same things. Hypothesis makes the datagrams, including
+authenticated payloads in odd encodings that only a careful protobuf reader gets right.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from array import array
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from logd import _fastpath
+from logd._pb.logd_pb2 import PING, Cmd, Msg
+from logd.accept import FrameChecker
+from logd.fastpath import FastPath, available, replay_guard
+from logd.filters import Filter
+from logd.ingest import UdpIngest
+from logd.keys import KeyHolder, KeyRing, Role, Stage
+from logd.replay import ReplayGuard
+from logd.store import MemoryStore
+from logd.store.ring import Ring
+from logd.wire import HEADER_LEN, Signer
+
+S = 1_000_000_000
+NOW = 1_800_000_000 * S
+READ, WRITE, OLD_WRITE = b"fp-read-secret-0000000", b"fp-write-secret-000000", b"fp-old-write-0"
+WRITER, READER, OLD = Signer(WRITE), Signer(READ), Signer(OLD_WRITE)
+STRANGER = Signer(b"not-a-key-logd-knows")
+
+
+def test_the_extension_is_built() -> None:
+    """`make install` builds it; without it every test below would test nothing new."""
+    assert available()
+    assert isinstance(replay_guard(max_age_ns=S, capacity=10), _fastpath.ReplayTable)
+
+
+def _ring() -> KeyRing:
+    return KeyRing.from_secrets({
+        (Role.READ, Stage.CURRENT): READ,
+        (Role.WRITE, Stage.CURRENT): WRITE,
+        (Role.WRITE, Stage.PREVIOUS): OLD_WRITE,
+    })  # fmt: skip
+
+
+class Side:
+    """One real ingest on its own socket; `fast` picks the C path."""
+
+    def __init__(self, *, fast: bool, max_rings: int = 64) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.keys = KeyHolder(_ring())
+        self.guard = (
+            replay_guard(max_age_ns=S, capacity=100_000)
+            if fast
+            else ReplayGuard(max_age_ns=S, capacity=100_000)
+        )
+        self.store = MemoryStore(ring_bytes=1 << 24, ring_sizes={}, max_rings=max_rings,
+                                 max_tails=1, tail_queue=1)  # fmt: skip
+        limits = {"max_frame": 65_507, "max_age_ns": S, "max_future_ns": S // 4}
+        checker = FrameChecker(keys=self.keys, guard=self.guard, **limits)
+        self.now = NOW
+        self.ingest = UdpIngest(
+            sock=self.sock, checker=checker, store=self.store, expire=self.guard.expire,
+            clock=lambda: self.now,
+            fast=FastPath(keys=self.keys, guard=self.guard, store=self.store, **limits)
+            if fast else None,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def stored(self) -> list[tuple[str, list[tuple[int, Msg]]]]:
+        rings = []
+        for ring in self.store._all_rings():
+            events = [(t_ns, msg or Msg.FromString(data)) for t_ns, data, msg in
+                      ring.scan(Filter())]  # fmt: skip
+            rings.append((ring.key, events))
+        return sorted(rings, key=lambda r: r[0])
+
+    def counts(self) -> dict[str, object]:
+        s = self.ingest.stats
+        return {
+            "received": s.received, "accepted": s.accepted, "events": s.events,
+            "pongs": s.pongs, "rejected": dict(s.rejected), "keys": dict(s.keys.current),
+            "guard": len(self.guard), "overflow": self.store.overflow_events,
+        }  # fmt: skip
+
+
+@pytest.fixture
+def sides() -> Iterator[tuple[Side, Side, socket.socket]]:
+    python, c = Side(fast=False), Side(fast=True)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    yield python, c, sender
+    for s in (python, c):
+        s.close()
+    sender.close()
+
+
+def feed(sides: tuple[Side, Side, socket.socket], datagrams: list[bytes]) -> None:
+    python, c, sender = sides
+    for side in (python, c):
+        for d in datagrams:
+            sender.sendto(d, side.sock.getsockname())
+        side.ingest._drain()
+
+
+def assert_same(python: Side, c: Side) -> None:
+    assert c.counts() == python.counts()
+    assert c.stored() == python.stored()
+
+
+# --- payloads -------------------------------------------------------------------------
+
+strings = st.text(max_size=30)
+times = st.one_of(
+    st.none(),  # no time: the receive time is stored
+    st.integers(0, 2**40).map(lambda ns: NOW - ns),
+    st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**31), 2**31 - 1)),  # any
+)
+
+
+@st.composite
+def msgs(draw: st.DrawFn) -> Msg:
+    msg = Msg(env=draw(st.sampled_from(["", "prod", "dev", "é"])),
+              svc=draw(st.sampled_from(["", "api", "db"])), fn=draw(strings),
+              txt=draw(st.text(max_size=200)), lvl=draw(st.integers(-3, 300)),
+              http_method=draw(st.integers(-2, 9)), url=draw(strings),
+              response_status=draw(st.integers(-(2**31), 2**31 - 1)),
+              attrs=draw(st.dictionaries(strings, strings, max_size=3)))  # fmt: skip
+    t = draw(times)
+    if isinstance(t, int):
+        msg.t.seconds, msg.t.nanos = divmod(t, S)
+    elif t is not None:
+        msg.t.seconds, msg.t.nanos = t
+    return msg
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes:
+    cmd = Cmd(name=draw(st.sampled_from([0, 0, 0, PING, 5, 7])))
+    if draw(st.booleans()):
+        cmd.msg.CopyFrom(draw(msgs()))
+    cmd.batch.extend(draw(st.lists(msgs(), max_size=4)))
+    data = cmd.SerializeToString()
+    how = draw(st.sampled_from(["as is", "as is", "flip", "cut", "append", "random"]))
+    if how == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    elif how == "cut" and data:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif how == "append":  # unknown fields, repeated fields, odd tags
+        data += draw(st.binary(max_size=12))
+    elif how == "random":
+        data = draw(st.binary(max_size=64))
+    return data
+
+
+@st.composite
+def datagrams(draw: st.DrawFn) -> list[bytes]:
+    out: list[bytes] = []
+    for _ in range(draw(st.integers(1, 12))):
+        signer = draw(st.sampled_from([WRITER, WRITER, WRITER, OLD, READER, STRANGER]))
+        age = draw(st.sampled_from([0, 0, 0, -S // 2, 2 * S, -S]))  # future / stale too
+        frame = signer.sign(draw(payloads()), NOW - age - len(out))
+        mangle = draw(st.sampled_from(["no"] * 6 + ["mac", "version", "short", "replay"]))
+        if mangle == "mac":
+            frame = frame[:20] + bytes([frame[20] ^ 1]) + frame[21:]
+        elif mangle == "version":
+            frame = b"\x02" + frame[1:]
+        elif mangle == "short":
+            frame = frame[: HEADER_LEN - 1]
+        elif mangle == "replay" and out:
+            frame = draw(st.sampled_from(out))
+        out.append(frame)
+    return out
+
+
+DIFF = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+
+
+@DIFF
+@given(batch=datagrams())
+def test_c_and_python_agree_on_any_datagrams(
+    sides: tuple[Side, Side, socket.socket], batch: list[bytes]
+) -> None:
+    python, c, _ = sides
+    before = python.counts(), python.stored()
+    feed(sides, batch)
+    assert_same(python, c)
+    assert (python.counts(), python.stored()) != before or not batch
+
+
+def test_a_key_reload_reaches_the_c_path(sides: tuple[Side, Side, socket.socket]) -> None:
+    python, c, _ = sides
+    new_writer = Signer(b"fp-new-write-secret")
+    payload = Cmd(msg=Msg(env="prod", svc="api", txt="hello")).SerializeToString()
+    feed(sides, [new_writer.sign(payload, NOW)])
+    assert c.counts()["rejected"] == python.counts()["rejected"]
+    assert c.ingest.stats.rejected["unknown_key"] == 1
+    ring = KeyRing.from_secrets({(Role.READ, Stage.CURRENT): READ,
+                                 (Role.WRITE, Stage.CURRENT): b"fp-new-write-secret"})  # fmt: skip
+    for side in (python, c):
+        side.keys.ring = ring
+    feed(sides, [new_writer.sign(payload, NOW - 1), WRITER.sign(payload, NOW - 2)])
+    assert_same(python, c)
+    assert c.ingest.stats.events == 1  # the new key writes; the dropped one no longer does
+    assert c.ingest.stats.keys.current == {new_writer.key_id: 1}
+
+
+def test_overflow_rings_count_every_event() -> None:
+    python, c = Side(fast=False, max_rings=1), Side(fast=True, max_rings=1)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        batch = Cmd(batch=[Msg(env="a", svc=str(i % 3), txt=str(i)) for i in range(9)])
+        feed((python, c, sender), [WRITER.sign(batch.SerializeToString(), NOW)])
+        assert_same(python, c)
+        assert c.store.overflow_events == 6
+    finally:
+        for s in (python, c):
+            s.close()
+        sender.close()
+
+
+# --- the replay table against ReplayGuard -------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(-S // 4, S), st.integers(0, S // 3)),
+        max_size=60,
+    ),
+    capacity=st.integers(1, 30),
+)
+def test_replay_table_keeps_replay_guards_promises(
+    steps: list[tuple[int, int, int]], capacity: int
+) -> None:
+    """Same answers for fresh frames in any order as time goes on (the checker refuses
+    stale and future ones first). A MAC names one frame, so here it is made from the
+    frame's signing time and a nonce."""
+    guard = ReplayGuard(max_age_ns=S, capacity=capacity)
+    table = _fastpath.ReplayTable(max_age_ns=S, capacity=capacity)
+    now = NOW
+    for nonce, age, advance in steps:
+        now += advance
+        signed_at = now - age
+        mac = struct.pack(">qq", signed_at, nonce)
+        answers = [g.check_and_remember(mac, signed_at, now) for g in (guard, table)]
+        assert answers[0] == answers[1]
+        if advance % 5 == 0:
+            guard.expire(now)
+            table.expire(now)
+    assert table.overflows == guard.overflows
+
+
+def test_replay_table_fails_closed_when_full_and_forgets_what_expired() -> None:
+    table = _fastpath.ReplayTable(max_age_ns=S, capacity=2)
+    assert table.check_and_remember(b"a" * 16, NOW, NOW) is True
+    assert table.check_and_remember(b"b" * 16, NOW, NOW) is True
+    assert table.check_and_remember(b"c" * 16, NOW, NOW) is None  # full: refused
+    assert table.check_and_remember(b"a" * 16, NOW, NOW) is False  # still a replay
+    assert (len(table), table.overflows) == (2, 1)
+    later = NOW + S + 200_000_000  # both expired, in generations that have passed
+    table.expire(later)
+    assert len(table) == 0
+    assert table.check_and_remember(b"c" * 16, later, later) is True
+
+
+def test_replay_table_needs_a_capacity() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        _fastpath.ReplayTable(max_age_ns=S, capacity=0)
+    with pytest.raises(ValueError, match="16 bytes"):
+        _fastpath.ReplayTable(max_age_ns=S, capacity=1).check_and_remember(b"x", NOW, NOW)
+
+
+# --- Ring.extend against Ring.append ------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=80),
+    capacity=st.integers(2000, 60_000),
+    split=st.integers(1, 10),
+)
+def test_extend_stores_what_append_would(sizes: list[int], capacity: int, split: int) -> None:
+    one, many = Ring("a/b", "a", "b", capacity), Ring("a/b", "a", "b", capacity)
+    events = [(NOW + i, i % 7, bytes([65 + i % 26]) * n) for i, n in enumerate(sizes)]
+    for t_ns, lvl, data in events:
+        one.append(t_ns, lvl, data)
+    for start in range(0, len(events), split):  # runs of `split` events
+        run = events[start : start + split]
+        ends = array("I")
+        for _, _, data in run:
+            ends.append((ends[-1] if ends else 0) + len(data))
+        many.extend(b"".join(d for _, _, d in run), ends, array("q", (t for t, _, _ in run)),
+                    bytes(lvl for _, lvl, _ in run), run[0][0], run[-1][0])  # fmt: skip
+    assert (many.events, many.bytes, many.evicted) == (one.events, one.bytes, one.evicted)
+    assert list(many.scan(Filter())) == list(one.scan(Filter()))
+    assert [len(c) for c in many._chunks] == [len(c) for c in one._chunks]
+
+
+def test_c_stores_plain_writes_and_leaves_pings_to_python() -> None:
+    """The split itself: a well-formed WRITE comes back as a run of stored bytes; a PING,
+    which needs an answer, comes back as a checked frame with its key's slot."""
+    guard = _fastpath.ReplayTable(max_age_ns=S, capacity=10)
+    engine = _fastpath.Engine(guard, max_frame=65_507, max_age_ns=S, max_future_ns=S // 4)
+    engine.set_keys([(k.signer.key_id, *k.signer.pad_blocks(), k.role is Role.WRITE)
+                     for k in _ring().keys])  # fmt: skip
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        msg = Msg(env="prod", svc="api", txt="hello")  # no time: the receive time is added
+        tx.sendto(WRITER.sign(Cmd(msg=msg).SerializeToString(), NOW), rx.getsockname())
+        tx.sendto(READER.sign(Cmd(name=PING).SerializeToString(), NOW), rx.getsockname())
+        items, err = engine.drain(rx.fileno(), NOW, 10, 100)
+    finally:
+        rx.close()
+        tx.close()
+    assert err == 0
+    (kind, env, svc, data, ends, times, lvls, t_min, t_max), (kind2, frame, addr, slot, at) = items
+    assert (kind, env, svc, kind2, slot, at) == (_fastpath.ITEM_RUN, "prod", "api",
+                                                 _fastpath.ITEM_FRAME, 0, NOW)  # fmt: skip
+    stored = Msg.FromString(data)
+    assert (stored.txt, stored.t.seconds * S + stored.t.nanos) == ("hello", NOW)
+    assert (array("q", times).tolist(), lvls, t_min, t_max) == ([NOW], b"\0", NOW, NOW)
+    assert array("I", ends).tolist() == [len(data)]
+    assert (addr[0], Cmd.FromString(frame[HEADER_LEN:]).name) == ("127.0.0.1", PING)
+    assert engine.take_counts() == (2, (0, 0, 0, 0, 0, 0), 1, 1, (0, 1, 0))
+
+
+def test_event_times_past_2262_get_the_receive_time_on_both_paths(
+    sides: tuple[Side, Side, socket.socket],
+) -> None:
+    """Times are kept as int64 nanoseconds; a valid Timestamp beyond them (year 9999)
+    once overflowed the ring's time array on the Python path."""
+    python, c, _ = sides
+    far = Msg(txt="far")
+    far.t.seconds = 253_402_300_799  # 9999-12-31T23:59:59Z
+    feed(sides, [WRITER.sign(Cmd(msg=far).SerializeToString(), NOW)])
+    assert_same(python, c)
+    assert [t for _, events in c.stored() for t, _ in events] == [NOW]
