@@ -4,29 +4,43 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FASTPATH := $(VENV)/.fastpath-built
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
+.PHONY: install build-deps run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
 	wheel synth diff deploy
 
-install: $(STAMP)
+install: $(STAMP) $(FASTPATH)
+
+# A C compiler, OpenSSL's and Python's headers: the C accept path (setup.py) and the
+# benchmark's sender are built with them.
+build-deps:
+	@command -v gcc >/dev/null && test -f /usr/include/openssl/evp.h || \
+		{ apt-get update -qq && apt-get install -y -qq gcc libssl-dev; }
+	@test -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" || \
+		{ apt-get update -qq && apt-get install -y -qq python3-dev; }
 
 # Re-installs when the dependency list changes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py | build-deps
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "logd needs Python 3.11 or newer: $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(FASTPATH)
+
+# The C accept path (service/logd/_fastpath.c), rebuilt in place when its source changes.
+$(FASTPATH): service/logd/_fastpath.c | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(FASTPATH)
 
 run: install
 	$(BIN)/logd serve --udp-addr 127.0.0.1:6102 --http-addr 127.0.0.1:6101
 
 lint: install
-	$(BIN)/ruff check service rotation_lambda infra tests bench
-	$(BIN)/ruff format --check service rotation_lambda infra tests bench
+	$(BIN)/ruff check setup.py service rotation_lambda infra tests bench
+	$(BIN)/ruff format --check setup.py service rotation_lambda infra tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -54,9 +68,7 @@ proto: install
 # Benchmark (a few minutes): table on stdout, bench/results.json. BENCH_ARGS="--runs 5" etc.
 BENCH_SENDER := bench/build/sender
 
-$(BENCH_SENDER): bench/sender.c
-	@command -v gcc >/dev/null && test -f /usr/include/openssl/evp.h || \
-		{ apt-get update -qq && apt-get install -y -qq gcc libssl-dev; }
+$(BENCH_SENDER): bench/sender.c | build-deps
 	mkdir -p $(dir $@)
 	gcc -O2 -Wall -Wextra -o $@ $< -lcrypto
 
@@ -90,9 +102,11 @@ INSTANCE_PYTHON := 3.11
 WHEELHOUSE := build/wheelhouse
 INSTANCE_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_28 manylinux_2_34,--platform $(p)_aarch64)
 
-build/.wheelhouse-built: pyproject.toml $(shell find service/logd -name '*.py') | install
+# The logd wheel is pure Python (LOGD_PURE_PYTHON=1): one built here on x86-64 cannot carry
+# an arm64 C extension, so the host runs the Python accept path.
+build/.wheelhouse-built: pyproject.toml setup.py $(shell find service/logd -name '*.py') | install
 	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	LOGD_PURE_PYTHON=1 $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
 	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
 		$(INSTANCE_PLATFORMS) --python-version $(INSTANCE_PYTHON) --implementation cp \
 		"$$(ls $(WHEELHOUSE)/logd-*.whl)[aws,fast]"

@@ -229,6 +229,34 @@ def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[
     }
 
 
+def logd_drain(
+    server: LogdServer, sender: Path, cores: Cores, *, packets: int, rounds: int
+) -> dict[str, Any]:
+    """logd kept busy, measured as the bare loop is (bare_drain): stopped while the sender
+    fills its socket buffer, then measured while it empties it. Once the sender can no
+    longer keep logd saturated, this is its cost per frame at saturation; the flat-out
+    figure then includes waking up for short bursts. The server must run with a max_age
+    longer than a fill takes, so that no queued frame is refused as stale."""
+    total: dict[str, float] = {"cpu_s": 0.0, "received": 0, "stored": 0}
+    for _ in range(rounds):
+        before, _ = wait_drained(server, cores, server.udp_port)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            load = Load(seconds=600, count=packets)
+            send(sender, server.udp_port, server.write_secret, load, cores.load)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        after, _ = wait_drained(server, cores, server.udp_port)
+        d = before.delta(after)
+        for key in total:
+            total[key] += d[key]
+    return {
+        "sent": packets * rounds,
+        **total,
+        "cpu_us_per_frame": 1e6 * total["cpu_s"] / max(1, total["received"]),
+    }
+
+
 def bare_drain(
     sender: Path, cores: Cores, *, packets: int, rounds: int, rcvbuf: int
 ) -> dict[str, Any]:

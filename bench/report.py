@@ -46,7 +46,9 @@ ROWS = [
         ">= 120,000/s (<=0.5% loss)", lambda v: v >= 120_000),
     Row("ingest.saturation_frames_per_s", "per-frame ingest: saturation", _rate,
         "(Go: 270-285k/s)"),
-    Row("ingest.cpu_us_per_frame", "per-frame ingest: CPU per frame at saturation", _us,
+    Row("ingest.cpu_us_per_frame", "per-frame ingest: CPU per frame, sender flat out", _us,
+        ""),
+    Row("ingest.drain_cpu_us_per_frame", "per-frame ingest kept busy: CPU per frame", _us,
         "(Go: 3.5-3.8 µs)"),
     Row("ingest.frames_per_cpu_s", "per-frame ingest: frames per CPU-second", _rate,
         "(Go: 263-286k)"),
@@ -54,7 +56,8 @@ ROWS = [
         _us, "(ref. machine: 1.25-1.5 µs)"),
     Row("bare.live_cpu_us_per_packet", "bare loop fed live by the sender: CPU per packet",
         _us, ""),
-    Row("ingest.ratio_to_bare", "per-frame CPU / bare recv loop", _times, "<= 2.7x",
+    Row("ingest.ratio_to_bare", "per-frame CPU / bare recv loop, both kept busy", _times,
+        "<= 2.7x",
         lambda v: v <= 2.7),
     Row("batched.events_per_s", "batched ingest (16 events/frame)", _rate,
         ">= 1,000,000 events/s", lambda v: v >= 1_000_000),
@@ -113,10 +116,11 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
 
     out: dict[str, float | str] = {}
     if raw.get("saturation"):
-        per_frame = med("saturation", "cpu_us_per_frame")
+        per_frame = med("logd_drain", "cpu_us_per_frame")
         bare = med("bare_drain", "cpu_us_per_packet")
         out["ingest.saturation_frames_per_s"] = med("saturation", "frames_per_s")
-        out["ingest.cpu_us_per_frame"] = per_frame
+        out["ingest.cpu_us_per_frame"] = med("saturation", "cpu_us_per_frame")
+        out["ingest.drain_cpu_us_per_frame"] = per_frame
         out["ingest.frames_per_cpu_s"] = 1e6 / per_frame if per_frame > 0 else math.nan
         out["bare.cpu_us_per_packet"] = bare
         out["bare.live_cpu_us_per_packet"] = med("bare", "cpu_us_per_packet")

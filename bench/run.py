@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -114,9 +114,11 @@ class Bench:
             self.busy_at_start.append(busy)
 
     @contextmanager
-    def server(self, rcvbuf: int, ring_bytes: int = 256 * MiB) -> Iterator[LogdServer]:
+    def server(
+        self, rcvbuf: int, ring_bytes: int = 256 * MiB, extra: Sequence[str] = ()
+    ) -> Iterator[LogdServer]:
         flags = [f"--udp-rcvbuf={rcvbuf}", f"--ring-bytes={ring_bytes}"]
-        flags += ["--replay-capacity=5000000"]
+        flags += ["--replay-capacity=5000000", *extra]
         with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
             self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]
             self.favoured = server.favoured
@@ -154,6 +156,17 @@ class Bench:
                     rcvbuf=s.drain_rcvbuf,
                 )
             )
+            # Frames wait in the buffer while logd is stopped: a long max_age keeps them fresh.
+            with self.server(s.drain_rcvbuf, extra=["--max-age=120"]) as server:
+                self.raw.setdefault("logd_drain", []).append(
+                    ingest.logd_drain(
+                        server,
+                        self.sender,
+                        self.cores,
+                        packets=s.drain_packets,
+                        rounds=s.drain_rounds,
+                    )
+                )
             self.raw.setdefault("saturation", []).append(saturation(flat, s.sat_rcvbuf))
             batched = replace(flat, batch=s.batch)
             self.raw.setdefault("batched", []).append(saturation(batched, s.batched_rcvbuf))

@@ -28,6 +28,7 @@ NUMBERS = [
     "ingest.no_loss_frames_per_s",
     "ingest.saturation_frames_per_s",
     "ingest.cpu_us_per_frame",
+    "ingest.drain_cpu_us_per_frame",
     "bare.cpu_us_per_packet",
     "batched.events_per_s",
     "batched.cpu_us_per_event",
@@ -80,10 +81,12 @@ def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> N
     assert "ingest.ratio_to_bare" in summary
     for run_ in results["raw"]["saturation"] + results["raw"]["batched"]:
         assert "bad_mac" not in run_["rejected"]
+    for run_ in results["raw"]["logd_drain"]:  # kept busy: nothing queued went stale
+        assert run_["stored"] == run_["received"] == run_["sent"]
     logger = summary.get("logger.call_us")
     assert isinstance(logger, float | str)
     assert results["table"] in run.stdout
-    assert "| per-frame CPU / bare recv loop |" in run.stdout
+    assert "| per-frame CPU / bare recv loop, both kept busy |" in run.stdout
 
 
 def test_smoke_run_frames_are_all_accepted(sender: Path, tmp_path: Path) -> None:
