@@ -55,3 +55,113 @@ def test_cap_on_subscribers_and_close() -> None:
         hub.subscribe(Filter())  # room again
 
     asyncio.run(run())
+
+
+def test_a_burst_is_one_flush_whose_bytes_every_subscriber_shares() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=4, queue_len=10)
+        subs = [hub.subscribe(Filter()) for _ in range(3)]
+        for i in range(5):
+            hub.publish(Msg(txt=str(i)))
+        chunks = [await sub.next_chunk(1, sse=False) for sub in subs]
+        assert [json.loads(x)["txt"] for x in chunks[0].splitlines()] == list("01234")
+        assert all(chunk is chunks[0] for chunk in chunks)  # encoded once for all three
+        assert (hub.flushes, hub.published) == (1, 5)
+
+    asyncio.run(run())
+
+
+def test_the_first_event_after_a_quiet_spell_is_not_held_back() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=10, coalesce_s=3600)
+        sub = hub.subscribe(Filter())
+        hub.publish(Msg(txt="now"))
+        lines, _ = await sub.next_batch(60)  # an hour's coalescing would not answer
+        assert [json.loads(x)["txt"] for x in lines] == ["now"]
+
+    asyncio.run(run())
+
+
+def test_chunks_put_the_dropped_notice_first_in_both_formats() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=2, queue_len=2)
+        ndjson, sse = hub.subscribe(Filter()), hub.subscribe(Filter())
+        for i in range(5):
+            hub.publish(Msg(txt=str(i)))
+        first, *lines = (await ndjson.next_chunk(1, sse=False)).decode().splitlines()
+        assert json.loads(first) == {"dropped": 3}
+        assert [json.loads(x)["txt"] for x in lines] == ["0", "1"]
+        events = (await sse.next_chunk(1, sse=True)).decode().split("\n\n")
+        assert events[0] == 'event: dropped\ndata: {"dropped": 3}'
+        assert [json.loads(e.removeprefix("data: "))["txt"] for e in events[1:3]] == ["0", "1"]
+        assert events[3:] == [""]
+        assert hub.dropped == 6
+
+    asyncio.run(run())
+
+
+def test_nothing_new_is_a_keep_alive_in_both_formats() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=2)
+        sub = hub.subscribe(Filter())
+        assert await sub.next_chunk(0.01, sse=False) == b"\n"
+        assert await sub.next_chunk(0.01, sse=True) == b": keep-alive\n\n"
+
+    asyncio.run(run())
+
+
+def test_a_full_queue_keeps_its_oldest_lines_across_flushes() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=3, coalesce_s=0)
+        sub = hub.subscribe(Filter())
+        for i in range(4):
+            hub.publish(Msg(txt=str(i)))
+            hub.flush()  # one flush per event, as under light load
+        lines, dropped = await sub.next_batch(1)
+        assert [json.loads(x)["txt"] for x in lines] == ["0", "1", "2"]
+        assert dropped == 1
+
+    asyncio.run(run())
+
+
+def test_a_subscriber_does_not_get_what_was_published_before_it_came() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=2, queue_len=10)
+        early = hub.subscribe(Filter())
+        hub.publish(Msg(txt="before"))  # not flushed yet
+        late = hub.subscribe(Filter())
+        hub.publish(Msg(txt="after"))
+        lines, _ = await late.next_batch(1)
+        assert [json.loads(x)["txt"] for x in lines] == ["after"]
+        lines, _ = await early.next_batch(1)
+        assert [json.loads(x)["txt"] for x in lines] == ["before", "after"]
+
+    asyncio.run(run())
+
+
+def test_close_wakes_a_waiting_reader() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=3)
+        sub = hub.subscribe(Filter())
+        reader = asyncio.ensure_future(sub.next_chunk(3600, sse=False))
+        await asyncio.sleep(0)  # it waits now
+        hub.close_all()
+        with pytest.raises(TailClosed):
+            await reader
+
+    asyncio.run(run())
+
+
+def test_filtered_subscribers_share_the_rendering_not_the_batch() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=3, queue_len=10)
+        errors = hub.subscribe(Filter(lvl=ERROR))
+        everything = hub.subscribe(Filter())
+        hub.publish(Msg(txt="a", lvl=INFO))
+        hub.publish(Msg(txt="b", lvl=ERROR))
+        (err,) = (await errors.next_chunk(1, sse=False)).splitlines()
+        lines = (await everything.next_chunk(1, sse=False)).splitlines()
+        assert lines[1] == err
+        assert hub.published == 2
+
+    asyncio.run(run())

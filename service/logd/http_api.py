@@ -192,26 +192,15 @@ async def tail(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         while True:
             try:
-                lines, dropped = await sub.next_batch(KEEPALIVE_S)
+                chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)
             except TailClosed:
                 break
-            await response.write(_stream_chunk(lines, dropped, sse=sse))
+            await response.write(chunk)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:
         sub.close()
     return response
-
-
-def _stream_chunk(lines: list[str], dropped: int, *, sse: bool) -> bytes:
-    parts: list[str] = []
-    if dropped:
-        notice = json.dumps({"dropped": dropped})
-        parts.append(f"event: dropped\ndata: {notice}\n\n" if sse else notice + "\n")
-    parts.extend(f"data: {line}\n\n" if sse else line + "\n" for line in lines)
-    if not parts:  # keep-alive
-        parts.append(": keep-alive\n\n" if sse else "\n")
-    return "".join(parts).encode()
 
 
 def status(app: web.Application) -> dict[str, Any]:
