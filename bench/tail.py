@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.ingest import Snap
 from bench.procs import Cores, Load, LogdServer, pin, send, stop_pid, wait_for
@@ -27,39 +27,70 @@ _SENT = re.compile(rb"sent=(\d+)")
 CONNECT_TIMEOUT_S = 10.0
 
 
+class _TailStream(asyncio.Protocol):
+    """One /tail stream, read in `data_received`: each chunk is stamped on arrival and
+    its lines' `sent=` times become samples, with no task or future per read."""
+
+    def __init__(self, request: bytes, samples: list[int]) -> None:
+        self._request = request
+        self._samples = samples
+        self._buf = b""  # the head until it is complete, then a partial line
+        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lines = 0
+        self.last_line = 0.0  # monotonic
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        data = self._buf + data
+        if not self.head.done():
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self._buf = data
+                return
+            self.head.set_result(data[: end + 4])
+            data = data[end + 4 :]
+        cut = data.rfind(b"\n") + 1
+        self._buf = data[cut:]
+        sent = _SENT.findall(data, 0, cut)
+        if sent:
+            self._samples.extend([now - int(s) for s in sent])
+            self.lines += len(sent)
+            self.last_line = time.monotonic()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_exception(exc or ConnectionError("/tail closed before its head"))
+        self.closed.set_result(None)
+
+
 async def _subscribe(url: str, secret: str, samples: list[int], until: float, idle_s: float) -> int:
     """Read one /tail stream until `until` (monotonic), or until it has been quiet for
     `idle_s` after its first line; returns the lines seen."""
     parts = urllib.parse.urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(
+    request = (
         f"GET /tail HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {secret}\r\n"
-        "Accept: application/x-ndjson\r\n\r\n".encode()
+        "Accept: application/x-ndjson\r\n\r\n"
+    ).encode()
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    loop = asyncio.get_running_loop()
+    transport, stream = await loop.create_connection(
+        lambda: _TailStream(request, samples), host, port
     )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT_S)
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError("/tail answered " + repr(head.splitlines()[0]))
-    lines = 0
-    carry = b""
     try:
-        while (left := until - time.monotonic()) > 0:
-            try:
-                wait = min(left, idle_s) if lines else left
-                chunk = await asyncio.wait_for(reader.read(1 << 16), wait)
-            except TimeoutError:
+        head = await asyncio.wait_for(stream.head, CONNECT_TIMEOUT_S)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError("/tail answered " + repr(head.splitlines()[0]))
+        while (left := until - time.monotonic()) > 0 and not stream.closed.done():
+            if stream.lines and time.monotonic() - stream.last_line >= idle_s:
                 break
-            if not chunk:
-                break
-            now = time.time_ns()
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            for match in _SENT.finditer(data, 0, cut):
-                samples.append(now - int(match[1]))
-                lines += 1
+            await asyncio.sleep(min(left, idle_s / 10))
     finally:
-        writer.close()
-    return lines
+        transport.close()
+    return stream.lines
 
 
 async def _client(
