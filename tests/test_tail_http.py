@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,48 @@ def test_an_overflow_is_told_in_band_before_the_lines_kept(tmp_path: Path, accep
         assert proc.info()["tail"]["dropped"] == PER_FRAME - 1
     finally:
         proc.stop()
+
+
+def test_a_client_that_stops_reading_is_told_what_it_lost(tmp_path: Path) -> None:
+    """Its connection backs up, the server falls back to writing with flow control, its
+    queue fills: every event it subscribed to is then either a line or counted in-band."""
+    proc = start_logd(tmp_path, "--tail-queue", "64")
+    try:
+        with open_tail(proc) as response:
+            wait_for(lambda: proc.info()["tail"]["subscribers"] == 1)
+            filler = "x" * 1000
+            while not proc.info()["tail"]["dropped"]:  # not reading meanwhile
+                for _ in range(50):
+                    proc.write(*(Msg(env="prod", svc="api", txt=filler) for _ in range(PER_FRAME)))
+            # Datagrams are handled in order: once this one is stored, all the rest are.
+            proc.write(Msg(env="prod", svc="api", txt="last"))
+            wait_for(lambda: proc.query(txt="last"))
+            writes = proc.info()["store"]["writes"]
+            lines = dropped = 0
+            while lines + dropped < writes:
+                line = response.readline()
+                if not line.strip():
+                    continue  # a keep-alive
+                event = json.loads(line)
+                if "dropped" in event:
+                    dropped += event["dropped"]
+                else:
+                    assert event["txt"] in (filler, "last")
+                    lines += 1
+            assert lines + dropped == writes
+            assert dropped == proc.info()["tail"]["dropped"] > 0
+    finally:
+        proc.stop()
+
+
+def test_an_http_1_0_client_gets_the_stream_unchunked(logd: LogdProcess) -> None:
+    host, port = urllib.parse.urlsplit(logd.http_url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET /tail HTTP/1.0\r\nAuthorization: {READ_SECRET}\r\n\r\n".encode())
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"HTTP/1.0 200")
+        while stream.readline() != b"\r\n":  # the rest of the head
+            pass
+        wait_for(lambda: logd.info()["tail"]["subscribers"] == 1)
+        texts = _burst(logd)
+        assert [json.loads(stream.readline())["txt"] for _ in texts] == texts
