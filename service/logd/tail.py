@@ -4,8 +4,9 @@ Ingest calls `publish` and never waits: it only appends the event to the hub's
 pending list. A flush, run by the event loop at most once per `coalesce_s`,
 renders each pending event's JSON once and hands the batch to every matching
 subscriber; subscribers without a filter share the batch and its encoded bytes,
-so a flush costs one wake-up and one write per subscriber however many events
-it carries. A subscriber whose queue is full loses events, and the loss is
+so a flush costs one write per subscriber however many events it carries (made
+by the flush itself through a sink when the subscriber's reader is idle, else
+by the woken reader). A subscriber whose queue is full loses events, and the loss is
 counted and handed to it with its next read, so the client can be told in-band
 how many events it missed.
 """
