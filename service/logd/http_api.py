@@ -5,14 +5,13 @@ Every error is JSON `{"error": "..."}`; nothing a client sends gives a 500.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from logd import __version__
 from logd.events import msg_to_json
@@ -189,13 +188,8 @@ async def tail(request: web.Request) -> web.StreamResponse:
     origin = request.app.get(CORS_ORIGIN)
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
-    chunked = request.version == HttpVersion11
-    if chunked:
-        response.enable_chunked_encoding()  # what aiohttp does anyway; _chunk_sink relies on it
     try:
         await response.prepare(request)
-        if chunked and request.transport is not None:
-            sub.write_directly(_chunk_sink(request.transport), sse=sse)
         while True:
             try:
                 chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)
@@ -207,23 +201,6 @@ async def tail(request: web.Request) -> web.StreamResponse:
     finally:
         sub.close()
     return response
-
-
-def _chunk_sink(transport: asyncio.Transport) -> Callable[[bytes], bool]:
-    """Write a tail's bytes straight to its connection as one HTTP/1.1 chunk, framed as
-    aiohttp frames the handler's writes. It refuses when the connection is closing or
-    has unsent bytes: the handler then writes them, waiting for the client (drain)."""
-
-    def write(data: bytes) -> bool:
-        if transport.is_closing() or transport.get_write_buffer_size():
-            return False
-        try:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        except (OSError, RuntimeError):
-            return False
-        return True
-
-    return write
 
 
 def status(app: web.Application) -> dict[str, Any]:

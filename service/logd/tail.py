@@ -4,9 +4,8 @@ Ingest calls `publish` and never waits: it only appends the event to the hub's
 pending list. A flush, run by the event loop at most once per `coalesce_s`,
 renders each pending event's JSON once and hands the batch to every matching
 subscriber; subscribers without a filter share the batch and its encoded bytes,
-so a flush costs one write per subscriber however many events it carries (made
-by the flush itself through a sink when the subscriber's reader is idle, else
-by the woken reader). A subscriber whose queue is full loses events, and the loss is
+so a flush costs one wake-up and one write per subscriber however many events
+it carries. A subscriber whose queue is full loses events, and the loss is
 counted and handed to it with its next read, so the client can be told in-band
 how many events it missed.
 """
@@ -21,14 +20,12 @@ from logd._pb.logd_pb2 import Msg
 from logd.events import msg_to_json
 from logd.filters import Filter
 
-Sink = Callable[[bytes], bool]  # writes a chunk at once, or refuses (False)
-
 # Events published within this long after a flush wait for the next one: under load a
-# flush then carries many events, and each subscriber is written to once per flush
-# instead of once per event. The first event after a quiet spell goes at once.
+# flush then carries many events, and each subscriber is woken (and written to) once per
+# flush instead of once per event. The first event after a quiet spell goes at once.
 COALESCE_S = 0.002
 
-_render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode  # dumps, reused
+_render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode
 KEEPALIVE_NDJSON = b"\n"
 KEEPALIVE_SSE = b": keep-alive\n\n"
 
@@ -74,8 +71,6 @@ class Subscription:
         "_hub",
         "_maxlen",
         "_queued",
-        "_sink",
-        "_sse",
         "_waiter",
         "closed",
         "everything",
@@ -91,32 +86,11 @@ class Subscription:
         self._queued = 0  # lines in _batches
         self._dropped = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._sink: Sink | None = None
-        self._sse = False
         self.closed = False
-
-    def write_directly(self, sink: Sink, *, sse: bool) -> None:
-        """Let flushes hand this subscriber's batches to `sink` (encoded as NDJSON, or SSE
-        when `sse`) while its reader is idle in `next_chunk` with nothing queued: no wake-up.
-        When the sink refuses (say its connection has a backlog), the batch is queued and
-        the reader woken as usual, and it goes on from there, with flow control."""
-        self._sink = sink
-        self._sse = sse
 
     def _take(self, batch: _Batch) -> None:
         """Queue a flush's lines for this subscriber, as many as there is room for."""
         n = len(batch.lines)
-        sink, waiter = self._sink, self._waiter
-        if (
-            sink is not None
-            and waiter is not None
-            and not waiter.done()
-            and not self._batches
-            and not self._dropped
-            and n <= self._maxlen
-            and sink(batch.encoded(sse=self._sse))
-        ):
-            return
         room = self._maxlen - self._queued
         if room < n:
             lost = n - max(room, 0)
