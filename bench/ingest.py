@@ -206,7 +206,7 @@ class BareLoop:
 
 
 def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[str, Any]:
-    """The bare loop fed live by the same sender, as logd is at saturation. The sender
+    """The bare loop fed live by the same sender flat out, as `saturate` feeds logd. The sender
     cannot keep it busy, so it also waits and wakes up: see `busy`."""
     loop = BareLoop(cores, rcvbuf)
     try:

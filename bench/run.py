@@ -283,11 +283,13 @@ def notes(bench: Bench, version: str) -> list[str]:
     if raw.get("saturation"):
         others = median([r["others_on_server_core"] for r in raw["saturation"]])
         busy = median([r["busy"] for r in raw["bare"]])
+        util = median([r["server_core_util"] for r in raw["saturation"]])
         out.append(
             f"saturation: other processes used {others:.1%} of the server's core (a shared "
-            "machine is noisy). The bare loop's figure is taken kept busy (it drains a "
-            "filled buffer), as logd is at saturation; fed live by the sender it was busy "
-            f"only {busy:.0%} of the time and paid wake-ups too"
+            "machine is noisy). The ratio compares logd and the bare loop both kept busy "
+            "(each drains a buffer filled while it was stopped). Fed live by the sender flat "
+            f"out, the bare loop was busy {busy:.0%} of the time and logd {util:.0%}: "
+            "when below 100% the sender is the limit, and both pay wake-ups for short bursts"
         )
     if raw.get("steps"):
         by_rate: dict[float, list[dict[str, Any]]] = {}
