@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from logd import _fastpath
-from logd._pb.logd_pb2 import PING, Cmd, Msg
+from logd._pb.logd_pb2 import PING, PONG, Cmd, Msg
 from logd.accept import FrameChecker
 from logd.fastpath import FastPath, available, replay_guard
 from logd.filters import Filter
@@ -50,10 +50,11 @@ def _ring() -> KeyRing:
 class Side:
     """One real ingest on its own socket; `fast` picks the C path."""
 
-    def __init__(self, *, fast: bool, max_rings: int = 64) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, *, fast: bool, max_rings: int = 64, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_DGRAM)  # fmt: skip
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.keys = KeyHolder(_ring())
         self.guard = (
@@ -349,3 +350,21 @@ def test_event_times_past_2262_get_the_receive_time_on_both_paths(
     feed(sides, [WRITER.sign(Cmd(msg=far).SerializeToString(), NOW)])
     assert_same(python, c)
     assert [t for _, events in c.stored() for t, _ in events] == [NOW]
+
+
+def test_pings_over_ipv6_are_answered_through_the_c_path() -> None:
+    """A PING comes back from C with its IPv6 source address; the PONG goes there."""
+    side = Side(fast=True, host="::1")
+    client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        client.bind(("::1", 0))
+        client.settimeout(5)
+        client.sendto(READER.sign(Cmd(name=PING).SerializeToString(), NOW), side.sock.getsockname())
+        side.ingest._drain()
+        pong = client.recv(1024)
+    finally:
+        side.close()
+        client.close()
+    assert READER.verify(pong)
+    assert Cmd.FromString(pong[HEADER_LEN:]).name == PONG
+    assert (side.ingest.stats.pongs, side.ingest.stats.received) == (1, 1)
