@@ -8,7 +8,7 @@ FASTPATH := $(VENV)/.fastpath-built
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install build-deps run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
+.PHONY: install build-deps sanitize run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
 	wheel synth diff deploy
 
 install: $(STAMP) $(FASTPATH)
@@ -54,6 +54,21 @@ redis-server:
 		{ apt-get update -qq && apt-get install -y -qq redis-server; }
 
 test: lint typecheck unit
+
+# The C accept path under AddressSanitizer and UBSan: an instrumented copy of the package in
+# build/sanitize, and the tests that drive the C path hardest (a few minutes; not in `make test`).
+SANITIZE := build/sanitize
+sanitize: install
+	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE) && cp -r service/logd $(SANITIZE)/
+	rm -f $(SANITIZE)/logd/*.so
+	gcc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -shared -fPIC \
+		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("include"))')" \
+		service/logd/_fastpath.c -lcrypto \
+		-o $(SANITIZE)/logd/_fastpath$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	PYTHONPATH=$(SANITIZE) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		$(BIN)/pytest -q -s -p no:cacheprovider -o timeout=1800 \
+		tests/test_fastpath.py tests/test_fuzz_ingest.py tests/test_server_functional.py
 
 # The overload soak for minutes instead of seconds (make test runs a short one).
 soak: install
