@@ -117,11 +117,18 @@ INSTANCE_PYTHON := 3.11
 WHEELHOUSE := build/wheelhouse
 INSTANCE_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_28 manylinux_2_34,--platform $(p)_aarch64)
 
-# The logd wheel is pure Python (LOGD_PURE_PYTHON=1): one built here on x86-64 cannot carry
-# an arm64 C extension, so the host runs the Python accept path.
-build/.wheelhouse-built: pyproject.toml setup.py $(shell find service/logd -name '*.py') | install
-	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+# A wheel built here on x86-64 cannot carry an arm64 C extension: the wheelhouse holds
+# logd's sdist, which the host builds at first boot (with setuptools from the wheelhouse),
+# and a pure-Python wheel (LOGD_PURE_PYTHON=1) for when that fails.
+build/.wheelhouse-built: pyproject.toml setup.py service/logd/_fastpath.c \
+		$(shell find service/logd -name '*.py') | install
+	rm -rf $(WHEELHOUSE) build/sdist-check && mkdir -p $(WHEELHOUSE)
 	LOGD_PURE_PYTHON=1 $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(BIN)/python -m build --sdist --outdir $(WHEELHOUSE) .
+	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: 'setuptools>=77'
+	# The sdist builds offline from the wheelhouse (here for this machine's CPU).
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-index --find-links $(WHEELHOUSE) \
+		--no-binary logd --wheel-dir build/sdist-check logd
 	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
 		$(INSTANCE_PLATFORMS) --python-version $(INSTANCE_PYTHON) --implementation cp \
 		"$$(ls $(WHEELHOUSE)/logd-*.whl)[aws,fast]"

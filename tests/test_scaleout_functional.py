@@ -76,6 +76,7 @@ def test_a_frame_accepted_by_one_node_is_a_replay_on_the_other(
     b.send_frame(frame)
     wait_for(lambda: b.info()["udp"]["rejected"]["replay"] == 1)
     assert b.info()["udp"]["accepted"] == 0
+    assert b.info()["udp"]["accept_path"] == "python"  # the check across nodes is Python's
     assert b.info()["udp"]["replay_guard"]["across_nodes"]["replays"] == 1
     assert texts(b, env="replay") == ["once"]
 

@@ -228,6 +228,7 @@ def status(app: web.Application) -> dict[str, Any]:
             "backend": store_stats.backend,
         },
         "udp": {
+            "accept_path": ingest.accept_path,
             "received": ingest.stats.received,
             "accepted": ingest.stats.accepted,
             "events": ingest.stats.events,

@@ -144,6 +144,11 @@ class UdpIngest:
         self.stats = IngestStats()
 
     @property
+    def accept_path(self) -> str:
+        """Which accept path runs, as /info shows: c (logd._fastpath) or python (accept.py)."""
+        return "python" if self._fast is None else "c"
+
+    @property
     def running(self) -> bool:
         return self._loop is not None
 

@@ -16,7 +16,9 @@ retry() {
   "$@"
 }
 
-retry dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip
+# The compiler and headers build logd's C accept path below.
+retry dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip \
+  {{PYTHON}}-devel gcc openssl-devel
 
 # A system user that owns nothing but logd's state directory.
 id -u logd >/dev/null 2>&1 ||
@@ -27,7 +29,10 @@ retry aws s3 cp --only-show-errors --region {{REGION}} '{{WHEELHOUSE_URL}}' {{PR
 rm -rf {{PREFIX}}/wheelhouse {{VENV}}
 {{PYTHON}} -m zipfile -e {{PREFIX}}/wheelhouse.zip {{PREFIX}}/wheelhouse
 {{PYTHON}} -m venv {{VENV}}
-{{VENV}}/bin/pip install --no-index --find-links {{PREFIX}}/wheelhouse '{{REQUIREMENT}}'
+# logd from its sdist, to build the C accept path for this CPU (the wheelhouse is made on
+# x86-64); if that fails, its pure-Python wheel. /info shows which: udp.accept_path.
+{{VENV}}/bin/pip install --no-index --find-links {{PREFIX}}/wheelhouse --no-binary logd '{{REQUIREMENT}}' ||
+  {{VENV}}/bin/pip install --no-index --find-links {{PREFIX}}/wheelhouse '{{REQUIREMENT}}'
 
 # logd asks the kernel for a large UDP receive buffer; without this the kernel caps it.
 cat >/etc/sysctl.d/90-logd.conf <<'SYSCTL'
