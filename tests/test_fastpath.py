@@ -67,12 +67,16 @@ class Side:
         limits = {"max_frame": 65_507, "max_age_ns": S, "max_future_ns": S // 4}
         checker = FrameChecker(keys=self.keys, guard=self.guard, **limits)
         self.now = NOW
+        self.reloads = 0  # on_unknown_key calls (logd's key reload)
         self.ingest = UdpIngest(
             sock=self.sock, checker=checker, store=self.store, expire=self.guard.expire,
-            clock=lambda: self.now,
+            clock=lambda: self.now, on_unknown_key=self._reload,
             fast=FastPath(keys=self.keys, guard=self.guard, store=self.store, **limits)
             if fast else None,
         )  # fmt: skip
+
+    def _reload(self) -> None:
+        self.reloads += 1
 
     def close(self) -> None:
         self.sock.close()
@@ -207,6 +211,7 @@ def test_a_key_reload_reaches_the_c_path(sides: tuple[Side, Side, socket.socket]
     feed(sides, [new_writer.sign(payload, NOW)])
     assert c.counts()["rejected"] == python.counts()["rejected"]
     assert c.ingest.stats.rejected["unknown_key"] == 1
+    assert (python.reloads, c.reloads) == (1, 1)  # an unknown key_id asks for a key reload
     ring = KeyRing.from_secrets({(Role.READ, Stage.CURRENT): READ,
                                  (Role.WRITE, Stage.CURRENT): b"fp-new-write-secret"})  # fmt: skip
     for side in (python, c):

@@ -11,12 +11,15 @@ extension (LOGD_PURE_PYTHON=1), logd runs accept.py for every frame.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from logd.accept import Reject
 from logd.keys import Key, KeyHolder, KeyRing, Role
 from logd.replay import MacGuard, ReplayGuard
 from logd.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from logd.ingest import IngestStats
 
 try:
     from logd import _fastpath
@@ -40,19 +43,6 @@ def replay_guard(*, max_age_ns: int, capacity: int) -> MacGuard:
     return ReplayGuard(max_age_ns=max_age_ns, capacity=capacity)
 
 
-class Counts:
-    """What the engine counted since the last `FastPath.take_counts()`."""
-
-    __slots__ = ("events", "frames", "key_frames", "received", "rejected")
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.frames = 0  # accepted and stored by C; frames left to Python are counted there
-        self.events = 0
-        self.rejected: dict[Reject, int] = {}
-        self.key_frames: dict[bytes, int] = {}
-
-
 class FastPath:
     def __init__(
         self,
@@ -73,25 +63,32 @@ class FastPath:
         self._ring: KeyRing | None = None
         self._keys: tuple[Key, ...] = ()
         self._store = store
-        self._counts = Counts()
 
     def _sync_keys(self) -> None:
         """Hand the engine the current key ring when a reload swapped it."""
         ring = self._holder.ring
         if ring is self._ring:
             return
-        self._fold()  # the per-key counts are by slot: take them before the slots change
+        # The engine counts frames per key slot; every drain takes those counts before it
+        # returns, so none are pending under the old slots here.
         self._engine.set_keys(
             [(k.signer.key_id, *k.signer.pad_blocks(), k.role is Role.WRITE) for k in ring.keys]
         )
         self._ring, self._keys = ring, ring.keys
 
     def drain(
-        self, fd: int, now_ns: int, max_frames: int, max_events: int, on_frame: OnFrame
-    ) -> int:
+        self,
+        fd: int,
+        now_ns: int,
+        max_frames: int,
+        max_events: int,
+        stats: IngestStats,
+        on_frame: OnFrame,
+    ) -> tuple[int, list[tuple[Reject, int]]]:
         """Read up to `max_frames` datagrams (fewer once `max_events` are stored) and store
-        their events; `on_frame` gets the frames left to Python, in order. Returns 0, or
-        the errno of a failed receive."""
+        their events; `on_frame` gets the frames left to Python, in order. What the engine
+        counted goes into `stats` but for its refusals, returned as (reason, count) with 0
+        or the errno of a failed receive: ingest counts, logs and acts on those."""
         self._sync_keys()
         items, err = self._engine.drain(fd, now_ns, max_frames, max_events)
         write_run = self._store.write_run
@@ -103,23 +100,12 @@ class FastPath:
             else:
                 _, frame, addr, slot, signed_at = item
                 on_frame(keys[slot], frame, addr, signed_at, now_ns)
-        return err
-
-    def _fold(self) -> None:
         received, rejected, frames, events, key_frames = self._engine.take_counts()
-        counts = self._counts
-        counts.received += received
-        counts.frames += frames
-        counts.events += events
-        for reason, n in zip(_C_REASONS, rejected, strict=True):
+        stats.received += received
+        stats.accepted += frames  # stored by C; frames left to Python are counted there
+        stats.events += events
+        current = stats.keys.current
+        for key, n in zip(keys, key_frames, strict=True):
             if n:
-                counts.rejected[reason] = counts.rejected.get(reason, 0) + n
-        for key, n in zip(self._keys, key_frames, strict=True):
-            if n:
-                key_id = key.signer.key_id
-                counts.key_frames[key_id] = counts.key_frames.get(key_id, 0) + n
-
-    def take_counts(self) -> Counts:
-        self._fold()
-        counts, self._counts = self._counts, Counts()
-        return counts
+                current[key.signer.key_id] = current.get(key.signer.key_id, 0) + n
+        return err, [(reason, n) for reason, n in zip(_C_REASONS, rejected, strict=True) if n]

@@ -176,9 +176,7 @@ class UdpIngest:
         recv = self._sock.recvfrom
         handle = self.handle
         clock = self._clock
-        now = clock()
-        self._expire(now)
-        self.stats.keys.roll(now)
+        self._begin_drain()
         stats = self.stats
         # Also bounded in events: 1,024 frames of 16-event batches would hold the loop for
         # 100+ ms, and queries, tails and /info wait that long.
@@ -191,8 +189,7 @@ class UdpIngest:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:
-                self.stats.recv_errors += 1
-                self._quiet.once("recv_error", "udp receive failed errno=%s", err.errno)
+                self._recv_failed(err.errno)
                 break
             handle(data, addr, clock())
         guard = self._shared_guard
@@ -205,27 +202,26 @@ class UdpIngest:
         self._store.end_batch()  # a remote store sends the batch: one round trip per drain
 
     def _drain_fast(self, fast: FastPath) -> None:
+        now = self._begin_drain()
+        err, refused = fast.drain(
+            self._sock.fileno(), now, self._drain_max, _DRAIN_EVENTS, self.stats, self._finish
+        )
+        for reason, count in refused:
+            self._reject(reason, count)
+        if err:
+            self._recv_failed(err)
+        self._store.end_batch()
+
+    def _begin_drain(self) -> int:
+        """Once per readiness event: the clock, and the time-driven upkeep."""
         now = self._clock()
         self._expire(now)
-        stats = self.stats
-        stats.keys.roll(now)
-        err = fast.drain(self._sock.fileno(), now, self._drain_max, _DRAIN_EVENTS, self._finish)
-        counts = fast.take_counts()
-        stats.received += counts.received
-        stats.accepted += counts.frames
-        stats.events += counts.events
-        frames = stats.keys.current
-        for key_id, n in counts.key_frames.items():
-            frames[key_id] = frames.get(key_id, 0) + n
-        for reason, n in counts.rejected.items():
-            stats.rejected[reason] += n
-            self._quiet.once(reason.value, "rejected datagram reason=%s", reason.value)
-        if Reject.UNKNOWN_KEY in counts.rejected and self._on_unknown_key is not None:
-            self._on_unknown_key()
-        if err:
-            stats.recv_errors += 1
-            self._quiet.once("recv_error", "udp receive failed errno=%s", err)
-        self._store.end_batch()
+        self.stats.keys.roll(now)
+        return now
+
+    def _recv_failed(self, errno: int | None) -> None:
+        self.stats.recv_errors += 1
+        self._quiet.once("recv_error", "udp receive failed errno=%s", errno)
 
     def _finish(self, key: Key, frame: bytes, addr: Any, signed_at: int, now_ns: int) -> None:
         """A frame the C path checked up to its payload: the last check, then act."""
@@ -252,17 +248,17 @@ class UdpIngest:
         verdict = self._checker.check(data, now_ns)
         if isinstance(verdict, Reject):
             self._reject(verdict)
-            if verdict is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
-                self._on_unknown_key()
             return
         if self._shared_guard is not None:
             self._held.append((verdict, addr, now_ns))
             return
         self._act(verdict, addr, now_ns)
 
-    def _reject(self, reason: Reject) -> None:
-        self.stats.rejected[reason] += 1
+    def _reject(self, reason: Reject, count: int = 1) -> None:
+        self.stats.rejected[reason] += count
         self._quiet.once(reason.value, "rejected datagram reason=%s", reason.value)
+        if reason is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
+            self._on_unknown_key()
 
     def _act(self, verdict: Accepted, addr: Any, now_ns: int) -> None:
         """Store a WRITE's events or answer a PING: the frame is accepted."""
