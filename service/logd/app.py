@@ -71,7 +71,9 @@ def create_app(config: Config) -> web.Application:
     )
     reloader = Reloader(app[KEYS], interval_s=config.secrets_reload_interval) if rotating else None
     app[STORE] = _make_store(config)
-    app[GUARD] = replay_guard(max_age_ns=int(config.max_age * 1e9), capacity=config.replay_capacity)
+    # The freshness window of PROTOCOL.md, in the nanoseconds the checks use.
+    max_age_ns, max_future_ns = int(config.max_age * 1e9), int(config.max_future * 1e9)
+    app[GUARD] = replay_guard(max_age_ns=max_age_ns, capacity=config.replay_capacity)
     app[LIMITER] = FailureLimiter(per_minute=config.auth_fail_limit)
     app[QUERY_LIMIT_MAX] = config.query_limit_max
     if config.cors_origin:
@@ -89,8 +91,8 @@ def create_app(config: Config) -> web.Application:
         await store.start()
         guard = app[SHARED_GUARD] = SharedReplayGuard(
             client=store.client,
-            max_age_ns=int(config.max_age * 1e9),
-            max_future_ns=int(config.max_future * 1e9),
+            max_age_ns=max_age_ns,
+            max_future_ns=max_future_ns,
             offline=lambda: store.down,
         )
         try:
@@ -133,8 +135,8 @@ def create_app(config: Config) -> web.Application:
             keys=keys,
             guard=app[GUARD],
             max_frame=config.max_frame,
-            max_age_ns=int(config.max_age * 1e9),
-            max_future_ns=int(config.max_future * 1e9),
+            max_age_ns=max_age_ns,
+            max_future_ns=max_future_ns,
         )
         store = app[STORE]
         fast = None
@@ -144,8 +146,8 @@ def create_app(config: Config) -> web.Application:
                 guard=app[GUARD],
                 store=store,
                 max_frame=config.max_frame,
-                max_age_ns=int(config.max_age * 1e9),
-                max_future_ns=int(config.max_future * 1e9),
+                max_age_ns=max_age_ns,
+                max_future_ns=max_future_ns,
             )
         app[INGEST] = UdpIngest(
             sock=sock,
