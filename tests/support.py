@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from logd._pb.logd_pb2 import Cmd, Msg
+from logd.tail import Subscription
 from logd.wire import Signer
 
 READ_SECRET = "read-secret-for-tests-0123456789abcdef"
@@ -179,3 +180,12 @@ def start_logd(
         proc.kill()
         proc.wait()
         raise
+
+
+async def tail_batch(sub: Subscription, wait_s: float) -> tuple[list[str], int]:
+    """A subscription's next NDJSON chunk, as /tail sends it, read back as (event lines,
+    events dropped): the dropped notice comes first; a keep-alive is ([], 0)."""
+    lines = (await sub.next_chunk(wait_s, sse=False)).decode().splitlines()
+    notice = bool(lines) and lines[0].startswith('{"dropped":')  # events start {"t":
+    dropped = json.loads(lines.pop(0))["dropped"] if notice else 0
+    return [line for line in lines if line], dropped

@@ -15,6 +15,7 @@ from logd.store import MemoryStore, Store
 from logd.store.memory import OVERFLOW_KEY
 from logd.store.valkey import ValkeyStore
 from redis_support import RedisClusterNodes, RedisServer
+from support import tail_batch
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -202,7 +203,7 @@ def test_tail_sees_matching_events_written_after_it_subscribed(run: Callable[...
             await settle(s)
             lines: list[str] = []
             for _ in range(50):
-                got, dropped = await sub.next_batch(0.2)
+                got, dropped = await tail_batch(sub, 0.2)
                 assert dropped == 0
                 lines += got
                 if lines:

@@ -9,6 +9,7 @@ import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.filters import Filter
 from logd.tail import TailClosed, TailHub, TooManyTails
+from support import tail_batch
 
 
 def test_matching_subscribers_get_events_in_order() -> None:
@@ -18,10 +19,10 @@ def test_matching_subscribers_get_events_in_order() -> None:
         everything = hub.subscribe(Filter())
         hub.publish(Msg(txt="a", lvl=INFO))
         hub.publish(Msg(txt="b", lvl=ERROR))
-        lines, dropped = await everything.next_batch(1)
+        lines, dropped = await tail_batch(everything, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["a", "b"]
         assert dropped == 0
-        lines, dropped = await errors.next_batch(1)
+        lines, dropped = await tail_batch(errors, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["b"]
 
     asyncio.run(run())
@@ -33,11 +34,11 @@ def test_slow_subscriber_loses_events_and_is_told() -> None:
         sub = hub.subscribe(Filter())
         for i in range(10):
             hub.publish(Msg(txt=str(i)))
-        lines, dropped = await sub.next_batch(1)
+        lines, dropped = await tail_batch(sub, 1)
         assert len(lines) == 3
         assert dropped == 7
         assert hub.dropped == 7
-        assert await sub.next_batch(0.01) == ([], 0)  # nothing new: a keep-alive
+        assert await tail_batch(sub, 0.01) == ([], 0)  # nothing new: a keep-alive
 
     asyncio.run(run())
 
@@ -50,7 +51,7 @@ def test_cap_on_subscribers_and_close() -> None:
             hub.subscribe(Filter())
         hub.close_all()
         with pytest.raises(TailClosed):
-            await sub.next_batch(1)
+            await tail_batch(sub, 1)
         assert len(hub) == 0
         hub.subscribe(Filter())  # room again
 
@@ -76,7 +77,7 @@ def test_the_first_event_after_a_quiet_spell_is_not_held_back() -> None:
         hub = TailHub(max_subscribers=1, queue_len=10, coalesce_s=3600)
         sub = hub.subscribe(Filter())
         hub.publish(Msg(txt="now"))
-        lines, _ = await sub.next_batch(60)  # an hour's coalescing would not answer
+        lines, _ = await tail_batch(sub, 60)  # an hour's coalescing would not answer
         assert [json.loads(x)["txt"] for x in lines] == ["now"]
 
     asyncio.run(run())
@@ -117,7 +118,7 @@ def test_a_full_queue_keeps_its_oldest_lines_across_flushes() -> None:
         for i in range(4):
             hub.publish(Msg(txt=str(i)))
             hub.flush()  # one flush per event, as under light load
-        lines, dropped = await sub.next_batch(1)
+        lines, dropped = await tail_batch(sub, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["0", "1", "2"]
         assert dropped == 1
 
@@ -131,9 +132,9 @@ def test_a_subscriber_does_not_get_what_was_published_before_it_came() -> None:
         hub.publish(Msg(txt="before"))  # not flushed yet
         late = hub.subscribe(Filter())
         hub.publish(Msg(txt="after"))
-        lines, _ = await late.next_batch(1)
+        lines, _ = await tail_batch(late, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["after"]
-        lines, _ = await early.next_batch(1)
+        lines, _ = await tail_batch(early, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["before", "after"]
 
     asyncio.run(run())

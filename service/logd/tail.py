@@ -122,27 +122,16 @@ class Subscription:
             timer.cancel()
             self._waiter = None
 
-    def _take_all(self) -> tuple[list[_Batch], int]:
+    async def next_chunk(self, wait_s: float, *, sse: bool) -> bytes:
+        """Wait up to `wait_s` for events; return the bytes of a stream (NDJSON, or SSE
+        when `sse`): a dropped notice first if events were lost, then the queued lines; a
+        keep-alive if nothing came."""
+        await self._wait(wait_s)
         if self.closed:
             raise TailClosed
         batches, self._batches = self._batches, []
         self._queued = 0
         dropped, self._dropped = self._dropped, 0
-        return batches, dropped
-
-    async def next_batch(self, wait_s: float) -> tuple[list[str], int]:
-        """Wait up to `wait_s` for events; return the queued JSON lines and how many were
-        dropped. Both empty means nothing happened (time for a keep-alive)."""
-        await self._wait(wait_s)
-        batches, dropped = self._take_all()
-        return [line for b in batches for line in b.lines], dropped
-
-    async def next_chunk(self, wait_s: float, *, sse: bool) -> bytes:
-        """`next_batch` as the bytes of a stream (NDJSON, or SSE when `sse`): a dropped
-        notice first if events were lost, then the lines; a keep-alive if nothing came
-        within `wait_s`."""
-        await self._wait(wait_s)
-        batches, dropped = self._take_all()
         if not dropped and len(batches) == 1:
             return batches[0].encoded(sse=sse)  # the common case: bytes shared by all
         parts = [dropped_notice(dropped, sse=sse)] if dropped else []
