@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from test_infra import (
     _load,
     _ref_id,
     _statements,
+    assert_cfn_lint_clean,
 )
 
 from infra.app import build_app
@@ -322,17 +322,7 @@ def test_cdk_nag_passes_with_only_known_acknowledgments(nodes: Synth) -> None:
 
 
 def test_cfn_lint_finds_no_errors(nodes: Synth) -> None:
-    cfn_lint = Path(sys.executable).with_name("cfn-lint")
-    result = subprocess.run(
-        [str(cfn_lint), "--format", "json", str(nodes.outdir / "Logd.template.json")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    findings = json.loads(result.stdout or "[]")
-    assert [f for f in findings if f["Level"] == "Error"] == []
-    assert result.returncode & 2 == 0, result.stderr
+    assert_cfn_lint_clean(nodes)
 
 
 # --- the context option --------------------------------------------------------------
