@@ -229,6 +229,18 @@ def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[
     }
 
 
+def fill_while_stopped(
+    pid: int, sender: Path, port: int, secret: str, packets: int, cores: Cores
+) -> None:
+    """Stop `pid` (SIGSTOP) while the sender queues `packets` frames in its socket buffer,
+    then let it go: it is kept busy until it has drained them."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        send(sender, port, secret, Load(seconds=600, count=packets), cores.load)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def logd_drain(
     server: LogdServer, sender: Path, cores: Cores, *, packets: int, rounds: int
 ) -> dict[str, Any]:
@@ -240,12 +252,7 @@ def logd_drain(
     total: dict[str, float] = {"cpu_s": 0.0, "received": 0, "stored": 0}
     for _ in range(rounds):
         before, _ = wait_drained(server, cores, server.udp_port)
-        os.kill(server.pid, signal.SIGSTOP)
-        try:
-            load = Load(seconds=600, count=packets)
-            send(sender, server.udp_port, server.write_secret, load, cores.load)
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
+        fill_while_stopped(server.pid, sender, server.udp_port, server.write_secret, packets, cores)
         after, _ = wait_drained(server, cores, server.udp_port)
         d = before.delta(after)
         for key in total:
@@ -266,15 +273,13 @@ def bare_drain(
     cpu = 0.0
     try:
         for _ in range(rounds):
-            os.kill(loop.pid, signal.SIGSTOP)
-            load = Load(seconds=600, count=packets)
-            send(sender, loop.port, "bare-reference-needs-no-real-secret", load, cores.load)
-            before = cpu_seconds(loop.pid)
-            os.kill(loop.pid, signal.SIGCONT)
+            before = cpu_seconds(loop.pid)  # drained, so idle until the fill ends
+            fill_while_stopped(
+                loop.pid, sender, loop.port, "bare-reference-needs-no-real-secret", packets, cores
+            )
             loop.drained()
             cpu += cpu_seconds(loop.pid) - before
     finally:
-        os.kill(loop.pid, signal.SIGCONT)
         received = loop.stop()
     return {
         "sent": packets * rounds,
