@@ -130,6 +130,9 @@ class LogdProcess:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            message = f"logd did not stop within {timeout} s of signal {sig}:\n{self.log()[-4000:]}"
+            raise AssertionError(message) from None
         finally:
             self.sock.close()
             if self.proc.poll() is None:

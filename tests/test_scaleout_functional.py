@@ -32,9 +32,13 @@ def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[LogdProce
     except BaseException:
         a.stop()
         raise
-    yield a, b
-    a.stop()
-    b.stop()
+    try:
+        yield a, b
+    finally:
+        try:
+            a.stop()
+        finally:
+            b.stop()
 
 
 def texts(node: LogdProcess, **params: str) -> list[str]:

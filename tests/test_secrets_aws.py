@@ -347,6 +347,24 @@ def test_pokes_are_rate_limited(sm: Any) -> None:
     assert asyncio.run(scenario()) == [1, 1, 1, 2, 3]
 
 
+def test_the_loop_stops_when_a_poke_and_the_cancel_come_together(sm: Any) -> None:
+    """On Python 3.11, asyncio.wait_for returned the poke and lost a cancel that came in
+    the same turn, and logd could not stop; the loop waits with asyncio.timeout instead."""
+    manager = KeyManager(source())
+
+    async def scenario() -> bool:
+        await manager.start()
+        reloader = Reloader(manager, interval_s=3600, poke_gap_s=0)
+        task = asyncio.create_task(reloader.run())
+        await asyncio.sleep(0.05)  # waiting for a poke
+        reloader.poke()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        return task.cancelled()  # here: asyncio.run cancels what is left once this returns
+
+    assert asyncio.run(scenario())
+
+
 def test_the_loop_reloads_on_a_poke_and_backs_off_on_failure(sm: Any) -> None:
     manager = KeyManager(source())
 

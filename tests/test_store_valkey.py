@@ -4,6 +4,7 @@ buffer, 503-worthy reads; plus its settings and key names."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from logd.config import Config
 from logd.errors import ConfigError
 from logd.filters import Filter
 from logd.replay_shared import PREFIX, SLOTS, SharedReplayGuard
+from logd.store import valkey
 from logd.store.base import StoreUnavailable
 from logd.store.valkey import ValkeyStore, redact, stream_key
 from redis_support import RedisClusterNodes, RedisServer
@@ -224,3 +226,29 @@ def test_guard_against_replay_on_another_node_in_cluster_mode(cluster: RedisClus
                 await n.close()
 
     asyncio.run(main())
+
+
+def test_close_ends_even_when_redis_py_loses_the_cancel(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py can lose a cancel that lands mid-command. With the ring figures refreshed
+    without pause, most cancels of the refresh loop land there: close() must still end,
+    and by the loop's stop flag, not by giving up on it (a stopping node once hung here)."""
+    server.start()
+    monkeypatch.setattr(valkey, "REFRESH_S", 0.0)
+
+    async def main() -> None:
+        for i in range(10):
+            s = make(server)
+            await s.start()
+            put(s, i)
+            await asyncio.sleep(0.01)
+            closing = asyncio.create_task(s.close())
+            done, _ = await asyncio.wait({closing}, timeout=15)
+            assert done, f"close() hung on round {i}"
+            closing.result()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(main())
+    assert "did not stop" not in caplog.text
+    assert "could not send" not in caplog.text

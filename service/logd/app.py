@@ -47,6 +47,7 @@ from logd.state import (
 from logd.store import MemoryStore, Store
 from logd.store.persist import Persister
 from logd.store.valkey import ValkeyStore
+from logd.tasks import stop_tasks
 
 log = logging.getLogger("logd.app")
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -172,11 +173,9 @@ def create_app(config: Config) -> web.Application:
         if reloader is None:
             yield
             return
-        task = asyncio.get_running_loop().create_task(reloader.run())
+        task = asyncio.get_running_loop().create_task(reloader.run(), name="logd-reload")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
 
     async def close_tails(app: web.Application) -> None:
         app[STORE].hub.close_all()

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from logd.tasks import stop_tasks
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,10 +63,8 @@ class IdleConnectionReaper:
 
     @contextlib.asynccontextmanager
     async def running(self, server: web.Server) -> Any:
-        task = asyncio.create_task(self.run(server))
+        task = asyncio.create_task(self.run(server), name="logd-reaper")
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])

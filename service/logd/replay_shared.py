@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from logd.logsetup import QuietLogger
+from logd.tasks import STOP_S
 
 if TYPE_CHECKING:
     from logd.store.valkey import Client
@@ -126,9 +127,10 @@ class SharedReplayGuard:
         )
 
     async def close(self) -> None:
-        """Wait for the checks in flight (their frames are then stored)."""
+        """Wait for the checks in flight (their frames are then stored), for a bounded time:
+        each is one round trip, limited by the client's timeout."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks))
+            await asyncio.wait(set(self._tasks), timeout=STOP_S)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -63,6 +63,9 @@ class Reloader:
         """Reload forever; cancel the task to stop. Never raises on a failed reload."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.delay_s(self.manager.failures))
+                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancel that lands
+                # as the poke wakes it, and the loop would never stop.
+                async with asyncio.timeout(self.delay_s(self.manager.failures)):
+                    await self._wake.wait()
             self._wake.clear()
             await self.manager.reload()

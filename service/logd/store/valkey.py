@@ -21,7 +21,6 @@ the ring's byte budget over TYPICAL_EVENT_BYTES.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -43,6 +42,7 @@ from logd.store.memory import OVERFLOW_KEY, ring_key
 from logd.store.valkey_query import Cursor, merge
 from logd.store.valkey_tail import StreamFollower
 from logd.tail import Subscription, TailHub
+from logd.tasks import stop_tasks
 
 log = logging.getLogger("logd.valkey")
 
@@ -140,6 +140,7 @@ class ValkeyStore:
         self._figures: dict[bytes, tuple[int, int, int]] = {}  # stream -> length, bytes, evicted
         self._quiet = QuietLogger(log)
         self.down = False
+        self._stopping = False
         self.writes = 0
         self.overflow_events = 0
         self.flushed = 0
@@ -165,26 +166,29 @@ class ValkeyStore:
 
     async def close(self) -> None:
         """Send what is buffered (for up to CLOSE_S seconds), then disconnect."""
+        self._stopping = True  # _maintain ends at its next turn even if redis-py loses the cancel
         self._follower.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.send_all(), CLOSE_S)
+        await stop_tasks(self._tasks)
+        await self.send_all(within_s=CLOSE_S)
         if self._buffer:
             log.error("could not send the last events to the store count=%d", len(self._buffer))
         await self.client.aclose()
         await self._follower.close()
 
-    async def send_all(self) -> None:
-        """Return once everything buffered so far is in the backend (retrying meanwhile)."""
-        while self._buffer:
+    async def send_all(self, within_s: float | None = None) -> None:
+        """Return once everything buffered so far is in the backend (retrying meanwhile), or
+        after about `within_s` seconds (a round trip under way may add the client's timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within_s is None else loop.time() + within_s
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while self._buffer and left() != 0.0:
             if self._flushing is not None:
-                await asyncio.wait({self._flushing})
-            if self._buffer and not await self._flush():
-                await asyncio.sleep(RETRY_S)
+                await asyncio.wait({self._flushing}, timeout=left())
+            elif not await self._flush():
+                await asyncio.sleep(min(RETRY_S, left() or RETRY_S))
 
     # --- writing -------------------------------------------------------------
     def write(self, msg: Msg, t_ns: int) -> None:
@@ -260,7 +264,7 @@ class ValkeyStore:
 
     # --- background ----------------------------------------------------------
     async def _maintain(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(RETRY_S if self.down else REFRESH_S)
             try:
                 await self.refresh()

@@ -47,8 +47,7 @@ class StreamFollower:
         self._hub = hub
         self._streams = streams
         self._wanted = asyncio.Event()
-        # Besides cancelling: on Python 3.11 a cancel that lands as wait_for times out
-        # comes out as TimeoutError (suppressed below), and close would wait forever.
+        # Besides cancelling: redis-py can lose a cancel that lands mid-command (logd.tasks).
         self._stopping = False
         self._mark: bytes | None = None  # the backend's clock, sampled every IDLE_S when idle
         self._quiet = QuietLogger(log)
@@ -85,7 +84,8 @@ class StreamFollower:
                 start = None
                 self._wanted.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wanted.wait(), IDLE_S)
+                    async with asyncio.timeout(IDLE_S):  # unlike wait_for, never loses a cancel
+                        await self._wanted.wait()
                 if not self._wanted.is_set():
                     await self.sample()
                 continue
