@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import pytest
-from logd.tasks import stop_tasks
+from logd.tasks import stop_tasks, wait_event
 
 
 async def _forever() -> None:
@@ -73,3 +73,28 @@ def test_a_task_that_failed_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_no_tasks_is_nothing_to_do() -> None:
     asyncio.run(stop_tasks([]))
+
+
+def test_wait_event_says_whether_the_event_came() -> None:
+    async def main() -> tuple[bool, bool]:
+        event = asyncio.Event()
+        timed_out = await wait_event(event, 0.01)
+        asyncio.get_running_loop().call_later(0.01, event.set)
+        return timed_out, await wait_event(event, 5)
+
+    assert asyncio.run(main()) == (False, True)
+
+
+def test_wait_event_keeps_a_cancel_that_comes_with_the_event() -> None:
+    """asyncio.wait_for (3.11) returned the event here and lost the cancel."""
+
+    async def main() -> bool:
+        event = asyncio.Event()
+        task = asyncio.create_task(wait_event(event, 3600))
+        await asyncio.sleep(0.01)
+        event.set()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        return task.cancelled()
+
+    assert asyncio.run(main())

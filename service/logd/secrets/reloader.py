@@ -11,12 +11,12 @@ reload costs API calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
 
 from logd.secrets.manager import KeyManager
+from logd.tasks import wait_event
 
 BACKOFF_FIRST_S = 1.0
 
@@ -62,10 +62,6 @@ class Reloader:
     async def run(self) -> None:
         """Reload forever; cancel the task to stop. Never raises on a failed reload."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancel that lands
-                # as the poke wakes it, and the loop would never stop.
-                async with asyncio.timeout(self.delay_s(self.manager.failures)):
-                    await self._wake.wait()
+            await wait_event(self._wake, self.delay_s(self.manager.failures))
             self._wake.clear()
             await self.manager.reload()

@@ -16,7 +16,6 @@ with what it could not write, trimmed to what the ring can still hold.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -37,6 +36,7 @@ from logd.store.segments import (
     memory_cost,
     read_segment,
 )
+from logd.tasks import wait_event
 
 log = logging.getLogger("logd.persist")
 
@@ -196,8 +196,7 @@ class Persister:
         while True:
             next_at = loop.time() + self._interval
             while not self._stopping.is_set() and loop.time() < next_at:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), next_at - loop.time())
+                await wait_event(self._stopping, next_at - loop.time())
             stopping = self._stopping.is_set()
             await self._flush_bounded()
             if stopping:

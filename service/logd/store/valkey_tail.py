@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from logd._pb.logd_pb2 import Msg
 from logd.logsetup import QuietLogger
 from logd.tail import TailHub
+from logd.tasks import wait_event
 
 if TYPE_CHECKING:
     from logd.store.valkey import Client
@@ -83,10 +84,7 @@ class StreamFollower:
                 ids.clear()
                 start = None
                 self._wanted.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_S):  # unlike wait_for, never loses a cancel
-                        await self._wanted.wait()
-                if not self._wanted.is_set():
+                if not await wait_event(self._wanted, IDLE_S):
                     await self.sample()
                 continue
             try:
