@@ -106,9 +106,8 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _set_if_pending(self._waiter)
 
     async def _wait(self, wait_s: float) -> None:
         if self._batches or self._dropped or self.closed:
