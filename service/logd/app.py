@@ -153,14 +153,14 @@ def create_app(config: Config) -> web.Application:
         app[INGEST] = UdpIngest(
             sock=sock,
             checker=checker,
-            store=app[STORE],
+            store=store,
             expire=app[GUARD].expire,
             on_unknown_key=reloader.poke if reloader else None,
             shared_guard=app.get(SHARED_GUARD),
             fast=fast,
             # Shorter turns with a remote store: each step of a flush or a replay check
             # waits for the next turn of the event loop, so long drains would starve them.
-            drain_max=64 if isinstance(app[STORE], ValkeyStore) else 1024,
+            drain_max=64 if isinstance(store, ValkeyStore) else 1024,
         )
         app[INGEST].start(asyncio.get_running_loop())
         try:
