@@ -12,13 +12,17 @@ then run one of four small idempotent steps:
     setSecret      nothing: the secret is shared by logd and its clients, no
                    database holds a copy that would need the new value
     testSecret     the pending value is well formed, and (with LOGD_PING_TARGET)
-                   logd already answers a PING signed with it
+                   logd already answers a PING signed with it; the pending value may
+                   equal the current one: Secrets Manager's own configuration test
+                   (RotateImmediately false, as every deploy does) makes its AWSPENDING
+                   version that way, then removes it
     finishSecret   AWSCURRENT moves to the token (the old version becomes
                    AWSPREVIOUS), AWSPENDING is removed
 
 Environment: LOGD_PING_TARGET `host:port[,host:port...]` (logd's UDP address;
 unset: no live check), LOGD_PING_TIMEOUT seconds (default 60; keep the Lambda
-timeout above it). Log lines are JSON objects; no value is ever logged or raised.
+timeout above it), AWS_REGION (set by Lambda; boto3 itself reads only
+AWS_DEFAULT_REGION). Log lines are JSON objects; no value is ever logged or raised.
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ def handler(event: Mapping[str, Any], context: Any) -> None:
     arn, token, step = event["SecretId"], event["ClientRequestToken"], event["Step"]
     if step not in STEPS:
         raise RotationError(f"unknown rotation step {step!r}")
-    client = boto3.client("secretsmanager")  # here, not at import: tests (moto) intercept it
+    # Here, not at import: tests (moto) intercept it. AWS_REGION first, as the AWS SDKs do.
+    client = boto3.client("secretsmanager", region_name=os.environ.get("AWS_REGION") or None)
     metadata = client.describe_secret(SecretId=arn)
     if not metadata.get("RotationEnabled"):
         raise RotationError(f"rotation is not enabled for secret {arn}")
@@ -143,9 +148,6 @@ def test_secret(client: SecretsManagerClient, arn: str, token: str, context: Any
     value = pending.get("SecretString") or ""
     if not SECRET_FORMAT.fullmatch(value):
         raise RotationError(f"the pending value of secret {arn} is not 43-4096 URL-safe characters")
-    current = client.get_secret_value(SecretId=arn, VersionStage=CURRENT).get("SecretString")
-    if current is not None and hmac.compare_digest(value.encode(), current.encode()):
-        raise RotationError(f"the pending value of secret {arn} equals the current one")
     targets = _targets(os.environ.get("LOGD_PING_TARGET", ""))
     if not targets:
         _log("no_ping_target", secret=arn, version=token)

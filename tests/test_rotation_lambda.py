@@ -204,7 +204,7 @@ def test_unknown_step_is_refused(secret: Secret, rotation: ModuleType) -> None:
         secret.step("dropSecret", secret.start())
 
 
-@pytest.mark.parametrize("bad", ["short", "x" * 42, "has spaces " * 5, "ünïcödé" * 8, FIRST])
+@pytest.mark.parametrize("bad", ["short", "x" * 42, "has spaces " * 5, "ünïcödé" * 8])
 def test_malformed_pending_value_fails_the_test_step(
     secret: Secret, rotation: ModuleType, bad: str
 ) -> None:
@@ -220,6 +220,46 @@ def test_malformed_pending_value_fails_the_test_step(
         secret.step("testSecret", token)
     assert bad not in str(err.value)
     assert secret.stages()["AWSCURRENT"] != token
+
+
+def test_deploy_time_configuration_test_passes(
+    rotation: ModuleType, function: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every deploy does: the schedule's RotateImmediately false makes Secrets Manager
+    run only testSecret, on an AWSPENDING version that holds a copy of the current value."""
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = client.create_secret(Name=f"{NAME}-{uuid.uuid4().hex}", SecretString=FIRST)["ARN"]
+    client.rotate_secret(
+        SecretId=arn,
+        RotationLambdaARN=function,
+        RotationRules={"AutomaticallyAfterDays": 30},
+        RotateImmediately=False,
+    )
+    before = stages(client, arn)
+    pending = before["AWSPENDING"]
+    assert value_at(client, arn, "AWSPENDING") == FIRST  # the configuration test's copy
+    logd = start_logd(tmp_path, env={"LOGD_WRITE_SECRET": FIRST})
+    try:
+        monkeypatch.setenv("LOGD_PING_TARGET", f"127.0.0.1:{logd.udp_addr[1]}")
+        monkeypatch.setenv("LOGD_PING_TIMEOUT", "20")
+        rotation.handler(
+            {"SecretId": arn, "ClientRequestToken": pending, "Step": "testSecret"}, None
+        )
+        assert logd.info()["udp"]["pongs"] >= 1
+    finally:
+        logd.stop()
+    assert stages(client, arn) == before  # a test only: AWSCURRENT has not moved
+
+
+def test_region_comes_from_aws_region_as_lambda_sets_it(
+    secret: Secret, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3 reads AWS_DEFAULT_REGION only; the handler honours AWS_REGION too."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    token = secret.start()
+    secret.step("createSecret", token)
+    assert secret.stages()["AWSPENDING"] == token
 
 
 def test_logs_are_json_and_never_hold_a_value(
