@@ -18,6 +18,8 @@ _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _PREFIX_LIST = re.compile(r"^pl-[0-9a-f]{8,17}$")
 # A sanity bound on typos (nodes=100); Valkey's connections are far from a limit there.
 MAX_NODES = 20
+# us-east-1a, us-gov-west-1b, and Local Zones like us-west-2-lax-1a.
+_AZ = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+(?:-[a-z]+-\d+)?[a-z]$")
 _TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$")
 
 
@@ -47,6 +49,10 @@ class DeploySettings:
     """SNS topic told when a rotation fails; None: the alarm only shows in CloudWatch."""
     nodes: int = 1
     """1: one instance with its own store; more: that many behind a load balancer, on Valkey."""
+    az: str | None = None
+    """The availability zone of logd's subnet (new VPC) or of the subnets used (existing VPC);
+    None: the region's first. Graviton types are not offered in every zone, and a zone that
+    lacks the instance type fails the deploy, so this picks one that has it."""
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> DeploySettings:
@@ -68,6 +74,7 @@ class DeploySettings:
                 get("alarm_topic_arn"), "alarm_topic_arn", _TOPIC_ARN, "an SNS topic ARN"
             ),
             nodes=_nodes(get("nodes"), default=cls.nodes),
+            az=_optional(get("az"), "az", _AZ, "an availability zone name like us-east-1a"),
         )
 
 

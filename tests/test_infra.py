@@ -289,6 +289,7 @@ def test_default_vpc_is_isolated_and_reaches_aws_through_endpoints(default: Synt
     assert services == {
         ("Gateway", ".s3", None),
         ("Interface", ".secretsmanager", True),
+        ("Interface", ".cloudformation", True),
         ("Interface", ".ssm", True),
         ("Interface", ".ssmmessages", True),
         ("Interface", ".ec2messages", True),
@@ -362,7 +363,7 @@ def test_existing_vpc_keeps_its_s3_access_when_we_add_the_endpoints(
             "PolicyDocument": Match.absent(),
         },
     )
-    template.resource_count_is("AWS::EC2::VPCEndpoint", 5)
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 6)
 
 
 # --- host ----------------------------------------------------------------------------
@@ -546,9 +547,11 @@ def test_host_role_reads_only_its_two_secrets_and_its_wheelhouse(default: Synth)
     }
     read = frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"})
     session = frozenset(SESSION_MANAGER_ACTIONS)
-    assert set(granted) == {session, read, frozenset({"s3:GetObject"})}
+    signal = frozenset({"cloudformation:SignalResource"})
+    assert set(granted) == {session, read, signal, frozenset({"s3:GetObject"})}
     assert granted[session] == ["*"]
     assert granted[read] == secrets
+    assert granted[signal] == ["{AWS::StackId}"]  # this stack only
     (wheelhouse,) = granted[frozenset({"s3:GetObject"})]
     assert re.fullmatch(WHEELHOUSE_OBJECT, wheelhouse)
 
@@ -652,3 +655,104 @@ def assert_cfn_lint_clean(*synths: Synth) -> None:
 
 def test_cfn_lint_finds_no_errors(default: Synth, existing: Synth) -> None:
     assert_cfn_lint_clean(default, existing)
+
+
+# --- readiness: CloudFormation waits for the first boot ------------------------------
+
+
+def _signal_calls(script: str) -> list[str]:
+    """The boot script's `signal STATUS` lines and the signal-resource call they make."""
+    return re.findall(r"^(?:.*\bsignal (?:SUCCESS|FAILURE)\b.*|.*signal-resource.*)$", script, re.M)
+
+
+def test_instance_is_created_only_once_its_boot_signals(default: Synth) -> None:
+    instance, _ = default.one("AWS::EC2::Instance")
+    policy = default.resources[instance]["CreationPolicy"]["ResourceSignal"]
+    assert policy["Count"] == 1
+    minutes = re.fullmatch(r"PT(\d+)M", policy["Timeout"])
+    assert minutes is not None
+    assert 10 <= int(minutes.group(1)) <= 60
+    script = _user_data(default)
+    # The signal names this very instance (its logical id carries the user-data hash).
+    assert (
+        "aws cloudformation signal-resource --region {AWS::Region} "
+        "--stack-name '{AWS::StackName}' \\\n"
+        f"    --logical-resource-id '{instance}' --unique-id \"$instance_id\"" in script
+    )
+    assert "instance_id=$(cat /var/lib/cloud/data/instance-id)\n" in script
+
+
+def test_boot_signals_success_only_after_healthz_answers_and_failure_on_any_error(
+    default: Synth,
+) -> None:
+    script = _user_data(default)
+    start = script.index("systemctl enable --now logd.service")
+    health = script.index("curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:6101/healthz")
+    success = script.index("\nsignal SUCCESS\n")
+    assert start < health < success
+    assert script.count("signal SUCCESS") == 1
+    # Any failing step (set -e) ends the script, and the EXIT trap reports it at once.
+    trap = script.index("trap 'status=$?; if [ \"$status\" -ne 0 ]; then signal FAILURE; fi' EXIT")
+    assert script.index("set -euo pipefail") < trap < script.index("retry dnf install")
+
+
+def test_signal_reaches_cloudformation_through_its_endpoint_without_nat(default: Synth) -> None:
+    instance, _ = default.one("AWS::EC2::Instance")
+    (endpoint,) = [
+        rid
+        for rid, p in default.of_type("AWS::EC2::VPCEndpoint").items()
+        if p["ServiceName"]["Fn::Join"][1][-1] == ".cloudformation"
+    ]
+    assert default.of_type("AWS::EC2::VPCEndpoint")[endpoint]["PrivateDnsEnabled"] is True
+    assert endpoint in default.resources[instance]["DependsOn"]
+    default.template.resource_count_is("AWS::EC2::NatGateway", 0)
+
+
+def test_rotation_schedules_wait_for_the_signal(default: Synth) -> None:
+    instance, _ = default.one("AWS::EC2::Instance")
+    assert "CreationPolicy" in default.resources[instance]
+    schedules = [
+        r
+        for r in default.resources.values()
+        if r["Type"] == "AWS::SecretsManager::RotationSchedule"
+    ]
+    assert len(schedules) == 2
+    for schedule in schedules:
+        assert instance in schedule["DependsOn"]
+
+
+# --- the availability zone -----------------------------------------------------------
+
+
+def test_az_option_places_the_new_vpc_subnet(wheelhouse: Path, tmp_path: Path) -> None:
+    app, stack = build_app(
+        context=CONTEXT | {"az": "us-east-1b"},
+        outdir=str(tmp_path),
+        wheelhouse=wheelhouse,
+        builtin_validation=False,
+    )
+    app.synth()
+    synth = _load(stack, tmp_path)
+    assert [s["AvailabilityZone"] for s in synth.of_type("AWS::EC2::Subnet").values()] == [
+        "us-east-1b"
+    ]
+
+
+def test_az_option_picks_the_existing_vpcs_subnet_in_that_zone(
+    wheelhouse: Path, lookup: dict[str, Any], tmp_path: Path
+) -> None:
+    app, stack = build_app(
+        context=CONTEXT | lookup | {"vpc_id": EXISTING_VPC_ID, "az": "eu-west-1b"},
+        outdir=str(tmp_path),
+        wheelhouse=wheelhouse,
+        environ=LOOKUP_ENV,
+        builtin_validation=False,
+    )
+    app.synth()
+    _, instance = _load(stack, tmp_path).one("AWS::EC2::Instance")
+    assert instance["NetworkInterfaces"][0]["SubnetId"] == f"{PRIVATE}1"
+
+
+def test_default_vpc_takes_the_regions_first_zone(default: Synth) -> None:
+    (subnet,) = default.of_type("AWS::EC2::Subnet").values()
+    assert subnet["AvailabilityZone"] == {"Fn::Select": [0, {"Fn::GetAZs": ""}]}

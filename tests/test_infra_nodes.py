@@ -51,6 +51,8 @@ STORE_BOOT = BootValues(
     write_secret_id="arn:aws:secretsmanager:eu-west-1:111111111111:secret:w",
     udp_port=6102,
     http_port=6101,
+    stack_name="Logd",
+    signal_resource="NodesGroupASG0123ABCD",
     store_host="master.logd.abc123.euw1.cache.amazonaws.com",
     store_secret_id="arn:aws:secretsmanager:eu-west-1:111111111111:secret:t",
 )
@@ -261,9 +263,11 @@ def test_nodes_role_reads_its_three_secrets_and_its_wheelhouse_only(nodes: Synth
         granted.setdefault(actions, []).extend(map(_join, _as_list(statement["Resource"])))
     read = frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"})
     session = frozenset(SESSION_MANAGER_ACTIONS)
-    assert set(granted) == {session, read, frozenset({"s3:GetObject"})}
+    signal = frozenset({"cloudformation:SignalResource"})
+    assert set(granted) == {session, read, signal, frozenset({"s3:GetObject"})}
     assert granted[session] == ["*"]
     assert sorted(granted[read]) == secrets
+    assert granted[signal] == ["{AWS::StackId}"]
     (wheelhouse,) = granted[frozenset({"s3:GetObject"})]
     assert re.fullmatch(WHEELHOUSE_OBJECT, wheelhouse)
 
@@ -339,3 +343,34 @@ def test_nodes_option_rejects_other_values_in_one_sentence(value: str) -> None:
     context = {"nodes": value}
     with pytest.raises(SettingsError, match=r"^context nodes must be a whole number from 1 to 20"):
         DeploySettings.from_context(context.get)
+
+
+# --- readiness -----------------------------------------------------------------------
+
+
+def test_group_is_created_when_every_node_signalled(nodes: Synth) -> None:
+    group_id, _ = nodes.one("AWS::AutoScaling::AutoScalingGroup")
+    signal = nodes.resources[group_id]["CreationPolicy"]["ResourceSignal"]
+    assert signal["Count"] == NODES
+    script = _user_data(nodes)
+    assert f"--logical-resource-id '{group_id}' --unique-id \"$instance_id\"" in script
+    assert script.index("http://127.0.0.1:6101/healthz") < script.index("\nsignal SUCCESS\n")
+
+
+def test_rolling_update_waits_for_each_new_nodes_signal(nodes: Synth) -> None:
+    group_id, _ = nodes.one("AWS::AutoScaling::AutoScalingGroup")
+    rolling = nodes.resources[group_id]["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    timeout = nodes.resources[group_id]["CreationPolicy"]["ResourceSignal"]["Timeout"]
+    assert rolling["WaitOnResourceSignals"] is True
+    assert rolling["PauseTime"] == timeout  # how long one node has to come up
+    assert (rolling["MaxBatchSize"], rolling["MinInstancesInService"]) == (1, NODES - 1)
+    # Health-check replacements would fight the update: suspended while it runs.
+    assert {"HealthCheck", "ReplaceUnhealthy"} <= set(rolling["SuspendProcesses"])
+
+
+def test_node_output_reads_from_the_node_itself(nodes: Synth) -> None:
+    outputs: dict[str, Any] = nodes.template.to_json()["Outputs"]
+    node_curl = _join(outputs["NodeCurlCommand"]["Value"])
+    assert node_curl.endswith('"http://127.0.0.1:6101/?limit=20"')
+    assert "logd node" in outputs["NodeCurlCommand"]["Description"]
+    assert "not a logd node" in outputs["CurlCommand"]["Description"]

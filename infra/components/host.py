@@ -8,6 +8,7 @@ what it reads (the two secrets, the wheelhouse object).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_ec2 as ec2
@@ -15,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.components.host_boot import BootValues, render_user_data
+from infra.components.readiness import LogicalIdOf, wait_for_signal
 
 UDP_PORT = 6102
 HTTP_PORT = 6101
@@ -122,6 +124,9 @@ class LogdHost(Construct):
             self, "Role", description="logd host: Session Manager, its two secrets, its wheelhouse"
         )
 
+        # The boot signals the instance itself; CloudFormation waits for it (readiness.py).
+        waits = LogicalIdOf()
+        boot = replace(boot, signal_resource=waits.token())
         self.instance = ec2.Instance(
             self,
             "Instance",
@@ -142,6 +147,8 @@ class LogdHost(Construct):
             # The script runs at first boot only: a new wheelhouse needs a new instance.
             user_data_causes_replacement=True,
         )
+        waits.element = self.instance.instance
+        wait_for_signal(self.instance.instance)
         # cfn-lint, like CDK's own check acknowledged below, wants an ami-... id there.
         self.instance.instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["E1152"]}})
         Validations.of(self.instance).acknowledge(

@@ -25,6 +25,13 @@ UDP_RCVBUF = 32 * 1024 * 1024
 # Root-only, read by systemd (as root) before it starts logd as the logd user.
 STORE_ENV_FILE = "/etc/logd/store.env"
 STORE_PORT = 6379
+# What the boot waits on before it tells CloudFormation the host is ready (and what the load
+# balancer checks): 200 once logd's UDP listener runs, which is after its secrets loaded.
+HEALTH_PATH = "/healthz"
+# 150 tries 2 s apart: about 5 minutes for logd to come up once its unit started.
+HEALTH_ATTEMPTS = 150
+# How long CloudFormation waits for the signal: dnf, the C path's build, then /healthz.
+BOOT_TIMEOUT_MINUTES = 20
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
@@ -45,6 +52,10 @@ class BootValues:
     """logd's UDP port for signed frames."""
     http_port: int
     """logd's HTTP port for reads."""
+    stack_name: str
+    """The stack the boot signals (its CreationPolicy waits for the signal)."""
+    signal_resource: str
+    """Logical id of the resource that waits for the signal: the instance, or the group."""
     store_host: str | None = None
     """Valkey primary endpoint (TLS); None: the embedded store in logd's state directory."""
     store_secret_id: str | None = None
@@ -69,7 +80,8 @@ def render_unit(values: BootValues) -> str:
 
 
 def render_user_data(values: BootValues) -> str:
-    """The first-boot script: install Python and logd offline, tune the kernel, start the unit."""
+    """The first-boot script: install Python and logd offline, tune the kernel, start the unit,
+    and signal CloudFormation once logd answers (or as soon as a step fails)."""
     return _fill(
         (FILES / "user_data.sh").read_text(encoding="utf-8"),
         {
@@ -78,6 +90,11 @@ def render_user_data(values: BootValues) -> str:
             "VENV": VENV,
             "REGION": values.region,
             "WHEELHOUSE_URL": values.wheelhouse_url,
+            "HTTP_PORT": str(values.http_port),
+            "HEALTH_PATH": HEALTH_PATH,
+            "HEALTH_ATTEMPTS": str(HEALTH_ATTEMPTS),
+            "STACK_NAME": values.stack_name,
+            "SIGNAL_RESOURCE": values.signal_resource,
             "REQUIREMENT": REQUIREMENT,
             "UDP_RCVBUF": str(UDP_RCVBUF),
             "UNIT": render_unit(values).rstrip("\n"),

@@ -13,9 +13,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-# Secrets Manager for logd and the rotation Lambda; the three SSM ones for Session Manager.
+# Secrets Manager for logd and the rotation Lambda; CloudFormation for the hosts' readiness
+# signal (readiness.py); the three SSM ones for Session Manager.
 INTERFACE_ENDPOINTS = {
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "CloudFormation": ec2.InterfaceVpcEndpointAwsService.CLOUDFORMATION,
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
     "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
     "Ec2Messages": ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
@@ -33,6 +35,7 @@ class LogdNetwork(Construct):
         vpc_id: str | None,
         vpc_cidr: str,
         create_endpoints: bool,
+        az: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._own_vpc = not vpc_id
@@ -43,7 +46,8 @@ class LogdNetwork(Construct):
                 self,
                 "Vpc",
                 ip_addresses=ec2.IpAddresses.cidr(vpc_cidr),
-                max_azs=1,
+                # One AZ: the chosen one (where the instance type is offered), else the first.
+                **({"availability_zones": [az]} if az else {"max_azs": 1}),
                 nat_gateways=0,
                 subnet_configuration=[
                     ec2.SubnetConfiguration(
@@ -73,7 +77,9 @@ class LogdNetwork(Construct):
             if self.vpc.isolated_subnets
             else ec2.SubnetType.PRIVATE_WITH_EGRESS
         )
-        self.subnets = ec2.SubnetSelection(subnet_type=subnet_type)
+        self.subnets = ec2.SubnetSelection(
+            subnet_type=subnet_type, availability_zones=[az] if az else None
+        )
         self.s3_endpoint: ec2.GatewayVpcEndpoint | None = None
         if create_endpoints:
             self.s3_endpoint = self.vpc.add_gateway_endpoint(

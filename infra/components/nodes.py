@@ -8,6 +8,7 @@ balancer reaches the nodes, and the nodes reach Valkey; nothing else gets in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_autoscaling as autoscaling
@@ -24,11 +25,11 @@ from infra.components.host import (
     logd_ingress_group,
     session_manager_role,
 )
-from infra.components.host_boot import BootValues, render_user_data
+from infra.components.host_boot import HEALTH_PATH, BootValues, render_user_data
+from infra.components.readiness import BOOT_TIMEOUT, LogicalIdOf
 
 # First boot installs Python and the wheelhouse; give it that long before health checks count.
 BOOT_GRACE = Duration.minutes(10)
-HEALTH_PATH = "/healthz"
 
 
 class LogdNodes(Construct):
@@ -71,6 +72,9 @@ class LogdNodes(Construct):
             self, "Role", description="logd nodes: Session Manager, their secrets, their wheelhouse"
         )
 
+        # Each node's boot signals the group, which waits for them (readiness.py).
+        waits = LogicalIdOf()
+        boot = replace(boot, signal_resource=waits.token())
         template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -99,12 +103,19 @@ class LogdNodes(Construct):
                 additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
                 grace_period=BOOT_GRACE,
             ),
+            # Created once every node signalled that it serves.
+            signals=autoscaling.Signals.wait_for_all(timeout=BOOT_TIMEOUT),
             # A new wheelhouse or boot script is a new launch template version: replace the
-            # nodes one at a time, so the others keep serving.
+            # nodes one at a time, each only after the one before it signalled, so the
+            # others keep serving.
             update_policy=autoscaling.UpdatePolicy.rolling_update(
-                max_batch_size=1, min_instances_in_service=nodes - 1
+                max_batch_size=1,
+                min_instances_in_service=nodes - 1,
+                wait_on_resource_signals=True,
+                pause_time=BOOT_TIMEOUT,
             ),
         )
+        waits.element = self.group.node.default_child
         Validations.of(self.group).acknowledge(
             Acknowledgment(
                 id="AwsSolutions::AwsSolutions-AS3",

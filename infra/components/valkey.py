@@ -61,7 +61,9 @@ class LogdValkey(Construct):
             self,
             "Subnets",
             description="logd Valkey: the subnets of the logd nodes",
-            subnet_ids=vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids,
+            subnet_ids=vpc.select_subnets(
+                subnet_type=subnets.subnet_type, availability_zones=subnets.availability_zones
+            ).subnet_ids,
         )
         self.group = elasticache.CfnReplicationGroup(
             self,

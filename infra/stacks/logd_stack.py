@@ -25,6 +25,7 @@ from infra.components.host import HTTP_PORT, UDP_PORT, LogdHost
 from infra.components.host_boot import STORE_PORT, BootValues
 from infra.components.network import LogdNetwork
 from infra.components.nodes import LogdNodes
+from infra.components.readiness import signal_statement
 from infra.components.rotation import CODE_DIR, RotationFunction
 from infra.components.valkey import LogdValkey
 from infra.settings import DeploySettings
@@ -56,12 +57,14 @@ class LogdStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.host_layout = settings.nodes == 1
         network = LogdNetwork(
             self,
             "Network",
             vpc_id=settings.vpc_id,
             vpc_cidr=settings.vpc_cidr,
             create_endpoints=settings.create_endpoints,
+            az=settings.az,
         )
         self.read_secret = self._secret("ReadSecret", "read: HTTP queries and tails")
         self.write_secret = self._secret("WriteSecret", "write: signed UDP frames")
@@ -74,6 +77,8 @@ class LogdStack(Stack):
             write_secret_id=self.write_secret.secret_arn,
             udp_port=UDP_PORT,
             http_port=HTTP_PORT,
+            stack_name=Aws.STACK_NAME,
+            signal_resource="",  # each construct names the resource that waits for it
         )
         allowed = _allowed_peers(settings, network.cidr)
         if settings.nodes == 1:
@@ -103,9 +108,11 @@ class LogdStack(Stack):
             code_dir=rotation_code,
         )
 
-        # Grants: the hosts read their two secrets and their one wheelhouse object.
+        # Grants: the hosts read their two secrets and their one wheelhouse object, and
+        # signal this stack that they came up.
         for secret in (self.read_secret, self.write_secret):
             secret.grant_read(role)
+        role.add_to_principal_policy(signal_statement())
         wheelhouse_object = wheelhouse_asset.bucket.arn_for_objects(wheelhouse_asset.s3_object_key)
         role.add_to_policy(
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[wheelhouse_object])
@@ -140,10 +147,13 @@ class LogdStack(Stack):
                 rotation_rules=secretsmanager.CfnRotationSchedule.RotationRulesProperty(
                     automatically_after_days=settings.rotation_days
                 ),
-                # The values are fresh at creation; rotating then would race logd's first boot.
+                # No rotation at deploy: Secrets Manager only tests the configuration (it runs
+                # testSecret on a copy of the current value, which logd already knows).
                 rotate_immediately_on_update=False,
             )
-            # logd must be up (and the Lambda allowed in) before any rotation can run.
+            # logd must be up (and the Lambda allowed in) before any rotation can run: `runs`
+            # is created only once its hosts signalled that logd answers (readiness.py).
+            # The schedule's creation runs the handler's testSecret at once, against logd.
             schedule.node.add_dependency(runs, function.node.find_child(f"{name}SecretInvoke"))
         if settings.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", settings.alarm_topic_arn)
@@ -195,6 +205,13 @@ class LogdStack(Stack):
         self._emit_outputs(
             dns,
             {
+                # A node that sends to the load balancer may be handed its own address back
+                # (NLB hairpinning, which times out); every node reads the shared store, so
+                # on a node the local port gives the same answer.
+                "NodeCurlCommand": (
+                    self._curl_command("127.0.0.1"),
+                    "The 20 newest events, from a shell on a logd node (Session Manager)",
+                ),
                 "LoadBalancerDns": (dns, f"Writers send UDP to this name, port {UDP_PORT}"),
                 "AutoScalingGroup": (
                     self.nodes.group.auto_scaling_group_name,
@@ -235,19 +252,20 @@ class LogdStack(Stack):
             },
         )
 
-    def _emit_outputs(self, host: str, outputs: dict[str, tuple[str, str]]) -> None:
-        """The outputs of either layout: its own, plus the secrets, curl line and alarm."""
+    def _curl_command(self, host: str) -> str:
         read_value = (
             f"aws secretsmanager get-secret-value --region {Aws.REGION} "
             f"--secret-id {self.read_secret.secret_arn} --query SecretString --output text"
         )
+        return f'curl -H "Authorization: $({read_value})" "http://{host}:{HTTP_PORT}/?limit=20"'
+
+    def _emit_outputs(self, host: str, outputs: dict[str, tuple[str, str]]) -> None:
+        """The outputs of either layout: its own, plus the secrets, curl line and alarm."""
+        where = "a host in the VPC" if self.host_layout else "a host in the VPC, not a logd node"
         outputs |= {
             "ReadSecretArn": (self.read_secret.secret_arn, "Read secret (HTTP queries)"),
             "WriteSecretArn": (self.write_secret.secret_arn, "Write secret (UDP frames)"),
-            "CurlCommand": (
-                f'curl -H "Authorization: $({read_value})" "http://{host}:{HTTP_PORT}/?limit=20"',
-                "The 20 newest events, from a host in the VPC",
-            ),
+            "CurlCommand": (self._curl_command(host), f"The 20 newest events, from {where}"),
             "RotationAlarm": (
                 self.rotation.failure_alarm.alarm_name,
                 "In ALARM: a rotation failed",

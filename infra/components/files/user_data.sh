@@ -16,6 +16,16 @@ retry() {
   "$@"
 }
 
+# CloudFormation waits for this host's signal (a CreationPolicy): SUCCESS once logd answers
+# /healthz, FAILURE as soon as a step here fails, so a broken first boot fails the deploy.
+# The signal goes through the CloudFormation interface endpoint (there is no NAT).
+instance_id=$(cat /var/lib/cloud/data/instance-id)
+signal() {
+  retry aws cloudformation signal-resource --region {{REGION}} --stack-name '{{STACK_NAME}}' \
+    --logical-resource-id '{{SIGNAL_RESOURCE}}' --unique-id "$instance_id" --status "$1"
+}
+trap 'status=$?; if [ "$status" -ne 0 ]; then signal FAILURE; fi' EXIT
+
 # The compiler and headers build logd's C accept path below.
 retry dnf install -y --setopt=install_weak_deps=False {{PYTHON}} {{PYTHON}}-pip \
   {{PYTHON}}-devel gcc openssl-devel
@@ -45,3 +55,14 @@ sysctl -p /etc/sysctl.d/90-logd.conf
 UNIT
 systemctl daemon-reload
 systemctl enable --now logd.service
+
+# Ready when logd answers /healthz (its UDP listener is up, its secrets loaded): then SUCCESS.
+for attempt in $(seq {{HEALTH_ATTEMPTS}}); do
+  curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:{{HTTP_PORT}}{{HEALTH_PATH}} && break
+  if [ "$attempt" -eq {{HEALTH_ATTEMPTS}} ]; then
+    echo "logd did not answer {{HEALTH_PATH}} in time: see journalctl -u logd" >&2
+    exit 1
+  fi
+  sleep 2
+done
+signal SUCCESS
