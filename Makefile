@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml setup.py | build-deps
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $(FASTPATH)
 
-# The C accept path (service/logd/_fastpath.c), rebuilt in place when its source changes.
-$(FASTPATH): service/logd/_fastpath.c | $(STAMP)
+# The C accept path (service/logd/server/ingest/_fastpath.c), rebuilt in place when its source changes.
+$(FASTPATH): service/logd/server/ingest/_fastpath.c | $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(FASTPATH)
 
@@ -60,11 +60,11 @@ test: lint typecheck unit
 SANITIZE := build/sanitize
 sanitize: install
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE) && cp -r service/logd $(SANITIZE)/
-	rm -f $(SANITIZE)/logd/*.so
+	rm -f $(SANITIZE)/logd/server/ingest/*.so
 	gcc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -shared -fPIC \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("include"))')" \
-		service/logd/_fastpath.c -lcrypto \
-		-o $(SANITIZE)/logd/_fastpath$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+		service/logd/server/ingest/_fastpath.c -lcrypto \
+		-o $(SANITIZE)/logd/server/ingest/_fastpath$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	PYTHONPATH=$(SANITIZE) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		$(BIN)/pytest -q -s -p no:cacheprovider -o timeout=1800 \
@@ -99,7 +99,7 @@ bench-valkey: install redis-server $(BENCH_SENDER)
 # push: decrypt with the real sops (into a pipe, never to disk) and put the values into
 # Secrets Manager (AWS credentials and region from the usual AWS configuration).
 secrets-push: secrets-env install
-	$(BIN)/python -m logd.secrets.sops push secrets/$(ENV).enc.yaml
+	$(BIN)/python -m logd.server.secrets.sops push secrets/$(ENV).enc.yaml
 
 secrets-edit: secrets-env install
 	$(BIN)/sops edit secrets/$(ENV).enc.yaml
@@ -120,7 +120,7 @@ INSTANCE_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_28 manylinux_2_34,--
 # A wheel built here on x86-64 cannot carry an arm64 C extension: the wheelhouse holds
 # logd's sdist, which the host builds at first boot (with setuptools from the wheelhouse),
 # and a pure-Python wheel (LOGD_PURE_PYTHON=1) for when that fails.
-build/.wheelhouse-built: pyproject.toml setup.py service/logd/_fastpath.c \
+build/.wheelhouse-built: pyproject.toml setup.py service/logd/server/ingest/_fastpath.c \
 		$(shell find service/logd -name '*.py') | install
 	rm -rf $(WHEELHOUSE) build/sdist-check && mkdir -p $(WHEELHOUSE)
 	LOGD_PURE_PYTHON=1 $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .

@@ -1,5 +1,5 @@
-"""The C accept path, `logd._fastpath` (service/logd/_fastpath.c); the rest of the build
-is in pyproject.toml. It needs a C compiler and OpenSSL's headers (Debian: libssl-dev).
+"""The C accept path, `logd.server.ingest._fastpath` (its source beside it); the rest of
+the build is in pyproject.toml. It needs a C compiler and OpenSSL's headers (Debian: libssl-dev).
 
 LOGD_PURE_PYTHON=1 builds without it, e.g. the arm64 wheel that `make wheel` makes for
 the AWS host here on x86-64: logd then runs the same checks in Python (accept.py).
@@ -10,8 +10,8 @@ import os
 from setuptools import Extension, setup
 
 fastpath = Extension(
-    "logd._fastpath",
-    sources=["service/logd/_fastpath.c"],
+    "logd.server.ingest._fastpath",
+    sources=["service/logd/server/ingest/_fastpath.c"],
     libraries=["crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra"],
 )

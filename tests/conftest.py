@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ingest_support import IMPLS
 from support import LogdProcess, start_logd
 
 
@@ -32,3 +33,10 @@ def logd(tmp_path: Path) -> Iterator[LogdProcess]:
     proc = start_logd(tmp_path)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> str:
+    """The accept engine under test: every accept-path test runs on both (C skipped,
+    with its reason, when the extension is not built)."""
+    return str(request.param)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from logd._pb.logd_pb2 import Cmd, Msg
-from logd.tail import Subscription
+from logd.server.tail import Subscription
 from logd.wire import Signer
 
 READ_SECRET = "read-secret-for-tests-0123456789abcdef"

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from logd import clientenv
-from logd.cli_output import clean, format_event, format_info, short_time, use_color
+from logd.cli.output import clean, format_event, format_info, short_time, use_color
+from logd.client import env as clientenv
+from logd.client.ping import ping_once
 from logd.errors import ClientError, ConfigError
-from logd.pinger import ping_once
 from logd.wire import PING_PAYLOAD, PONG_PAYLOAD, Signer
 
 SECRET = b"ping-secret-0123456789"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from logd.config import Config, find_config_file, parse_size
 from logd.errors import ConfigError
+from logd.server.config import Config, find_config_file, parse_size
 
 MiB = 1024 * 1024
 

@@ -14,8 +14,8 @@ from logd.devsecrets import (
     read_secrets_file,
 )
 from logd.errors import ConfigError, SecretsError
-from logd.keys import Role, Stage
-from logd.secrets import DevFileSource, EnvSource, FileSource, select_source
+from logd.server.keys import Role, Stage
+from logd.server.secrets import DevFileSource, EnvSource, FileSource, select_source
 
 
 def test_dev_path_is_per_user() -> None:

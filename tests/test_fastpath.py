@@ -1,4 +1,4 @@
-"""The C accept path (logd._fastpath) against the Python one (accept.py), which is its
+"""The C accept path (logd.server.ingest._fastpath) against the Python one (accept.py), which is its
 specification: the same datagrams through both, over real UDP sockets, must store the
 same events and count the same things. Hypothesis makes the datagrams, including
 authenticated payloads in odd encodings that only a careful protobuf reader gets right.
@@ -14,110 +14,43 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logd import _fastpath
+from ingest_support import NOW, Rig, S, key_ring
 from logd._pb.logd_pb2 import PING, PONG, Cmd, Msg
-from logd.accept import FrameChecker
-from logd.fastpath import FastPath, available, replay_guard
-from logd.filters import Filter
-from logd.ingest import UdpIngest
-from logd.keys import KeyHolder, KeyRing, Role, Stage
-from logd.replay import ReplayGuard
-from logd.store import MemoryStore
-from logd.store.ring import Ring
+from logd.server.filters import Filter
+from logd.server.ingest.engine import available
+from logd.server.ingest.replay import ReplayGuard
+from logd.server.keys import KeyRing, Role, Stage
+from logd.server.store.ring import Ring
 from logd.wire import HEADER_LEN, Signer
 
-S = 1_000_000_000
-NOW = 1_800_000_000 * S
+pytestmark = pytest.mark.skipif(
+    not available(), reason="the C engine is not built (LOGD_PURE_PYTHON=1)"
+)
+_fastpath = pytest.importorskip("logd.server.ingest._fastpath")
+
 READ, WRITE, OLD_WRITE = b"fp-read-secret-0000000", b"fp-write-secret-000000", b"fp-old-write-0"
 WRITER, READER, OLD = Signer(WRITE), Signer(READ), Signer(OLD_WRITE)
 STRANGER = Signer(b"not-a-key-logd-knows")
 
 
-def test_the_extension_is_built() -> None:
-    """`make install` builds it; without it every test below would test nothing new."""
-    assert available()
-    assert isinstance(replay_guard(max_age_ns=S, capacity=10), _fastpath.ReplayTable)
-
-
 def _ring() -> KeyRing:
-    return KeyRing.from_secrets({
-        (Role.READ, Stage.CURRENT): READ,
-        (Role.WRITE, Stage.CURRENT): WRITE,
-        (Role.WRITE, Stage.PREVIOUS): OLD_WRITE,
-    })  # fmt: skip
-
-
-class Side:
-    """One real ingest on its own socket; `fast` picks the C path."""
-
-    def __init__(self, *, fast: bool, max_rings: int = 64, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                  socket.SOCK_DGRAM)  # fmt: skip
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind((host, 0))
-        self.sock.setblocking(False)
-        self.keys = KeyHolder(_ring())
-        self.guard = (
-            replay_guard(max_age_ns=S, capacity=100_000)
-            if fast
-            else ReplayGuard(max_age_ns=S, capacity=100_000)
-        )
-        self.store = MemoryStore(ring_bytes=1 << 24, ring_sizes={}, max_rings=max_rings,
-                                 max_tails=1, tail_queue=1)  # fmt: skip
-        limits = {"max_frame": 65_507, "max_age_ns": S, "max_future_ns": S // 4}
-        checker = FrameChecker(keys=self.keys, guard=self.guard, **limits)
-        self.now = NOW
-        self.reloads = 0  # on_unknown_key calls (logd's key reload)
-        self.ingest = UdpIngest(
-            sock=self.sock, checker=checker, store=self.store, expire=self.guard.expire,
-            clock=lambda: self.now, on_unknown_key=self._reload,
-            fast=FastPath(keys=self.keys, guard=self.guard, store=self.store, **limits)
-            if fast else None,
-        )  # fmt: skip
-
-    def _reload(self) -> None:
-        self.reloads += 1
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def stored(self) -> list[tuple[str, list[tuple[int, Msg]]]]:
-        rings = []
-        for ring in self.store._all_rings():
-            events = [(t_ns, msg or Msg.FromString(data)) for t_ns, data, msg in
-                      ring.scan(Filter())]  # fmt: skip
-            rings.append((ring.key, events))
-        return sorted(rings, key=lambda r: r[0])
-
-    def counts(self) -> dict[str, object]:
-        s = self.ingest.stats
-        return {
-            "received": s.received, "accepted": s.accepted, "events": s.events,
-            "pongs": s.pongs, "rejected": dict(s.rejected), "keys": dict(s.keys.current),
-            "guard": len(self.guard), "overflow": self.store.overflow_events,
-        }  # fmt: skip
+    return key_ring(READ, WRITE, OLD_WRITE)
 
 
 @pytest.fixture
-def sides() -> Iterator[tuple[Side, Side, socket.socket]]:
-    python, c = Side(fast=False), Side(fast=True)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.1", 0))
-    yield python, c, sender
+def sides() -> Iterator[tuple[Rig, Rig]]:
+    python, c = Rig("python", _ring()), Rig("c", _ring())
+    yield python, c
     for s in (python, c):
         s.close()
-    sender.close()
 
 
-def feed(sides: tuple[Side, Side, socket.socket], datagrams: list[bytes]) -> None:
-    python, c, sender = sides
-    for side in (python, c):
-        for d in datagrams:
-            sender.sendto(d, side.sock.getsockname())
-        side.ingest._drain()
+def feed(sides: tuple[Rig, Rig], datagrams: list[bytes]) -> None:
+    for side in sides:
+        side.feed(datagrams)
 
 
-def assert_same(python: Side, c: Side) -> None:
+def assert_same(python: Rig, c: Rig) -> None:
     assert c.counts() == python.counts()
     assert c.stored() == python.stored()
 
@@ -194,18 +127,16 @@ DIFF = settings(max_examples=200, deadline=None,
 
 @DIFF
 @given(batch=datagrams())
-def test_c_and_python_agree_on_any_datagrams(
-    sides: tuple[Side, Side, socket.socket], batch: list[bytes]
-) -> None:
-    python, c, _ = sides
+def test_c_and_python_agree_on_any_datagrams(sides: tuple[Rig, Rig], batch: list[bytes]) -> None:
+    python, c = sides
     before = python.counts(), python.stored()
     feed(sides, batch)
     assert_same(python, c)
     assert (python.counts(), python.stored()) != before or not batch
 
 
-def test_a_key_reload_reaches_the_c_path(sides: tuple[Side, Side, socket.socket]) -> None:
-    python, c, _ = sides
+def test_a_key_reload_reaches_the_c_path(sides: tuple[Rig, Rig]) -> None:
+    python, c = sides
     new_writer = Signer(b"fp-new-write-secret")
     payload = Cmd(msg=Msg(env="prod", svc="api", txt="hello")).SerializeToString()
     feed(sides, [new_writer.sign(payload, NOW)])
@@ -223,17 +154,15 @@ def test_a_key_reload_reaches_the_c_path(sides: tuple[Side, Side, socket.socket]
 
 
 def test_overflow_rings_count_every_event() -> None:
-    python, c = Side(fast=False, max_rings=1), Side(fast=True, max_rings=1)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    python, c = Rig("python", _ring(), max_rings=1), Rig("c", _ring(), max_rings=1)
     try:
         batch = Cmd(batch=[Msg(env="a", svc=str(i % 3), txt=str(i)) for i in range(9)])
-        feed((python, c, sender), [WRITER.sign(batch.SerializeToString(), NOW)])
+        feed((python, c), [WRITER.sign(batch.SerializeToString(), NOW)])
         assert_same(python, c)
         assert c.store.overflow_events == 6
     finally:
         for s in (python, c):
             s.close()
-        sender.close()
 
 
 # --- the replay table against ReplayGuard -------------------------------------------------
@@ -345,11 +274,11 @@ def test_c_stores_plain_writes_and_leaves_pings_to_python() -> None:
 
 
 def test_event_times_past_2262_get_the_receive_time_on_both_paths(
-    sides: tuple[Side, Side, socket.socket],
+    sides: tuple[Rig, Rig],
 ) -> None:
     """Times are kept as int64 nanoseconds; a valid Timestamp beyond them (year 9999)
     once overflowed the ring's time array on the Python path."""
-    python, c, _ = sides
+    python, c = sides
     far = Msg(txt="far")
     far.t.seconds = 253_402_300_799  # 9999-12-31T23:59:59Z
     feed(sides, [WRITER.sign(Cmd(msg=far).SerializeToString(), NOW)])
@@ -359,13 +288,13 @@ def test_event_times_past_2262_get_the_receive_time_on_both_paths(
 
 def test_pings_over_ipv6_are_answered_through_the_c_path() -> None:
     """A PING comes back from C with its IPv6 source address; the PONG goes there."""
-    side = Side(fast=True, host="::1")
+    side = Rig("c", _ring(), host="::1")
     client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
         client.bind(("::1", 0))
         client.settimeout(5)
         client.sendto(READER.sign(Cmd(name=PING).SerializeToString(), NOW), side.sock.getsockname())
-        side.ingest._drain()
+        side.ingest.drain()
         pong = client.recv(1024)
     finally:
         side.close()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from logd._pb.logd_pb2 import ERROR, GET, INFO, POST, WARN, Msg
-from logd.filters import Filter, FilterError, parse_time
+from logd.server.filters import Filter, FilterError, parse_time
 
 S = 1_000_000_000
 NOW = 1_800_000_000 * S

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from logd.config import Config
+from logd.server.config import Config
 
 from infra.app import WheelhouseError, build_app, check_wheelhouse
 from infra.components.host_boot import (

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from logd.errors import SecretsError
-from logd.keys import KeyRing, Role, Stage
+from logd.server.keys import KeyRing, Role, Stage
 from logd.wire import key_id
 
 READ, WRITE = "r" * 40, "w" * 40

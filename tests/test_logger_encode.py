@@ -6,9 +6,17 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
-from logd._encode import MIN_FRAME, Encoder, field_size, fit, msg_budget, varint, write_payload
 from logd._pb.logd_pb2 import INFO, WARN, Cmd, Msg
-from logd._sender import RateLimit
+from logd.client.encoder import (
+    MIN_FRAME,
+    Encoder,
+    field_size,
+    fit,
+    msg_budget,
+    varint,
+    write_payload,
+)
+from logd.client.sender import RateLimit
 from logd.wire import HEADER_LEN
 
 T_NS = 1_700_000_000_123_456_789

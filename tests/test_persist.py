@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import Msg
-from logd.filters import Filter
-from logd.store.memory import RECORD_OVERHEAD, MemoryStore
-from logd.store.persist import Persister, newest_within
-from logd.store.segments import (
+from logd.server.filters import Filter
+from logd.server.store.memory import RECORD_OVERHEAD, MemoryStore
+from logd.server.store.persist import Persister, newest_within
+from logd.server.store.segments import (
     HEAD,
     MAGIC,
     Record,
@@ -235,7 +235,7 @@ def test_damage_is_skipped_counted_and_logged_at_load(
         await persister.load()
         return persister
 
-    with caplog.at_level(logging.WARNING, logger="logd.persist"):
+    with caplog.at_level(logging.WARNING, logger="logd.server.store.persist"):
         persister = asyncio.run(scenario())
     assert (persister.loaded, persister.info()["corrupt_records_skipped"]) == (10, 1)
     assert "skipped damaged records" in caplog.text

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from logd._pb.logd_pb2 import Msg
-from logd.store.segments import list_segments
+from logd.server.store.segments import list_segments
 from support import LogdProcess, start_logd, wait_for
 
 pytestmark = pytest.mark.functional

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from logd.ratelimit import FailureLimiter
+from logd.server.http.ratelimit import FailureLimiter
 
 
 def test_failures_beyond_the_burst_are_throttled_then_recover() -> None:

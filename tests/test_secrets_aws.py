@@ -18,9 +18,9 @@ from typing import Any
 import boto3
 import pytest
 from logd.errors import ConfigError, SecretsError
-from logd.keys import KeyRing, Role, Stage
-from logd.secrets import KeyManager, Reloader, select_source
-from logd.secrets.aws import SecretsManagerSource
+from logd.server.keys import KeyRing, Role, Stage
+from logd.server.secrets import KeyManager, Reloader, select_source
+from logd.server.secrets.aws import SecretsManagerSource
 from logd.wire import key_id
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
@@ -299,7 +299,7 @@ def test_unreachable_keeps_the_last_good_keys_and_says_so_once(
     good = described(holder.ring)
     moto_server.stop()
 
-    with caplog.at_level(logging.WARNING, logger="logd.secrets"):
+    with caplog.at_level(logging.WARNING, logger="logd.server.secrets"):
         assert not asyncio.run(manager.reload())
         assert not asyncio.run(manager.reload())
     assert described(holder.ring) == good
@@ -401,7 +401,7 @@ def test_the_loop_reloads_on_a_poke_and_backs_off_on_failure(sm: Any) -> None:
 # --- `logd serve` -------------------------------------------------------------------------
 
 
-def _serve(env: dict[str, str], *, code: str = "from logd.cli import main; main()") -> Any:
+def _serve(env: dict[str, str], *, code: str = "from logd.cli.main import main; main()") -> Any:
     return subprocess.run(
         [
             sys.executable,
@@ -459,7 +459,7 @@ NO_BOTO3 = "import sys; sys.modules['boto3'] = None; "  # `import boto3` now rai
 def test_serve_without_boto3_needs_it_only_for_secret_ids() -> None:
     result = _serve(
         {"LOGD_READ_SECRET_ID": READ_ID, "LOGD_WRITE_SECRET_ID": WRITE_ID},
-        code=NO_BOTO3 + "from logd.cli import main; main()",
+        code=NO_BOTO3 + "from logd.cli.main import main; main()",
     )
     assert result.returncode == 2
     assert "pip install 'logd[aws]'" in result.stderr
@@ -468,7 +468,7 @@ def test_serve_without_boto3_needs_it_only_for_secret_ids() -> None:
         [
             sys.executable,
             "-c",
-            NO_BOTO3 + "from logd.app import create_app; from logd.config "
+            NO_BOTO3 + "from logd.server.app import create_app; from logd.server.config "
             "import Config; create_app(Config(read_secret='r' * 32, write_secret='w' * 32))",
         ],
         capture_output=True,

@@ -10,8 +10,8 @@ from typing import Any
 
 import boto3
 import pytest
+from logd.client.secret_provider import SecretsManagerProvider
 from logd.errors import SecretsError
-from logd.secrets.provider import SecretsManagerProvider
 from moto import mock_aws
 from support import start_logd, wait_for
 
@@ -81,7 +81,7 @@ def test_a_failed_refresh_keeps_the_cached_value_and_says_so_once(
     provider = SecretsManagerProvider(NAME, client=sm, clock=clock, refresh_s=10)
     provider()
     sm.delete_secret(SecretId=NAME, ForceDeleteWithoutRecovery=True)
-    with caplog.at_level(logging.WARNING, logger="logd.secrets.provider"):
+    with caplog.at_level(logging.WARNING, logger="logd.client.secret_provider"):
         for _ in range(2):
             clock.now += 10
             assert provider() == W1

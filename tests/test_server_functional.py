@@ -149,7 +149,7 @@ def test_info_health_and_metrics_need_no_secret_and_show_none(filled: LogdProces
     assert filled.get("/healthz", secret="")[:2] == (200, "ok\n")
     info = filled.info()
     assert info["store"]["writes"] == 4
-    assert info["udp"]["accept_path"] == "c"  # the memory store on one node: logd._fastpath
+    assert info["udp"]["accept_path"] == "c"  # the memory store on one node: the C path
     assert {r["key"] for r in info["store"]["rings"]} == {"prod/api", "prod/web", "dev/api-2"}
     assert info["secrets"]["source"] == "env"
     assert {k["role"] for k in info["secrets"]["keys"]} == {"read", "write"}

@@ -16,7 +16,7 @@ import pyrage
 import pytest
 import yaml
 from logd.errors import SecretsError
-from logd.secrets.sops import decrypt, push, sops_binary
+from logd.server.secrets.sops import decrypt, push, sops_binary
 from moto import mock_aws
 from moto_support import ROOT, MotoServer, stages
 
@@ -143,7 +143,7 @@ def test_the_push_command_against_moto_server(lab: Path, tmp_path: Path) -> None
     server = MotoServer(tmp_path / "moto.log")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "logd.secrets.sops", "push", str(lab)],
+            [sys.executable, "-m", "logd.server.secrets.sops", "push", str(lab)],
             env={**os.environ, "AWS_ENDPOINT_URL": server.url},
             capture_output=True,
             text=True,
@@ -175,7 +175,7 @@ def test_make_secrets_push_runs_that_command() -> None:
         text=True,
         check=True,
     )
-    assert ".venv/bin/python -m logd.secrets.sops push secrets/dev.enc.yaml" in dry.stdout
+    assert ".venv/bin/python -m logd.server.secrets.sops push secrets/dev.enc.yaml" in dry.stdout
     edit = subprocess.run(
         ["make", "-n", "secrets-edit", "ENV=dev"],
         cwd=ROOT,

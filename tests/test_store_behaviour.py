@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
-from logd.filters import Filter
-from logd.store import MemoryStore, Store
-from logd.store.memory import OVERFLOW_KEY
-from logd.store.valkey import ValkeyStore
+from logd.server.filters import Filter
+from logd.server.store import MemoryStore, Store
+from logd.server.store.memory import OVERFLOW_KEY
+from logd.server.store.valkey.store import ValkeyStore
 from redis_support import RedisClusterNodes, RedisServer
 from support import tail_batch
 

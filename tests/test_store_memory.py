@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
-from logd.filters import Filter
-from logd.store.memory import OVERFLOW_KEY, MemoryStore, ring_key
-from logd.store.ring import CHUNK_OVERHEAD, RECORD_OVERHEAD, Ring
+from logd.server.filters import Filter
+from logd.server.store.memory import OVERFLOW_KEY, MemoryStore, ring_key
+from logd.server.store.ring import CHUNK_OVERHEAD, RECORD_OVERHEAD, Ring
 
 MiB = 1024 * 1024
 S = 1_000_000_000

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import Msg
-from logd.config import Config
 from logd.errors import ConfigError
-from logd.filters import Filter
-from logd.replay_shared import PREFIX, SLOTS, SharedReplayGuard
-from logd.store import valkey
-from logd.store.base import StoreUnavailable
-from logd.store.valkey import ValkeyStore, redact, stream_key
+from logd.server.config import Config
+from logd.server.filters import Filter
+from logd.server.store.base import StoreUnavailable
+from logd.server.store.valkey import store as valkey
+from logd.server.store.valkey.replay import PREFIX, SLOTS, SharedReplayGuard
+from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
 from redis_support import RedisClusterNodes, RedisServer
 
 MiB = 1024 * 1024

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
-from logd.filters import Filter
-from logd.tail import TailClosed, TailHub, TooManyTails
+from logd.server.filters import Filter
+from logd.server.tail import TailClosed, TailHub, TooManyTails
 from support import tail_batch
 
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import pytest
-from logd.tasks import stop_tasks, wait_event
+from logd.server.tasks import stop_tasks, wait_event
 
 
 async def _forever() -> None:
@@ -51,7 +51,7 @@ def test_guard_against_a_task_that_loses_its_cancel(caplog: pytest.LogCaptureFix
         done = True
         await task
 
-    with caplog.at_level(logging.ERROR, logger="logd.tasks"):
+    with caplog.at_level(logging.ERROR, logger="logd.server.tasks"):
         asyncio.run(main())
     assert "task did not stop within 0.2 s task=deaf-loop" in caplog.text
 
@@ -65,7 +65,7 @@ def test_a_task_that_failed_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         await asyncio.sleep(0)
         await stop_tasks([task, asyncio.create_task(_forever())])
 
-    with caplog.at_level(logging.ERROR, logger="logd.tasks"):
+    with caplog.at_level(logging.ERROR, logger="logd.server.tasks"):
         asyncio.run(main())
     assert "task failed task=broken-loop" in caplog.text
     assert "RuntimeError: the loop broke" in caplog.text

@@ -1,5 +1,5 @@
 """`python -m logd` is the `logd` command."""
 
-from logd.cli import main
+from logd.cli.main import main
 
 main()

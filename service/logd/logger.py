@@ -8,7 +8,7 @@ A log call formats the text, captures the time and puts a tuple on a bounded que
 a few microseconds, no I/O, no lock in the common case. It never blocks and never
 raises; a full queue drops the event and counts it (`stats()`). A background thread
 encodes, packs events into frames (`batch`), signs them (`logd.wire.Signer`) and sends
-them over UDP (`logd._sender`). Only protobuf is needed: no aiohttp, click or boto3.
+them over UDP (`logd.client.sender`). Only protobuf is needed: no aiohttp, click or boto3.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from time import monotonic, time_ns
 from typing import TypedDict, Unpack
 
-from logd._encode import MIN_FRAME, Encoder
 from logd._pb.logd_pb2 import DEBUG, ERROR, FATAL, INFO, TRACE, WARN
-from logd._sender import LoggerStats, RateLimit, Sender
-from logd.clientenv import find_secret, http_base, missing_secret, udp_host, udp_port
+from logd.client.encoder import MIN_FRAME, Encoder
+from logd.client.env import find_secret, http_base, missing_secret, udp_host, udp_port
+from logd.client.sender import LoggerStats, RateLimit, Sender
 from logd.devsecrets import WRITE_NAME
 from logd.errors import ConfigError
 from logd.events import LEVEL_NAMES

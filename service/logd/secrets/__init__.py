@@ -1,16 +1,2 @@
-"""Key sources (env, file, dev mode; Secrets Manager in `logd.secrets.aws`, imported only
-when configured), the KeyManager that swaps rings, and the Reloader loop."""
-
-from logd.secrets.manager import KeyManager
-from logd.secrets.reloader import Reloader
-from logd.secrets.sources import DevFileSource, EnvSource, FileSource, KeySource, select_source
-
-__all__ = [
-    "DevFileSource",
-    "EnvSource",
-    "FileSource",
-    "KeyManager",
-    "KeySource",
-    "Reloader",
-    "select_source",
-]
+"""The documented import path of the app-side secret provider (`logd.secrets.provider`);
+the code lives in `logd.client.secret_provider`, the server's secrets in `logd.server.secrets`."""

@@ -1,0 +1,1 @@
+"""The `logd` command: `main` (the group and `serve`), the client commands, their output."""

@@ -1,0 +1,335 @@
+"""The client commands of `logd`: send, query, tail, ping, info.
+
+Environment (as in the original logd): LOGD_HOST is the HTTP base URL for reads,
+writes go to the same host on LOGD_UDP_PORT; LOGD_READ_SECRET / LOGD_WRITE_SECRET,
+else the dev-mode secrets file. Heavy imports (urllib, protobuf) happen inside the
+command that needs them, so `logd --help` and `logd info` start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from logd.cli.output import clean, format_dropped, format_event, format_info, use_color
+from logd.client import env as clientenv
+from logd.devsecrets import READ_NAME, WRITE_NAME
+from logd.errors import ClientError, ConfigError
+
+if TYPE_CHECKING:
+    from logd.client.readclient import ReadClient
+
+LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.25, 5.0
+_SEND_FLUSH_EVERY = 1000  # stdin lines between flushes: `logd send < big.log` never drops
+
+host_option = click.option(
+    "--host",
+    envvar="LOGD_HOST",
+    metavar="URL",
+    help=f"HTTP base URL of logd. Env: LOGD_HOST. [default: {clientenv.DEFAULT_HTTP}]",
+)
+udp_port_option = click.option(
+    "--udp-port",
+    envvar="LOGD_UDP_PORT",
+    metavar="PORT",
+    help=f"UDP port on the same host. Env: LOGD_UDP_PORT. [default: {clientenv.DEFAULT_UDP_PORT}]",
+)
+color_option = click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colour levels; auto means on a TTY, unless NO_COLOR is set.",
+)
+
+
+def _filter_options(*, query: bool) -> Callable[[Any], Any]:
+    """The filters of GET / (query) or GET /tail as flags, named like the parameters."""
+    options = [
+        click.option("--env", help="Exact env."),
+        click.option("--svc", help="Exact svc, or a prefix ending in *."),
+        click.option("--fn", help="Exact fn."),
+        click.option("--lvl", metavar="LEVEL", help="Minimum level: trace ... fatal."),
+        click.option("--txt", metavar="TEXT", help="Text contains this (any case)."),
+        click.option("--url", metavar="PREFIX", help="URL starts with this."),
+        click.option("--status", metavar="CODE", help="Exact HTTP response status."),
+        click.option("--method", metavar="METHOD", help="HTTP method, e.g. POST."),
+        click.option("--since", metavar="WHEN", help="RFC 3339 time, or 15m / 2h / 90s ago."),
+    ]
+    if query:
+        options += [
+            click.option("--until", metavar="WHEN", help="RFC 3339 time, or a duration ago."),
+            click.option("--limit", metavar="N", help="Most events to return [server: 100]."),
+            click.option("--offset", metavar="N", help="Skip this many newest matches."),
+        ]
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _fail(sentence: str, code: int = 1) -> None:
+    click.echo(f"logd: {sentence}", err=True)
+    sys.exit(code)
+
+
+def _guarded(run: Callable[[], None]) -> None:
+    """Run a command body: expected failures become one sentence and exit 1; a closed
+    pipe (`logd query | head`) ends quietly."""
+    try:
+        run()
+    except (ClientError, ConfigError) as err:
+        _fail(str(err))
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python would complain again at exit
+        sys.exit(1)
+
+
+def _read_client(host: str | None) -> ReadClient:
+    from logd.client.readclient import ReadClient
+
+    base = clientenv.http_base(host)
+    found = clientenv.find_secret(READ_NAME)
+    if found is None:
+        raise ClientError(clientenv.missing_secret(READ_NAME))
+    return ReadClient(base, found[0], found[1])
+
+
+def _params(filters: dict[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in filters.items() if v}
+
+
+# --- send -------------------------------------------------------------------------
+
+
+def _parse_attrs(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}")
+        attrs[key] = value
+    return attrs
+
+
+@click.command()
+@click.argument("text", nargs=-1)
+@click.option(
+    "--lvl", type=click.Choice(LEVELS, case_sensitive=False), default="info", show_default=True
+)
+@click.option("--env", default="", help="Event env, e.g. prod.")
+@click.option("--svc", default="", help="Event svc, e.g. billing-api.")
+@click.option("--fn", default="", help="Event fn, e.g. ChargeCard.")
+@click.option("--attr", multiple=True, callback=_parse_attrs, metavar="KEY=VALUE", help="Repeat.")
+@host_option
+@udp_port_option
+def send(
+    text: tuple[str, ...],
+    lvl: str,
+    env: str,
+    svc: str,
+    fn: str,
+    attr: dict[str, str],
+    host: str | None,
+    udp_port: str | None,
+) -> None:
+    """Write an event: TEXT, or one event per line of stdin (like logger(1))."""
+
+    def run() -> None:
+        from logd.logger import Logger
+
+        found = clientenv.find_secret(WRITE_NAME)
+        if found is None:
+            raise ClientError(clientenv.missing_secret(WRITE_NAME))
+        log = Logger(
+            host=clientenv.udp_host(clientenv.http_base(host)),
+            port=clientenv.udp_port(udp_port),
+            write_secret=found[0],
+            env=env,
+            svc=svc,
+            fn=fn,
+        )
+        write = getattr(log, lvl.lower())
+        lines = [" ".join(text)] if text else _stdin_lines()
+        for n, line in enumerate(lines, start=1):
+            write("%s", line, **attr)
+            if n % _SEND_FLUSH_EVERY == 0:
+                log.flush()
+        log.close()
+        stats = log.stats()
+        lost = stats.dropped + stats.failed
+        if lost:
+            raise ClientError(f"{lost} of {stats.sent + lost} events could not be sent")
+
+    _guarded(run)
+
+
+def _stdin_lines() -> Iterator[str]:
+    for raw in sys.stdin:
+        line = raw.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+# --- query ------------------------------------------------------------------------
+
+
+@click.command()
+@_filter_options(query=True)
+@click.option("--json", "fmt", flag_value="json", help="A JSON array, newest first.")
+@click.option("--ndjson", "fmt", flag_value="ndjson", help="One JSON object per line.")
+@color_option
+@host_option
+def query(fmt: str | None, color: str, host: str | None, **filters: str | None) -> None:
+    """Print stored events; human output is oldest first, ending with the newest."""
+
+    def run() -> None:
+        import json
+
+        client = _read_client(host)
+        body = client.query(_params(filters), ndjson=fmt == "ndjson")
+        if fmt:
+            out = body.decode("utf-8", "replace")
+            click.echo(out if out.endswith("\n") else out + "\n", nl=False)
+            return
+        paint = use_color(color, sys.stdout)
+        for event in reversed(json.loads(body)):
+            click.echo(format_event(event, color=paint), color=paint)
+
+    _guarded(run)
+
+
+# --- tail -------------------------------------------------------------------------
+
+
+@click.command()
+@_filter_options(query=False)
+@click.option("--json", "--ndjson", "as_json", is_flag=True, help="One JSON object per line.")
+@color_option
+@host_option
+def tail(as_json: bool, color: str, host: str | None, **filters: str | None) -> None:
+    """Follow new events as they arrive; reconnects if the server restarts. Ctrl-C stops."""
+
+    def run() -> None:
+        import json
+
+        client = _read_client(host)
+        paint = use_color(color, sys.stdout)
+
+        def show(item: dict[str, Any]) -> None:
+            if as_json:
+                click.echo(json.dumps(item, ensure_ascii=False))
+            elif "dropped" in item and "t" not in item:
+                click.echo(format_dropped(int(item["dropped"])), err=True)
+            else:
+                click.echo(format_event(item, color=paint), color=paint)
+            sys.stdout.flush()
+
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
+            _follow(client, _params(filters), show)
+
+    _guarded(run)
+
+
+def _follow(
+    client: ReadClient, params: dict[str, str], show: Callable[[dict[str, Any]], None]
+) -> None:
+    """Stream events to `show`; after a first good connection, reconnect with backoff
+    (jittered, doubling up to 5 s) whenever the stream breaks."""
+    from logd.client.readclient import Disconnected
+
+    connected_once = outage = False
+    delay = _BACKOFF_FIRST_S
+    while True:
+        stream = client.tail(params)
+        try:
+            next(stream)  # connects, or raises
+            if outage:
+                click.echo(f"logd: reconnected to {client.base}", err=True)
+            connected_once, outage, delay = True, False, _BACKOFF_FIRST_S
+            for item in stream:
+                show(item)
+        except Disconnected as err:
+            if not connected_once:
+                raise
+            if not outage:  # one line per outage, not one per attempt
+                click.echo(f"logd: {err}; reconnecting", err=True)
+                outage = True
+            time.sleep(delay * random.uniform(0.75, 1.0))  # noqa: S311  # jitter, not crypto
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+        finally:
+            stream.close()
+
+
+# --- ping -------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--key",
+    "role",
+    type=click.Choice(["write", "read"]),
+    default="write",
+    show_default=True,
+    help="Which secret signs the PING.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(0.01, 60), default=2.0, show_default=True, help="Seconds."
+)
+@host_option
+@udp_port_option
+def ping(role: str, timeout: float, host: str | None, udp_port: str | None) -> None:
+    """Send a signed PING over UDP and wait for a PONG signed with the same key."""
+
+    def run() -> None:
+        from logd.client.ping import ping_once
+
+        name = WRITE_NAME if role == "write" else READ_NAME
+        found = clientenv.find_secret(name)
+        if found is None:
+            raise ClientError(clientenv.missing_secret(name))
+        target = (clientenv.udp_host(clientenv.http_base(host)), clientenv.udp_port(udp_port))
+        rtt, key_id = ping_once(target, found[0].encode(), timeout)
+        click.echo(
+            f"PONG from {clean(target[0])}:{target[1]} in {rtt * 1000:.2f} ms "
+            f"({role} key {key_id.hex()})"
+        )
+
+    _guarded(run)
+
+
+# --- info -------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="The raw /info JSON.")
+@host_option
+def info(as_json: bool, host: str | None) -> None:
+    """Show the server's status (no secret needed)."""
+
+    def run() -> None:
+        import json
+
+        from logd.client.readclient import ReadClient
+
+        status = ReadClient(clientenv.http_base(host)).info()
+        click.echo(json.dumps(status, indent=2) if as_json else format_info(status))
+
+    _guarded(run)
+
+
+COMMANDS = (send, query, tail, ping, info)

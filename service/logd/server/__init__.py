@@ -1,0 +1,1 @@
+"""`logd serve`: app wiring and config; ingest, HTTP, store and secrets below it."""

@@ -1,0 +1,335 @@
+"""Config: every setting of `logd serve`, and the only code that reads the environment.
+
+Precedence: flag > environment (`LOGD_<NAME>`) > config file > default. The file
+is `--config PATH`, else `LOGD_CONFIG`, else the first `logdrc.yml` found from
+the working directory upwards. An unknown key or a bad value stops start-up
+with one sentence naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logd.errors import ConfigError
+from logd.wire import HEADER_LEN, MAX_DATAGRAM
+
+CONFIG_FILE_NAME = "logdrc.yml"
+MiB = 1024 * 1024
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|k|mib|mb|m|gib|gb|g)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": 1024 * MiB,
+    "gb": 1024 * MiB,
+    "gib": 1024 * MiB,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `67108864`, `64MiB`, `512k` (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError("a size in bytes like 67108864, 64MiB or 512KiB")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """`host:port` (`[::1]:6101` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("host:port, for example 127.0.0.1:6102")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _bounded(kind: Callable[[str], int | float], lo: float, hi: float) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"a number from {lo:g} to {hi:g}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"a number from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _size(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if not lo <= value <= hi:
+            raise ValueError(f"a size from {lo} to {hi} bytes")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return text.lower()
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _store_url(text: str) -> str:
+    if text == "memory://" or re.match(r"^(redis|rediss)://[^/?#]+(/\d*)?$", text):
+        return text
+    if re.match(r"^(redis|rediss)\+cluster://[^/?#]+/?$", text):  # a cluster has only db 0
+        return text
+    raise ValueError(
+        "memory://, redis://host:port/db, rediss://host:port/db, "
+        "redis+cluster://host:port or rediss+cluster://host:port"
+    )
+
+
+def _setting(
+    default: Any, help: str, parse: Callable[[str], Any], *, flag: bool = True, secret: bool = False
+) -> Any:
+    """A Config field: how to parse it from text, its help, and whether it has a flag."""
+    metadata = {"help": help, "parse": parse, "flag": flag, "secret": secret}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Settings of `logd serve`; each has a flag (`--udp-addr`), an env var (`LOGD_UDP_ADDR`)
+    and a config-file key (`udp_addr`), except secrets, which have no flag."""
+
+    udp_addr: tuple[str, int] = _setting(
+        ("0.0.0.0", 6102), "UDP host:port that receives signed frames.", parse_addr
+    )
+    http_addr: tuple[str, int] = _setting(
+        ("0.0.0.0", 6101), "HTTP host:port that serves reads.", parse_addr
+    )
+    udp_rcvbuf: int = _setting(
+        8 * MiB,
+        "UDP receive buffer to ask the kernel for (capped by net.core.rmem_max).",
+        _size(4096, 1024 * MiB),
+    )
+    max_frame: int = _setting(
+        MAX_DATAGRAM, "Largest datagram accepted, in bytes.", _size(HEADER_LEN, MAX_DATAGRAM)
+    )
+    max_age: float = _setting(
+        1.0, "Seconds a frame stays valid after signing (older: stale).", _bounded(float, 0.01, 300)
+    )
+    max_future: float = _setting(
+        0.25, "Seconds a frame may be signed ahead of the server clock.", _bounded(float, 0, 60)
+    )
+    replay_capacity: int = _setting(
+        500_000,
+        "Most MACs the replay guard remembers; beyond it frames are refused.",
+        _bounded(int, 1, 100_000_000),
+    )
+    ring_bytes: int = _setting(
+        64 * MiB, "Default byte budget of each env/svc ring.", _size(MiB, 1024 * 1024 * MiB)
+    )
+    rings: Mapping[str, int] = _setting(
+        {},
+        "Per-ring budgets (file only): `env/svc: 256MiB`, or a prefix `prod/*: 8MiB`.",
+        _text,
+        flag=False,
+    )
+    max_rings: int = _setting(
+        1024,
+        "Most rings; events for further env/svc keys go to one overflow ring.",
+        _bounded(int, 1, 1_000_000),
+    )
+    data_dir: Path | None = _setting(
+        None, "Directory that keeps the rings across restarts; unset: memory only.", Path
+    )
+    flush_interval: float = _setting(
+        1.0,
+        "Seconds between background writes + fsync to --data-dir (a crash loses at most this).",
+        _bounded(float, 0.01, 3600),
+    )
+    store_url: str = _setting(
+        "memory://",
+        "Where rings live: memory:// (this process) or redis://host:port/db, rediss://... "
+        "(Valkey/Redis shared by several logd nodes); redis+cluster://host:port, "
+        "rediss+cluster://... for a cluster-mode one (any node as seed).",
+        _store_url,
+    )
+    store_password: str | None = _setting(
+        None, "Valkey/Redis AUTH password or token (env only).", _text, flag=False, secret=True
+    )
+    store_buffer: int = _setting(
+        200_000,
+        "Events held locally while the Valkey/Redis store is slow or down; beyond: oldest dropped.",
+        _bounded(int, 1, 100_000_000),
+    )
+    query_limit_max: int = _setting(
+        10_000, "Largest `limit` a query may ask for.", _bounded(int, 1, 1_000_000)
+    )
+    max_tails: int = _setting(64, "Most concurrent /tail subscribers.", _bounded(int, 0, 100_000))
+    tail_queue: int = _setting(
+        4096,
+        "Events queued per tail subscriber before it starts losing them.",
+        _bounded(int, 1, 1_000_000),
+    )
+    auth_fail_limit: int = _setting(
+        10,
+        "Failed read authentications per client address per minute before 429.",
+        _bounded(int, 1, 1_000_000),
+    )
+    read_secret: str | None = _setting(
+        None,
+        "Read secret (env only). With the write secret unset too: dev mode.",
+        _text,
+        flag=False,
+        secret=True,
+    )
+    write_secret: str | None = _setting(
+        None, "Write secret (env only).", _text, flag=False, secret=True
+    )
+    secrets_file: Path | None = _setting(
+        None, "File of LOGD_READ_SECRET=/LOGD_WRITE_SECRET= lines, re-read on SIGHUP.", Path
+    )
+    read_secret_id: str | None = _setting(
+        None, "Secrets Manager name or ARN of the read secret (needs boto3).", _text
+    )
+    write_secret_id: str | None = _setting(
+        None, "Secrets Manager name or ARN of the write secret (needs boto3).", _text
+    )
+    secrets_reload_interval: float = _setting(
+        30.0,
+        "Seconds between Secrets Manager reloads (also on SIGHUP and unknown key_ids).",
+        _bounded(float, 0.1, 86_400),
+    )
+    secrets_previous_grace: float = _setting(
+        900.0,
+        "Seconds an AWSPREVIOUS secret stays accepted after logd first sees it become previous.",
+        _bounded(float, 0, 30 * 86_400),
+    )
+    http_idle_timeout: float = _setting(
+        10.0,
+        "Seconds an HTTP connection may sit without a request in progress (slow headers, idle "
+        "keep-alive) before it is closed.",
+        _bounded(float, 0.1, 3600),
+    )
+    cors_origin: str | None = _setting(
+        None, "Origin allowed to read from a browser (Access-Control-Allow-Origin).", _text
+    )
+    tls_cert: Path | None = _setting(None, "PEM certificate: serve HTTPS.", Path)
+    tls_key: Path | None = _setting(None, "PEM private key for --tls-cert.", Path)
+    log_level: str = _setting(
+        "info",
+        "Own log level: debug, info, warning, error.",
+        _choice("debug", "info", "warning", "error"),
+    )
+    config_file: Path | None = field(default=None, metadata={"flag": False, "internal": True})
+
+    @property
+    def max_age_ns(self) -> int:
+        """The freshness window of PROTOCOL.md, in the nanoseconds the checks use."""
+        return int(self.max_age * 1e9)
+
+    @property
+    def max_future_ns(self) -> int:
+        return int(self.max_future * 1e9)
+
+    @classmethod
+    def settings(cls) -> list[dataclasses.Field[Any]]:
+        return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        file: Path | None,
+        environ: Mapping[str, str],
+        argv: Mapping[str, str],
+        cwd: Path | None = None,
+    ) -> Config:
+        """Merge default < file < env < flags; `argv` holds only the flags given."""
+        path = file or (Path(environ["LOGD_CONFIG"]) if environ.get("LOGD_CONFIG") else None)
+        path = path or find_config_file(cwd or Path.cwd())
+        values: dict[str, Any] = {"config_file": path}
+        file_values = _read_file(path) if path else {}
+        for f in cls.settings():
+            env_name = "LOGD_" + f.name.upper()
+            if f.name in argv:
+                values[f.name] = _parse(f, argv[f.name], "--" + f.name.replace("_", "-"))
+            elif environ.get(env_name):
+                values[f.name] = _parse(f, environ[env_name], env_name)
+            elif f.name in file_values:
+                values[f.name] = _parse_file_value(f, file_values[f.name], path)
+        config = cls(**values)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("set both tls_cert and tls_key to serve HTTPS, or neither")
+        if self.data_dir is not None and self.store_url != "memory://":
+            raise ConfigError("data_dir is for the memory store; Valkey/Redis keeps its own data")
+        for key, size in self.rings.items():
+            if size < MiB:
+                raise ConfigError(f"ring size for {key!r} must be at least 1MiB")
+
+
+def find_config_file(start: Path) -> Path | None:
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    import yaml  # the server extra; `logd --help` builds serve's flags without it
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"config file {path} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    known = {f.name for f in Config.settings() if not f.metadata["secret"]}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {path}; see `logd serve --help`")
+    return data
+
+
+def _parse(f: dataclasses.Field[Any], text: str, where: str) -> Any:
+    try:
+        return f.metadata["parse"](text)
+    except ValueError as err:
+        raise ConfigError(f"{where} has a bad value: expected {err}") from None
+
+
+def _parse_file_value(f: dataclasses.Field[Any], value: Any, path: Path | None) -> Any:
+    where = f"{f.name} in {path}"
+    if f.name == "rings":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must map a ring key (env/svc or prefix*) to a size")
+        return {str(k): _parse(_RING_SIZE, str(v), f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, dict | list) or value is None:
+        raise ConfigError(f"{where} must be a single value")
+    return _parse(f, str(value), where)
+
+
+_RING_SIZE = dataclasses.field(metadata={"parse": _size(MiB, 1024 * 1024 * MiB)})

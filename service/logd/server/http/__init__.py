@@ -1,0 +1,1 @@
+"""The HTTP API: routes, /info and /metrics, the idle-connection guard, the auth rate limit."""

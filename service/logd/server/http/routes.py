@@ -1,0 +1,277 @@
+"""HTTP reads (HTTP_API.md): query, tail, info, metrics, healthz.
+
+Every error is JSON `{"error": "..."}`; nothing a client sends gives a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from logd import __version__
+from logd.events import msg_to_json
+from logd.server.filters import Filter, FilterError
+from logd.server.http.metrics import render_metrics
+from logd.server.state import (
+    CORS_ORIGIN,
+    GUARD,
+    INGEST,
+    KEYS,
+    LIMITER,
+    PERSISTER,
+    QUERY_LIMIT_MAX,
+    REAPER,
+    SHARED_GUARD,
+    STARTED_NS,
+    STORE,
+    UDP_RCVBUF,
+)
+from logd.server.store.base import StoreUnavailable
+from logd.server.tail import TailClosed, TooManyTails
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 15.0
+QUERY_PARAMS = frozenset(
+    {
+        "limit",
+        "offset",
+        "env",
+        "svc",
+        "fn",
+        "lvl",
+        "txt",
+        "url",
+        "status",
+        "method",
+        "since",
+        "until",
+        "format",
+    }
+)
+TAIL_PARAMS = QUERY_PARAMS - {"limit", "offset", "until"}
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON bodies for aiohttp's own errors (404, 405, ...) and CORS headers on everything."""
+    origin = request.app.get(CORS_ORIGIN)
+    if origin and request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Accept"
+        response.headers["Access-Control-Max-Age"] = "600"
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = json_error(exc.status, exc.reason.lower(), **_allow_header(exc))
+    if origin and not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+def _allow_header(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def authorize(request: web.Request) -> web.Response | None:
+    """None when the request carries an accepted read secret; else the 401/429 answer."""
+    limiter = request.app[LIMITER]
+    now = time.monotonic()
+    retry = limiter.retry_after(_client(request), now)
+    if retry is not None:
+        return json_error(
+            429,
+            "too many failed authentications; retry later",
+            **{"Retry-After": str(max(1, round(retry)))},
+        )
+    token = request.headers.get("Authorization", "")
+    if token[:7].lower() == "bearer ":
+        token = token[7:]
+    holder = request.app[KEYS].holder
+    if token and holder is not None and holder.ring.check_token(token) is not None:
+        return None
+    limiter.failed(_client(request), now)
+    return json_error(401, "missing or wrong read secret in the Authorization header")
+
+
+def _check_params(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+    for name in params:
+        if name not in allowed:
+            raise FilterError(name, "no such parameter; known: " + ", ".join(sorted(allowed)))
+    if params.get("format", "json") not in ("json", "ndjson"):
+        raise FilterError("format", "json or ndjson")
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, hi: int, lo: int = 0) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise FilterError(name, f"a whole number from {lo} to {hi}")
+    return int(text)
+
+
+def _wants(request: web.Request, media: str, fmt: str) -> bool:
+    return request.query.get("format") == fmt or media in request.headers.get("Accept", "")
+
+
+async def query(request: web.Request) -> web.StreamResponse:
+    denied = authorize(request)
+    if denied is not None:
+        return denied
+    params = request.query
+    try:
+        _check_params(params, QUERY_PARAMS)
+        limit = _int_param(params, "limit", 100, request.app[QUERY_LIMIT_MAX], lo=1)
+        offset = _int_param(params, "offset", 0, 10**9)
+        flt = Filter.from_params(params, time.time_ns())
+    except FilterError as err:
+        return json_error(400, str(err))
+    try:
+        found = await request.app[STORE].query(flt, limit=limit, offset=offset)
+    except StoreUnavailable as err:
+        return json_error(503, str(err), **{"Retry-After": "2"})
+    events = [msg_to_json(m) for m in found]
+    if _wants(request, NDJSON, "ndjson"):
+        body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
+        return web.Response(text=body, content_type=NDJSON)
+    return web.json_response(events, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+async def tail(request: web.Request) -> web.StreamResponse:
+    denied = authorize(request)
+    if denied is not None:
+        return denied
+    params = request.query
+    try:
+        _check_params(params, TAIL_PARAMS)
+        flt = Filter.from_params(params, time.time_ns(), allow_until=False)
+    except FilterError as err:
+        return json_error(400, str(err))
+    try:
+        sub = request.app[STORE].subscribe(flt)
+    except TooManyTails:
+        return json_error(429, "too many live tails; retry later", **{"Retry-After": "5"})
+    except StoreUnavailable as err:
+        return json_error(503, str(err), **{"Retry-After": "2"})
+    sse = SSE in request.headers.get("Accept", "")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": SSE if sse else NDJSON,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # tell proxies not to buffer the stream
+        }
+    )
+    origin = request.app.get(CORS_ORIGIN)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+    try:
+        await response.prepare(request)
+        while True:
+            try:
+                chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)
+            except TailClosed:
+                break
+            await response.write(chunk)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    finally:
+        sub.close()
+    return response
+
+
+def status(app: web.Application) -> dict[str, Any]:
+    """What /info shows: counters and configuration facts, never secrets or log text."""
+    ingest = app[INGEST]
+    store_stats = app[STORE].stats()
+    guard = app[GUARD]
+    hub = app[STORE].hub
+    return {
+        "version": __version__,
+        "uptime_s": round((time.time_ns() - app[STARTED_NS]) / 1e9, 3),
+        "store": {
+            "writes": store_stats.writes,
+            "overflow_events": store_stats.overflow_events,
+            "rings": [
+                {
+                    "key": r.key,
+                    "events": r.events,
+                    "bytes": r.bytes,
+                    "capacity_bytes": r.capacity_bytes,
+                    "evicted": r.evicted,
+                }
+                for r in store_stats.rings
+            ],
+            "backend": store_stats.backend,
+        },
+        "udp": {
+            "accept_path": ingest.accept_path,
+            "received": ingest.stats.received,
+            "accepted": ingest.stats.accepted,
+            "events": ingest.stats.events,
+            "pongs": ingest.stats.pongs,
+            "kernel_drops": ingest.kernel_drops(),
+            "rcvbuf_bytes": app[UDP_RCVBUF],
+            "rejected": {r.value: n for r, n in ingest.stats.rejected.items()},
+            "replay_guard": {
+                "entries": len(guard),
+                "capacity": guard.capacity,
+                "overflows": guard.overflows,
+                "across_nodes": app[SHARED_GUARD].info() if SHARED_GUARD in app else None,
+            },
+        },
+        "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
+        "http": {"auth_throttled": app[LIMITER].throttled, "idle_closed": app[REAPER].reaped},
+        "secrets": app[KEYS].info(ingest.stats.keys.counts),
+        "persistence": app[PERSISTER].info() if PERSISTER in app else None,
+    }
+
+
+async def info(request: web.Request) -> web.StreamResponse:
+    return web.json_response(status(request.app))
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        text=render_metrics(status(request.app)),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    if not request.app[INGEST].running:
+        return web.Response(status=503, text="udp listener is down\n")
+    return web.Response(text="ok\n")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", query, allow_head=False)
+    app.router.add_get("/tail", tail, allow_head=False)
+    app.router.add_get("/info", info, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,37 @@
+# The C engine (_fastpath.c beside this file); fastpath.py is its Python side.
+from typing import Any
+
+ITEM_RUN: int
+ITEM_FRAME: int
+MAX_EVENTS: int
+VERSION: int
+SIGNED_LEN: int
+HEADER_LEN: int
+MAC_LEN: int
+RECV_SIZE: int
+MIN_T_S: int
+MAX_T_S: int
+REASONS: tuple[str, ...]
+
+class ReplayTable:
+    capacity: int
+    overflows: int
+    def __init__(self, *, max_age_ns: int, capacity: int) -> None: ...
+    def __len__(self) -> int: ...
+    def check_and_remember(self, mac: bytes, signed_at_ns: int, now_ns: int) -> bool | None: ...
+    def expire(self, now_ns: int) -> None: ...
+
+# (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max): events for one ring, their
+# bytes back to back, end offsets (uint32), times (int64) and levels (uint8), native order.
+# (ITEM_FRAME, frame, addr, key slot, signed_at_ns): checked up to the payload; Python acts.
+Item = tuple[Any, ...]
+
+class Engine:
+    def __init__(
+        self, guard: ReplayTable, *, max_frame: int, max_age_ns: int, max_future_ns: int
+    ) -> None: ...
+    def set_keys(self, keys: list[tuple[bytes, bytes, bytes, bool]]) -> None: ...
+    def drain(
+        self, fd: int, now_ns: int, max_frames: int, max_events: int
+    ) -> tuple[list[Item], int]: ...
+    def take_counts(self) -> tuple[int, tuple[int, ...], int, int, tuple[int, ...]]: ...

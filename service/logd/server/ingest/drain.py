@@ -1,0 +1,162 @@
+"""The UDP endpoint: drain the socket, store events, answer PINGs.
+
+On each readiness event the engine (engine.py: C or Python) reads up to
+`drain_max` datagrams through the checks; what it does not store itself comes
+back here as `Accepted` and is acted on. Nothing here awaits: ingest never waits
+for readers, disks or tails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from logd._pb.logd_pb2 import WRITE
+from logd.server.ingest.accept import Accepted, Reject
+from logd.server.ingest.engine import Engine
+from logd.server.ingest.stats import IngestStats
+from logd.server.ingest.udp import kernel_drops
+from logd.server.logsetup import QuietLogger
+from logd.server.store.base import Store
+from logd.server.store.valkey.replay import SharedReplayGuard
+from logd.wire import PONG_PAYLOAD
+
+log = logging.getLogger(__name__)
+
+# Event times are kept as signed 64-bit nanoseconds (1677-09-21 .. 2262-04-11), within
+# the Timestamp range; an event time outside them gets the receive time instead.
+MIN_T_S, MAX_T_S = -9_223_372_036, 9_223_372_035
+_NS = 1_000_000_000
+DRAIN_EVENTS = 2048  # events stored per readiness event before the loop gets a turn
+
+
+class UdpIngest:
+    def __init__(
+        self,
+        *,
+        sock: socket.socket,
+        engine: Engine,
+        store: Store,
+        expire: Callable[[int], None],
+        clock: Callable[[], int] = time.time_ns,
+        drain_max: int = 1024,
+        on_unknown_key: Callable[[], None] | None = None,
+        shared_guard: SharedReplayGuard | None = None,
+    ) -> None:
+        self._sock = sock
+        self._engine = engine
+        self._store = store
+        self._expire = expire
+        self._clock = clock
+        self._drain_max = drain_max
+        self._on_unknown_key = on_unknown_key  # e.g. a rate-limited key reload
+        # With several nodes, accepted frames wait here for the batch's check across nodes.
+        self._shared_guard = shared_guard
+        self._held: list[tuple[Accepted, Any, int]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quiet = QuietLogger(log)
+        self.stats = IngestStats()
+
+    @property
+    def accept_path(self) -> str:
+        """Which engine runs, as /info shows: c (the extension) or python (accept.py)."""
+        return self._engine.name
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self.drain)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def kernel_drops(self) -> int | None:
+        return kernel_drops(self._sock)
+
+    def drain(self) -> None:
+        """One readiness event: what the socket holds, bounded in frames and in events (1,024
+        frames of 16-event batches would hold the loop for 100+ ms, and queries, tails and
+        /info wait that long)."""
+        now = self._clock()
+        self._expire(now)
+        self.stats.keys.roll(now)
+        self._engine.drain(self._sock, now, self._drain_max, DRAIN_EVENTS, self)
+        guard = self._shared_guard
+        if guard is not None and self._held:
+            held, self._held = self._held, []
+            guard.submit(
+                [(v.mac, v.signed_at_ns) for v, _, _ in held],
+                lambda fresh: self._checked_across_nodes(held, fresh),
+            )
+        self._store.end_batch()  # a remote store sends the batch: one round trip per drain
+
+    # --- the engine's sink -------------------------------------------------------------
+
+    def accepted(self, verdict: Accepted, addr: Any, now_ns: int) -> None:
+        if self._shared_guard is not None:
+            self._held.append((verdict, addr, now_ns))
+        else:
+            self._act(verdict, addr, now_ns)
+
+    def reject(self, reason: Reject, count: int = 1) -> None:
+        self.stats.rejected[reason] += count
+        self._quiet.once(reason.value, "rejected datagram reason=%s", reason.value)
+        if reason is Reject.UNKNOWN_KEY and self._on_unknown_key is not None:
+            self._on_unknown_key()
+
+    def recv_failed(self, errno: int | None) -> None:
+        self.stats.recv_errors += 1
+        self._quiet.once("recv_error", "udp receive failed errno=%s", errno)
+
+    # ---------------------------------------------------------------------------------
+
+    def _checked_across_nodes(
+        self, held: list[tuple[Accepted, Any, int]], fresh: list[bool]
+    ) -> None:
+        for (verdict, addr, now_ns), first in zip(held, fresh, strict=True):
+            if first:
+                self._act(verdict, addr, now_ns)
+            else:
+                self.reject(Reject.REPLAY)
+        self._store.end_batch()
+
+    def _act(self, verdict: Accepted, addr: Any, now_ns: int) -> None:
+        """Store a WRITE's events or answer a PING: the frame is accepted."""
+        stats = self.stats
+        stats.accepted += 1
+        frames = stats.keys.current
+        key_id = verdict.key.signer.key_id
+        frames[key_id] = frames.get(key_id, 0) + 1
+        cmd = verdict.cmd
+        if cmd.name == WRITE:
+            write = self._store.write
+            batch = cmd.batch
+            for msg in (cmd.msg, *batch) if cmd.HasField("msg") else batch:
+                # The event time, checked here and not in a helper: once per event.
+                t = msg.t
+                if msg.HasField("t") and MIN_T_S <= t.seconds <= MAX_T_S and 0 <= t.nanos < _NS:
+                    write(msg, t.seconds * _NS + t.nanos)
+                else:
+                    t.seconds, t.nanos = divmod(now_ns, _NS)
+                    write(msg, now_ns)
+                stats.events += 1
+        else:  # PING (the checker lets nothing else through): answer with the same key.
+            try:
+                self._sock.sendto(verdict.key.signer.sign(PONG_PAYLOAD, now_ns), addr)
+                stats.pongs += 1
+            except OSError as err:
+                self._quiet.once("pong_error", "could not send PONG errno=%s", err.errno)

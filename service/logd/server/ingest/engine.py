@@ -1,0 +1,113 @@
+"""The one place that chooses how frames are accepted: the C engine or the Python one.
+
+Both drain a non-blocking UDP socket through the checks of PROTOCOL.md and report
+to a `Sink` (the ingest): frames they did not store themselves arrive checked, as
+`Accepted`; refusals arrive as (reason, count). The Python engine (`accept.py`
+per frame) is the specification; the C engine (`fastpath.py`) does the same with
+recvmmsg and stores runs of same-ring events itself. The C engine is used with a
+store that takes runs (the memory store) on one node, when the extension is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+from logd.server.ingest import fastpath
+from logd.server.ingest.accept import Accepted, FrameChecker, Reject
+from logd.server.ingest.replay import MacGuard, ReplayGuard
+from logd.server.ingest.stats import IngestStats
+from logd.server.keys import KeyHolder
+from logd.server.store.base import Store
+
+Impl = Literal["c", "python"]
+IMPLS: tuple[Impl, ...] = ("c", "python")
+RECV_SIZE = 65_536
+
+
+class Sink(Protocol):
+    """What an engine reports to: the ingest."""
+
+    stats: IngestStats
+
+    def accepted(self, verdict: Accepted, addr: Any, now_ns: int) -> None: ...
+    def reject(self, reason: Reject, count: int = 1) -> None: ...
+    def recv_failed(self, errno: int | None) -> None: ...
+
+
+class Engine(Protocol):
+    @property
+    def name(self) -> Impl: ...
+
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
+        """Read up to `max_frames` datagrams, fewer once `max_events` more are stored."""
+        ...
+
+
+def available() -> bool:
+    """Whether the C engine is built (not with LOGD_PURE_PYTHON=1)."""
+    return fastpath.available()
+
+
+def default_impl() -> Impl:
+    return "c" if fastpath.available() else "python"
+
+
+def replay_guard(*, max_age_ns: int, capacity: int, impl: Impl | None = None) -> MacGuard:
+    """The replay guard for an engine: the C table for the C engine, else ReplayGuard."""
+    if (impl or default_impl()) == "c":
+        return fastpath.replay_table(max_age_ns=max_age_ns, capacity=capacity)
+    return ReplayGuard(max_age_ns=max_age_ns, capacity=capacity)
+
+
+def make_engine(
+    *,
+    impl: Impl | None,
+    keys: KeyHolder,
+    guard: MacGuard,
+    store: Store,
+    max_frame: int,
+    max_age_ns: int,
+    max_future_ns: int,
+    clock: Callable[[], int],
+) -> Engine:
+    """The engine `impl` names; None: C where it can serve this store and guard."""
+    limits = {"max_frame": max_frame, "max_age_ns": max_age_ns, "max_future_ns": max_future_ns}
+    if impl is None:
+        impl = "c" if fastpath.can_serve(guard, store) else "python"
+    if impl == "c":
+        return fastpath.CEngine(keys=keys, guard=guard, store=store, **limits)
+    checker = FrameChecker(keys=keys, guard=guard, **limits)
+    return PythonEngine(checker, clock)
+
+
+class PythonEngine:
+    """accept.py for every datagram, read one `recvfrom` at a time."""
+
+    name: Impl = "python"
+
+    def __init__(self, checker: FrameChecker, clock: Callable[[], int]) -> None:
+        self._checker = checker
+        self._clock = clock
+
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
+        recv, check, clock = sock.recvfrom, self._checker.check, self._clock
+        stats = sink.stats
+        events_max = stats.events + max_events
+        for _ in range(max_frames):
+            if stats.events >= events_max:
+                break
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as err:
+                sink.recv_failed(err.errno)
+                break
+            stats.received += 1
+            now = clock()
+            verdict = check(data, now)
+            if isinstance(verdict, Reject):
+                sink.reject(verdict)
+            else:
+                sink.accepted(verdict, addr, now)

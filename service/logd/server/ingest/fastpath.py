@@ -1,0 +1,123 @@
+"""The C engine (`_fastpath.c`, beside this file): the only module that imports it.
+
+One call drains the UDP socket through the checks of PROTOCOL.md in C and hands
+back runs of events bound for one ring, as the bytes that arrived; the store
+appends a run at once. Frames the C reader leaves to Python (PINGs, read keys,
+encodings it does not take whole) come back checked up to their payload; the last
+check (`read_payload`) runs here, so the ingest gets them as accept.py would give
+them. Built with LOGD_PURE_PYTHON=1 there is no extension and `available()` is False.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from logd.server.ingest.accept import Reject, read_payload
+from logd.server.ingest.replay import MacGuard
+from logd.server.keys import Key, KeyHolder, KeyRing, Role
+from logd.server.store.base import Store
+from logd.server.store.memory import MemoryStore
+from logd.wire import HEADER_LEN, SIGNED_LEN
+
+if TYPE_CHECKING:
+    from logd.server.ingest.engine import Sink
+
+try:
+    from logd.server.ingest import _fastpath
+except ImportError:  # built with LOGD_PURE_PYTHON=1
+    _fastpath = None  # type: ignore[assignment]
+
+
+def available() -> bool:
+    return _fastpath is not None
+
+
+def extension() -> Any:
+    """The extension module itself (its constants are checked against the Python ones)."""
+    if _fastpath is None:
+        raise RuntimeError("logd was built without its C engine (LOGD_PURE_PYTHON=1)")
+    return _fastpath
+
+
+def replay_table(*, max_age_ns: int, capacity: int) -> MacGuard:
+    return extension().ReplayTable(max_age_ns=max_age_ns, capacity=capacity)  # type: ignore[no-any-return]
+
+
+def can_serve(guard: MacGuard, store: Store) -> bool:
+    """The C engine needs its own replay table and a store that appends runs."""
+    return (
+        _fastpath is not None
+        and isinstance(guard, _fastpath.ReplayTable)
+        and isinstance(store, MemoryStore)
+    )
+
+
+class CEngine:
+    name: Literal["c"] = "c"
+
+    def __init__(
+        self,
+        *,
+        keys: KeyHolder,
+        guard: MacGuard,
+        store: Store,
+        max_frame: int,
+        max_age_ns: int,
+        max_future_ns: int,
+    ) -> None:
+        if not can_serve(guard, store):
+            raise RuntimeError("the C engine needs its ReplayTable and the memory store")
+        assert isinstance(store, MemoryStore)  # noqa: S101 (can_serve checked it)
+        ext = extension()
+        self._engine = ext.Engine(
+            guard, max_frame=max_frame, max_age_ns=max_age_ns, max_future_ns=max_future_ns
+        )
+        self._item_run = ext.ITEM_RUN
+        self._reasons = tuple(Reject(name) for name in ext.REASONS)
+        self._holder = keys
+        self._ring: KeyRing | None = None
+        self._keys: tuple[Key, ...] = ()
+        self._write_run = store.write_run
+
+    def _sync_keys(self) -> None:
+        """Hand the engine the current key ring when a reload swapped it."""
+        ring = self._holder.ring
+        if ring is self._ring:
+            return
+        # The engine counts frames per key slot; every drain takes those counts before it
+        # returns, so none are pending under the old slots here.
+        self._engine.set_keys(
+            [(k.signer.key_id, *k.signer.pad_blocks(), k.role is Role.WRITE) for k in ring.keys]
+        )
+        self._ring, self._keys = ring, ring.keys
+
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
+        self._sync_keys()
+        items, err = self._engine.drain(sock.fileno(), now_ns, max_frames, max_events)
+        write_run, keys, item_run = self._write_run, self._keys, self._item_run
+        for item in items:
+            if item[0] == item_run:
+                _, env, svc, data, ends, times, lvls, t_min, t_max = item
+                write_run(env, svc, data, ends, times, lvls, t_min, t_max)
+            else:
+                _, frame, addr, slot, signed_at = item
+                key = keys[slot]
+                verdict = read_payload(key, frame, frame[SIGNED_LEN:HEADER_LEN], signed_at)
+                if isinstance(verdict, Reject):
+                    sink.reject(verdict)
+                else:
+                    sink.accepted(verdict, addr, now_ns)
+        received, rejected, frames, events, key_frames = self._engine.take_counts()
+        stats = sink.stats
+        stats.received += received
+        stats.accepted += frames  # stored by C; frames left to Python are counted there
+        stats.events += events
+        current = stats.keys.current
+        for key, n in zip(keys, key_frames, strict=True):
+            if n:
+                current[key.signer.key_id] = current.get(key.signer.key_id, 0) + n
+        for reason, n in zip(self._reasons, rejected, strict=True):
+            if n:
+                sink.reject(reason, n)
+        if err:
+            sink.recv_failed(err)

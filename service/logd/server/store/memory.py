@@ -1,0 +1,161 @@
+"""The embedded store: a map of byte-bounded rings (store/ring.py) keyed `env/svc`.
+
+Writes are O(1) on the event loop, with no locks: asyncio runs one thing at a
+time. Queries merge the rings' newest-first scans by event time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
+
+from logd._pb.logd_pb2 import Msg
+from logd.server.filters import Filter
+from logd.server.store.base import RingBudgets, RingStats, StoreStats
+from logd.server.store.ring import RECORD_OVERHEAD, Hit, Ring
+from logd.server.tail import Subscription, TailHub
+
+__all__ = ["OVERFLOW_KEY", "RECORD_OVERHEAD", "MemoryStore", "Ring", "ring_key"]
+
+PLACEHOLDER = "-"
+OVERFLOW_KEY = "_overflow"
+
+_Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
+
+
+def ring_key(env: str, svc: str) -> str:
+    return f"{env or PLACEHOLDER}/{svc or PLACEHOLDER}"
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        *,
+        ring_bytes: int,
+        ring_sizes: Mapping[str, int],
+        max_rings: int,
+        max_tails: int,
+        tail_queue: int,
+    ) -> None:
+        self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
+        self._max_rings = max_rings
+        self._rings: dict[tuple[str, str], Ring] = {}
+        self._overflow: Ring | None = None
+        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
+        self.writes = 0
+        self.overflow_events = 0
+        # Events not yet on disk, per ring, while persistence is on (persist.py).
+        self.pending: defaultdict[Ring, list[_Record]] | None = None
+
+    def _ring_for(self, env: str, svc: str, events: int = 1) -> Ring:
+        if len(self._rings) < self._max_rings:
+            key = ring_key(env, svc)
+            ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key))
+            return ring
+        self.overflow_events += events
+        return self._overflow_ring()
+
+    def _overflow_ring(self) -> Ring:
+        if self._overflow is None:
+            self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
+        return self._overflow
+
+    def write(self, msg: Msg, t_ns: int) -> None:
+        ring = self._rings.get((msg.env, msg.svc))
+        if ring is None:
+            ring = self._ring_for(msg.env, msg.svc)
+        data = msg.SerializeToString()
+        lvl = msg.lvl
+        ring.append(t_ns, lvl, data)
+        if self.pending is not None:  # O(1); the persister writes these in batches
+            self.pending[ring].append((t_ns, lvl, data))
+        self.writes += 1
+        if self.hub.subscribers:  # checked here: most writes have no live tail to feed
+            self.hub.publish(msg)
+
+    def write_run(
+        self,
+        env: str,
+        svc: str,
+        data: bytes,
+        ends: bytes,
+        times: bytes,
+        lvls: bytes,
+        t_min: int,
+        t_max: int,
+    ) -> None:
+        """Store events for one ring that arrived back to back (the C accept path): their
+        bytes, end offsets in `data` (uint32) and times (int64) in native byte order, and
+        levels, one byte each; `t_min`/`t_max` bound the times."""
+        ends_at = array("I")
+        ends_at.frombytes(ends)
+        count = len(ends_at)
+        ring = self._rings.get((env, svc))
+        if ring is None:
+            ring = self._ring_for(env, svc, count)
+        at = array("q")
+        at.frombytes(times)
+        ring.extend(data, ends_at, at, lvls, t_min, t_max)
+        self.writes += count
+        if self.pending is None and not self.hub.subscribers:
+            return
+        records = [data[start:end] for start, end in zip((0, *ends_at), ends_at, strict=False)]
+        if self.pending is not None:
+            self.pending[ring].extend(zip(at, lvls, records, strict=True))
+        if self.hub.subscribers:
+            for record in records:
+                self.hub.publish(Msg.FromString(record))
+
+    def end_batch(self) -> None:
+        """Nothing to send: the rings are here."""
+
+    async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
+        scans = []
+        for ring in self._all_rings():
+            ring_filter = flt.for_ring(ring.env, ring.svc)
+            if ring_filter is not None:
+                scans.append(ring.scan(ring_filter))
+        hits: Iterator[Hit] = (
+            scans[0] if len(scans) == 1 else heapq.merge(*scans, key=itemgetter(0), reverse=True)
+        )
+        out: list[Msg] = []
+        for _t_ns, data, msg in hits:
+            if offset:
+                offset -= 1
+                continue
+            out.append(msg if msg is not None else Msg.FromString(data))
+            if len(out) >= limit:
+                break
+        return out
+
+    def restore(self, env: str | None, svc: str | None, records: Iterable[_Record]) -> None:
+        """Put back events loaded from disk, oldest first (env None: the overflow ring).
+        Tails, `writes` and `pending` do not see them."""
+        if env is None or svc is None:
+            ring = self._overflow_ring()
+        else:
+            found = self._rings.get((env, svc))
+            ring = found if found is not None else self._ring_for(env, svc)
+        for t_ns, lvl, data in records:
+            ring.append(t_ns, lvl, data)
+
+    def subscribe(self, flt: Filter) -> Subscription:
+        return self.hub.subscribe(flt)
+
+    def _all_rings(self) -> list[Ring]:
+        rings = list(self._rings.values())
+        if self._overflow is not None:
+            rings.append(self._overflow)
+        return rings
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            writes=self.writes,
+            overflow_events=self.overflow_events,
+            rings=[
+                RingStats(r.key, len(r), r.bytes, r.capacity, r.evicted) for r in self._all_rings()
+            ],
+        )

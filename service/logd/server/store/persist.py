@@ -1,0 +1,320 @@
+"""Durability: the memory rings kept in segment files under the data directory.
+
+Ingest never touches the disk. While persistence is on, `MemoryStore.write` also
+appends each event to its ring's list in `store.pending` (O(1)). Every flush
+interval the persister swaps those lists for empty ones and a thread writes the
+batch, one segment set per ring, and fsyncs it: a crash loses at most the events
+of the last interval (plus the flush in progress). On start, `load` reads the
+rings back before the UDP port opens; on stop, a last flush writes everything
+stored.
+
+When the disk fails (full, read-only, gone) logd keeps serving from memory,
+counts and shows the error in /info, logs it once, and retries every interval
+with what it could not write, trimmed to what the ring can still hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from logd.events import format_time
+from logd.server.logsetup import QuietLogger
+from logd.server.store.memory import OVERFLOW_KEY, RECORD_OVERHEAD, MemoryStore, Ring, ring_key
+from logd.server.store.segments import (
+    Record,
+    RingFiles,
+    RingId,
+    list_segments,
+    memory_cost,
+    read_segment,
+)
+from logd.server.tasks import wait_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    files: RingFiles
+    records: list[Record]  # oldest first
+    corrupt: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    written: int
+    carried: int
+    bytes_on_disk: int
+    error: OSError | None
+
+
+def newest_within(records: list[Record], capacity: int) -> list[Record]:
+    """The newest records whose memory cost fits `capacity`: what the ring would keep."""
+    if memory_cost(records) <= capacity:
+        return records  # the usual case, found at C speed
+    total = 0
+    for i in range(len(records) - 1, -1, -1):
+        total += len(records[i][2]) + RECORD_OVERHEAD
+        if total > capacity:
+            return records[i + 1 :]
+    return records
+
+
+class Persister:
+    def __init__(self, *, store: MemoryStore, data_dir: Path, interval: float) -> None:
+        self._store = store
+        self._root = data_dir
+        self._interval = interval
+        # Touched only by `load` (before start) and by one flush thread at a time.
+        self._files: dict[str, RingFiles] = {}
+        self._carry: dict[Ring, list[Record]] = {}
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._quiet = QuietLogger(log)
+        self.loaded = 0
+        self.load_s = 0.0
+        self.corrupt = 0
+        self.flushes = 0
+        self.written = 0
+        self.unwritten = 0  # handed to the writer, not yet on disk (in flight or carried)
+        self.shed = 0
+        self.errors = 0
+        self.failing = 0  # failed flushes in a row
+        self.last_error: str | None = None
+        self.last_flush_ns: int | None = None
+        self.bytes_on_disk = 0
+
+    # --- start-up ----------------------------------------------------------
+    async def load(self) -> None:
+        """Read the rings back into the store, one ring at a time (so that only one ring's
+        records are ever held twice), then start collecting new events."""
+        started = time.monotonic()
+        try:
+            names = await asyncio.to_thread(self._ring_dirs)
+        except OSError as err:
+            names = []
+            self._failed(err)
+        rings = 0
+        for name in names:
+            try:
+                loaded = await asyncio.to_thread(self._read_ring, name)
+            except OSError as err:
+                self._failed(err)
+                continue
+            if loaded is None:
+                continue
+            self._files[name] = loaded.files
+            self.corrupt += loaded.corrupt
+            if loaded.records:
+                self._store.restore(loaded.files.ring.env, loaded.files.ring.svc, loaded.records)
+                self.loaded += len(loaded.records)
+                rings += 1
+        self.bytes_on_disk = sum(f.size for f in self._files.values())
+        self.load_s = time.monotonic() - started
+        self._store.pending = defaultdict(list)
+        log.info(
+            "loaded events=%d rings=%d bytes=%d corrupt_skipped=%d seconds=%.3f dir=%s",
+            self.loaded,
+            rings,
+            self.bytes_on_disk,
+            self.corrupt,
+            self.load_s,
+            self._root,
+        )
+
+    def _capacity(self, ring: RingId) -> int:
+        if ring.env is None or ring.svc is None:
+            return self._store.capacity_for(OVERFLOW_KEY)
+        return self._store.capacity_for(ring_key(ring.env, ring.svc))
+
+    def _ring_dirs(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self._root))
+        except FileNotFoundError:
+            return []  # first start: the first flush makes the directory
+        return [name for name in names if (self._root / name).is_dir()]
+
+    def _read_ring(self, name: str) -> _Loaded | None:
+        """Read one ring's segments, newest first, until the ring's budget is full."""
+        files: RingFiles | None = None
+        need = corrupt = 0
+        chunks: list[list[Record]] = []
+        costs: dict[int, int] = {}
+        for seq, path in reversed(list_segments(self._root / name)):
+            segment = read_segment(path)
+            parsed = segment.parsed
+            if parsed.corrupt:
+                corrupt += parsed.corrupt
+                log.warning(
+                    "skipped damaged records in %s count=%d first_offset=%s",
+                    path,
+                    parsed.corrupt,
+                    parsed.first_bad,
+                )
+            if segment.ring is None:
+                continue
+            if segment.ring.dir_name() != name:
+                log.warning("ignored %s: it belongs to another ring", path)
+                continue
+            if files is None:
+                need = self._capacity(segment.ring)
+                files = RingFiles(self._root, segment.ring, need)
+            costs[seq] = memory_cost(parsed.records)
+            kept = newest_within(parsed.records, need)
+            need -= memory_cost(kept)
+            chunks.append(kept)
+            if len(kept) < len(parsed.records) or need <= 0:
+                break
+        if files is None:
+            return None
+        files.list(costs)
+        records = [record for chunk in reversed(chunks) for record in chunk]
+        return _Loaded(files, records, corrupt)
+
+    # --- running -------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="logd-persist")
+
+    async def stop(self) -> None:
+        """Write everything stored (a last flush with fsync), then end the flush task."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        if self.pending_events():
+            log.error("could not write the last events to %s: %s", self._root, self.last_error)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            next_at = loop.time() + self._interval
+            while not self._stopping.is_set() and loop.time() < next_at:
+                await wait_event(self._stopping, next_at - loop.time())
+            stopping = self._stopping.is_set()
+            await self._flush_bounded()
+            if stopping:
+                return
+
+    async def _flush_bounded(self) -> None:
+        """Flush; while a slow disk holds the flush up, keep `pending` bounded."""
+        task = asyncio.ensure_future(self.flush())
+        while not task.done():
+            await asyncio.wait({task}, timeout=self._interval)
+            self.shed_excess()
+        task.result()
+
+    def shed_excess(self) -> None:
+        """Drop the oldest pending events beyond what each ring can hold, so that a hung
+        disk costs a bounded amount of memory."""
+        for ring, records in (self._store.pending or {}).items():
+            excess = len(records) - len(newest_within(records, ring.capacity))
+            if excess:
+                del records[:excess]
+                self.shed += excess
+                self._quiet.once(
+                    "shed",
+                    "disk too slow: events dropped from the disk queue count=%d "
+                    "(shed_events in /info counts them all)",
+                    excess,
+                )
+
+    def pending_events(self) -> int:
+        return sum(map(len, (self._store.pending or {}).values())) + self.unwritten
+
+    async def flush(self) -> None:
+        batch: Mapping[Ring, list[Record]] = self._store.pending or {}
+        self._store.pending = defaultdict(list)
+        self.unwritten += sum(map(len, batch.values()))
+        try:
+            flushed = await asyncio.to_thread(self._write, batch)
+        except Exception as err:  # a bug in the writer: report it, keep serving, retry
+            log.exception("persistence flush failed")
+            self.unwritten = 0  # lost with the failed writer; the error reports it
+            self._failed(err)
+            return
+        self.written += flushed.written
+        self.unwritten = flushed.carried
+        self.bytes_on_disk = flushed.bytes_on_disk
+        if flushed.error is not None:
+            self._failed(flushed.error)
+            return
+        self.flushes += 1
+        self.last_flush_ns = time.time_ns()
+        if self.failing:
+            log.info("persistence works again after %d failed flushes", self.failing)
+            self.failing = 0
+
+    def _write(self, batch: Mapping[Ring, list[Record]]) -> _Flushed:
+        groups, self._carry = self._carry, {}
+        for ring, records in batch.items():
+            groups[ring] = groups[ring] + records if ring in groups else records
+        written = 0
+        error: OSError | None = None
+        for ring, group in groups.items():
+            records = newest_within(group, ring.capacity)
+            try:
+                self._files_for(ring).append(records)
+            except OSError as err:
+                error = error or err
+                self._carry[ring] = records
+            else:
+                written += len(records)
+        return _Flushed(
+            written=written,
+            carried=sum(len(records) for records in self._carry.values()),
+            bytes_on_disk=sum(f.size for f in self._files.values()),
+            error=error,
+        )
+
+    def _files_for(self, ring: Ring) -> RingFiles:
+        ring_id = RingId(ring.env, ring.svc)
+        name = ring_id.dir_name()
+        files = self._files.get(name)
+        if files is None:
+            files = self._files[name] = RingFiles(self._root, ring_id, ring.capacity)
+        return files
+
+    def _failed(self, err: BaseException) -> None:
+        self.errors += 1
+        self.last_error = _describe(err)
+        if not self.failing:
+            log.error(
+                "cannot persist to %s, serving from memory and retrying every %gs: %s",
+                self._root,
+                self._interval,
+                self.last_error,
+            )
+        self.failing += 1
+
+    def info(self) -> dict[str, Any]:
+        """What /info shows under `persistence`."""
+        return {
+            "data_dir": str(self._root),
+            "flush_interval_s": self._interval,
+            "last_flush": format_time(self.last_flush_ns) if self.last_flush_ns else None,
+            "flushes": self.flushes,
+            "pending_events": self.pending_events(),
+            "written_events": self.written,
+            "shed_events": self.shed,
+            "errors": self.errors,
+            "failing": self.failing > 0,
+            "last_error": self.last_error,
+            "bytes_on_disk": self.bytes_on_disk,
+            "loaded_events": self.loaded,
+            "load_s": round(self.load_s, 3),
+            "corrupt_records_skipped": self.corrupt,
+        }
+
+
+def _describe(err: BaseException) -> str:
+    """One sentence, e.g. `No space left on device: /var/lib/logd/prod.api.../000000000003.seg`."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,242 @@
+"""Ring: a FIFO of serialised events bounded in bytes, packed into chunks.
+
+Events are packed back to back into chunks of up to 64 KiB: one bytes object
+per chunk, with per-event end offsets, times and levels in compact arrays. A
+stored event costs its serialised size plus 13 bytes (RECORD_OVERHEAD), not a
+few Python objects, and a query can search a whole chunk with one C-level
+`bytes.find` before it parses anything. The oldest chunk is dropped when the
+ring is over budget, so memory never exceeds `capacity` and at least
+`capacity - chunk size` worth of the newest events are kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator
+
+from logd._pb.logd_pb2 import Msg
+from logd.server.filters import LOWERS_TO_ASCII, Filter
+
+RECORD_OVERHEAD = 13  # end offset (4) + time (8) + level (1) beside each event's bytes
+CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
+MAX_CHUNK = 64 * 1024
+
+Hit = tuple[int, bytes, Msg | None]  # (t_ns, serialised Msg, the message when already parsed)
+
+
+class Chunk:
+    __slots__ = ("data", "ends", "lowers_to_ascii", "lvls", "t_max", "t_min", "times")
+
+    def __init__(self) -> None:
+        self.data: bytes | bytearray = bytearray()
+        self.ends = array("I")
+        self.times = array("q")
+        self.lvls: bytes | bytearray = bytearray()
+        self.t_min = 2**63 - 1
+        self.t_max = -(2**63)
+        # Which LOWERS_TO_ASCII sequences the sealed chunk holds: found by its first
+        # case-insensitive search, not on the ingest path.
+        self.lowers_to_ascii: tuple[bytes, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def seal(self) -> None:
+        """Freeze into exact-size immutable bytes (a bytearray keeps spare capacity)."""
+        self.data = bytes(self.data)
+        self.lvls = bytes(self.lvls)
+
+    def special(self) -> tuple[bytes, ...]:
+        """The LOWERS_TO_ASCII sequences in this chunk, remembered once it is sealed."""
+        if self.lowers_to_ascii is not None:
+            return self.lowers_to_ascii
+        found = _lowers_to_ascii(self.data)
+        if isinstance(self.data, bytes):  # sealed: it will not change
+            self.lowers_to_ascii = found
+        return found
+
+    def record(self, i: int) -> bytes:
+        return bytes(self.data[self.ends[i - 1] if i else 0 : self.ends[i]])
+
+    def candidates(self, flt: Filter) -> Iterator[int]:
+        """Indexes of events that may match, newest first, found at C speed where possible."""
+        searches = _searches(flt, self)
+        if searches is not None:
+            found: set[int] = set()
+            for needle, haystack in searches:
+                found.update(self._containing(needle, haystack))
+            return iter(sorted(found, reverse=True))
+        if flt.lvl:
+            return self._at_least(flt.lvl)
+        return iter(range(len(self.ends) - 1, -1, -1))
+
+    def _containing(self, needle: bytes, haystack: bytes | bytearray) -> list[int]:
+        """Indexes of the events whose bytes may contain `needle` (one find per event)."""
+        ends = self.ends
+        found: list[int] = []
+        pos = haystack.find(needle)
+        while pos >= 0:
+            i = bisect_right(ends, pos)
+            found.append(i)
+            pos = haystack.find(needle, ends[i]) if i + 1 < len(ends) else -1
+        return found
+
+    def _at_least(self, lvl: int) -> Iterator[int]:
+        marks = self.lvls.translate(_LEVEL_MARKS[lvl])
+        pos = marks.rfind(b"\x01")
+        while pos >= 0:
+            yield pos
+            pos = marks.rfind(b"\x01", 0, pos)
+
+
+def _shifted(ends: array[int], delta: int) -> bytes:
+    """The uint32 offsets in `ends` plus `delta`, as bytes, at C speed: read as one big
+    integer, the offsets are its base-2**32 digits, so one addition of `delta` times
+    0x...000100000001 adds it to each. Every result is in [0, 2**32): nothing carries."""
+    ones = int.from_bytes(_ONE * len(ends), sys.byteorder)
+    total = int.from_bytes(ends, sys.byteorder) + delta * ones
+    return total.to_bytes(4 * len(ends), sys.byteorder)
+
+
+_ONE = (1).to_bytes(4, sys.byteorder)
+
+
+def _marks(lvl: int) -> bytes:
+    return bytes(int(v >= lvl) for v in range(256))
+
+
+_LEVEL_MARKS = [_marks(lvl) for lvl in range(256)]
+
+
+def _lowers_to_ascii(data: bytes | bytearray) -> tuple[bytes, ...]:
+    if data.isascii():  # most logs: one fast pass instead of a search per sequence
+        return ()
+    return tuple(seq for seq in LOWERS_TO_ASCII if seq in data)
+
+
+def _searches(flt: Filter, chunk: Chunk) -> list[tuple[bytes, bytes | bytearray]] | None:
+    """Substring searches whose hits cover every possible match (None: check every event).
+
+    An exact-match field must appear as is: the longest one is searched. A text needle
+    is searched in the lowered chunk when that is exact (filters.lowered_bytes_can_match);
+    events holding one of the few characters that lower to ASCII are added to be checked.
+    """
+    data = chunk.data
+    exact = [n.encode() for n in (flt.fn, flt.url, flt.env, flt.svc) if n]
+    if exact:
+        return [(max(exact, key=len), data)]
+    if flt.txt and flt.txt.isascii():
+        return [(flt.txt.encode(), data.lower()), *((seq, data) for seq in chunk.special())]
+    return None
+
+
+class Ring:
+    """A FIFO of events bounded in bytes; the oldest chunk goes first."""
+
+    __slots__ = (
+        "_chunk_bytes", "_chunks", "bytes", "capacity", "env", "events", "evicted", "key", "svc",
+    )  # fmt: skip
+
+    def __init__(self, key: str, env: str | None, svc: str | None, capacity: int) -> None:
+        self.key = key
+        self.env = env  # None: the overflow ring, which mixes keys
+        self.svc = svc
+        self.capacity = capacity
+        self.bytes = 0
+        self.events = 0
+        self.evicted = 0
+        # At most 1/16 of the budget per chunk, so dropping one keeps ~94% of the events.
+        self._chunk_bytes = max(1, min(MAX_CHUNK, capacity // 16))
+        self._chunks: deque[Chunk] = deque()
+
+    def __len__(self) -> int:
+        return self.events
+
+    def append(self, t_ns: int, lvl: int, data: bytes) -> None:
+        chunks = self._chunks
+        chunk = chunks[-1] if chunks else None
+        if chunk is None or (len(chunk.data) + len(data) > self._chunk_bytes and chunk.ends):
+            if chunk is not None:
+                chunk.seal()
+            chunk = Chunk()
+            chunks.append(chunk)
+            self.bytes += CHUNK_OVERHEAD
+        # The hot path of every write: appends to the open chunk, inlined on purpose.
+        chunk.data += data  # the open chunk holds a bytearray
+        chunk.ends.append(len(chunk.data))
+        chunk.times.append(t_ns)
+        chunk.lvls.append(lvl if 0 <= lvl < 256 else 0)  # type: ignore[union-attr]
+        if t_ns < chunk.t_min:
+            chunk.t_min = t_ns
+        if t_ns > chunk.t_max:
+            chunk.t_max = t_ns
+        self.bytes += len(data) + RECORD_OVERHEAD
+        self.events += 1
+        if self.bytes > self.capacity:
+            self._evict()
+
+    def extend(
+        self, data: bytes, ends: array[int], times: array[int], lvls: bytes, t_min: int, t_max: int
+    ) -> None:
+        """Append events stored back to back in `data` (`ends`: each one's end offset),
+        as `append` would one by one; `t_min`/`t_max` bound their times."""
+        chunks = self._chunks
+        count = len(ends)
+        start = offset = 0
+        while start < count:
+            chunk = chunks[-1] if chunks else None
+            room = self._chunk_bytes - len(chunk.data) if chunk is not None else 0
+            stop = bisect_right(ends, offset + room, start, count)
+            if chunk is None or (stop == start and chunk.ends):
+                if chunk is not None:
+                    chunk.seal()
+                chunks.append(Chunk())
+                self.bytes += CHUNK_OVERHEAD
+                continue
+            stop = max(stop, start + 1)  # an empty chunk takes an event of any size
+            end = ends[stop - 1]
+            chunk.ends.frombytes(_shifted(ends[start:stop], len(chunk.data) - offset))
+            chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
+            chunk.times.extend(times[start:stop])
+            chunk.lvls += lvls[start:stop]
+            chunk.t_min = min(chunk.t_min, t_min)  # bounds of the run: wider is still correct
+            chunk.t_max = max(chunk.t_max, t_max)
+            self.bytes += end - offset + RECORD_OVERHEAD * (stop - start)
+            self.events += stop - start
+            start, offset = stop, end
+        self._evict()
+
+    def _evict(self) -> None:
+        chunks = self._chunks
+        while self.bytes > self.capacity and len(chunks) > 1:
+            old = chunks.popleft()
+            self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
+            self.evicted += len(old)
+            self.events -= len(old)
+
+    def scan(self, flt: Filter) -> Iterator[Hit]:
+        """Matching events, newest first. Consume it without awaiting in between."""
+        since = flt.since_ns if flt.since_ns is not None else -(2**63)
+        until = flt.until_ns if flt.until_ns is not None else 2**63 - 1
+        exact = flt.needs_message
+        lvl_min = flt.lvl
+        for chunk in reversed(self._chunks):
+            if chunk.t_max < since or chunk.t_min > until:
+                continue
+            times, lvls = chunk.times, chunk.lvls
+            for i in chunk.candidates(flt):
+                t_ns = times[i]
+                if lvls[i] < lvl_min or not since <= t_ns <= until:
+                    continue
+                data = chunk.record(i)
+                if not exact:
+                    yield t_ns, data, None
+                    continue
+                if not flt.prefilter(data):
+                    continue
+                msg = Msg.FromString(data)
+                if flt.matches(msg):
+                    yield t_ns, data, msg

@@ -1,0 +1,75 @@
+"""Queries on the Valkey store: each ring read newest first with XREVRANGE, a page at a
+time, through the same Filter as the memory rings (level and time on the entry's
+fields, `prefilter` on the stored bytes, then the exact match), merged by event time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from logd._pb.logd_pb2 import Msg
+from logd.server.filters import Filter
+
+if TYPE_CHECKING:
+    from logd.server.store.valkey.store import Client
+
+PAGE = 500  # entries per XREVRANGE call
+
+_Hit = tuple[int, bytes, Msg | None]
+_StreamEntry = tuple[bytes, dict[bytes, bytes]]  # replies are bytes: no decode_responses
+
+
+class Cursor:
+    """One ring read newest first, a page at a time, keeping only matching events."""
+
+    def __init__(self, client: Client, key: bytes, flt: Filter) -> None:
+        self._client = client
+        self._key = key
+        self._flt = flt
+        self._max = b"+"
+        self.hits: deque[_Hit] = deque()
+        self.done = False
+
+    async def fill(self) -> None:
+        flt = self._flt
+        exact = flt.needs_message
+        while not self.hits and not self.done:
+            entries = cast(
+                list[_StreamEntry],
+                await self._client.xrevrange(self._key, self._max, b"-", count=PAGE),
+            )
+            self.done = len(entries) < PAGE
+            if entries:
+                self._max = b"(" + entries[-1][0]
+            for _id, fields in entries:
+                t_ns, lvl, data = int(fields[b"t"]), int(fields[b"l"]), fields[b"d"]
+                if lvl < flt.lvl or not flt.time_match(t_ns):
+                    continue
+                if not exact:
+                    self.hits.append((t_ns, data, None))
+                elif flt.prefilter(data):
+                    msg = Msg.FromString(data)
+                    if flt.matches(msg):
+                        self.hits.append((t_ns, data, msg))
+
+
+async def merge(cursors: list[Cursor], *, limit: int, offset: int) -> list[Msg]:
+    """Newest first across rings by event time, as MemoryStore.query does."""
+    heap = [(-c.hits[0][0], i) for i, c in enumerate(cursors) if c.hits]
+    heapq.heapify(heap)
+    out: list[Msg] = []
+    while heap and len(out) < limit:
+        _, i = heapq.heappop(heap)
+        cursor = cursors[i]
+        _t_ns, data, msg = cursor.hits.popleft()
+        if offset:
+            offset -= 1
+        else:
+            out.append(msg if msg is not None else Msg.FromString(data))
+        if not cursor.hits:
+            await cursor.fill()
+        if cursor.hits:
+            heapq.heappush(heap, (-cursor.hits[0][0], i))
+    return out
