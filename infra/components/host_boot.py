@@ -32,6 +32,8 @@ HEALTH_PATH = "/healthz"
 HEALTH_ATTEMPTS = 150
 # How long CloudFormation waits for the signal: dnf, the C path's build, then /healthz.
 BOOT_TIMEOUT_MINUTES = 20
+# Where cloud-init keeps the instance's id (the signal's unique id), read without IMDS.
+INSTANCE_ID_FILE = "/var/lib/cloud/data/instance-id"
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
@@ -79,9 +81,10 @@ def render_unit(values: BootValues) -> str:
     )
 
 
-def render_user_data(values: BootValues) -> str:
+def render_user_data(values: BootValues, *, instance_id_file: str = INSTANCE_ID_FILE) -> str:
     """The first-boot script: install Python and logd offline, tune the kernel, start the unit,
-    and signal CloudFormation once logd answers (or as soon as a step fails)."""
+    and signal CloudFormation once logd answers (or as soon as a step fails). Tests run it
+    with their own instance_id_file."""
     return _fill(
         (FILES / "user_data.sh").read_text(encoding="utf-8"),
         {
@@ -93,6 +96,7 @@ def render_user_data(values: BootValues) -> str:
             "HTTP_PORT": str(values.http_port),
             "HEALTH_PATH": HEALTH_PATH,
             "HEALTH_ATTEMPTS": str(HEALTH_ATTEMPTS),
+            "INSTANCE_ID_FILE": instance_id_file,
             "STACK_NAME": values.stack_name,
             "SIGNAL_RESOURCE": values.signal_resource,
             "REQUIREMENT": REQUIREMENT,

@@ -19,7 +19,7 @@ retry() {
 # CloudFormation waits for this host's signal (a CreationPolicy): SUCCESS once logd answers
 # /healthz, FAILURE as soon as a step here fails, so a broken first boot fails the deploy.
 # The signal goes through the CloudFormation interface endpoint (there is no NAT).
-instance_id=$(cat /var/lib/cloud/data/instance-id)
+instance_id=$(cat {{INSTANCE_ID_FILE}})
 signal() {
   retry aws cloudformation signal-resource --region {{REGION}} --stack-name '{{STACK_NAME}}' \
     --logical-resource-id '{{SIGNAL_RESOURCE}}' --unique-id "$instance_id" --status "$1"
