@@ -8,9 +8,11 @@ reason (it needs AWS, say); every other one must exit 0.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -31,41 +33,60 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 _NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")
 
 
-def tracked_markdown() -> list[Path]:
-    """Every *.md file git tracks (what a clone has); outside a git checkout, every *.md
-    file but those under hidden, build and generated directories."""
+@functools.cache
+def tracked_files() -> frozenset[Path] | None:
+    """Every file git tracks (what a clone has), or None outside a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "ls-files", "-z", "--", "*.md"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        skip = {"build", "node_modules", "cdk.out"}
-        return sorted(
-            p
-            for p in ROOT.rglob("*.md")
-            if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts)
-        )
-    return sorted(ROOT / name for name in out.decode().split("\0") if name)
+        return None
+    return frozenset(ROOT / name for name in out.decode().split("\0") if name)
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with inline code removed."""
+def tracked_markdown() -> list[Path]:
+    """Every tracked *.md file; outside a git checkout, every *.md file but those under
+    hidden, build and generated directories."""
+    tracked = tracked_files()
+    if tracked is not None:
+        return sorted(p for p in tracked if p.suffix == ".md")
+    skip = {"build", "node_modules", "cdk.out"}
+    return sorted(
+        p
+        for p in ROOT.rglob("*.md")
+        if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts)
+    )
+
+
+def in_a_clone(path: Path) -> bool:
+    """Whether a clone has `path`: it exists and is tracked, or is a directory holding a
+    tracked file (outside a git checkout: it exists)."""
+    tracked = tracked_files()
+    if not path.exists() or tracked is None:
+        return path.exists()
+    return path in tracked or (path.is_dir() and any(p.is_relative_to(path) for p in tracked))
+
+
+def outside_fences(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every line outside fenced code blocks."""
     lines: list[tuple[int, str]] = []
     fence: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         match = _FENCE.match(line)
-        if match:
+        if match is None:
             if fence is None:
-                fence = match.group(1)
-            elif match.group(1) == fence:
-                fence = None
-            continue
-        if fence is None:
-            lines.append((number, _INLINE_CODE.sub("", line)))
+                lines.append((number, line))
+        elif fence is None:
+            fence = match.group(1)
+        elif match.group(1) == fence:
+            fence = None
     return lines
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with inline code removed."""
+    return [(number, _INLINE_CODE.sub("", line)) for number, line in outside_fences(text)]
 
 
 def links(text: str) -> list[tuple[int, str]]:
@@ -96,33 +117,22 @@ def anchors(path: Path) -> set[str]:
     text = path.read_text(encoding="utf-8")
     for _, line in prose_lines(text):
         found.update(_HTML_ID.findall(line))
-    for _number, line in _headings(text):
-        slug = github_slug(line)
+    for _, line in outside_fences(text):
+        heading = _HEADING.match(line)
+        if heading is None:
+            continue
+        slug = github_slug(heading.group(2))
         count = seen.get(slug, 0)
         seen[slug] = count + 1
         found.add(slug if count == 0 else f"{slug}-{count}")
     return found
 
 
-def _headings(text: str) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    fence: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = _FENCE.match(line)
-        if match:
-            fence = (
-                match.group(1) if fence is None else (None if match.group(1) == fence else fence)
-            )
-            continue
-        heading = _HEADING.match(line) if fence is None else None
-        if heading:
-            out.append((number, heading.group(2)))
-    return out
-
-
-def broken_links(path: Path, root: Path = ROOT) -> list[str]:
+def broken_links(
+    path: Path, root: Path = ROOT, exists: Callable[[Path], bool] = in_a_clone
+) -> list[str]:
     """What is wrong with the relative links of one Markdown file under `root`, one line
-    each: a target that does not exist, is outside `root`, or lacks the `#anchor`."""
+    each: a target that a clone lacks (`exists`), is outside `root`, or lacks the `#anchor`."""
     problems: list[str] = []
     where = path.relative_to(root)
     for number, target in links(path.read_text(encoding="utf-8")):
@@ -132,8 +142,8 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
         dest = (path.parent / unquote(file_part)).resolve() if file_part else path
         if not dest.is_relative_to(root):
             problems.append(f"{where}:{number}: {target} points outside the repository")
-        elif not dest.exists():
-            problems.append(f"{where}:{number}: {target} does not exist")
+        elif not exists(dest):
+            problems.append(f"{where}:{number}: {target} does not exist in a clone")
         elif anchor and dest.suffix == ".md" and unquote(anchor) not in anchors(dest):
             problems.append(f"{where}:{number}: {target}: no heading with that anchor")
     return problems
@@ -196,11 +206,11 @@ def test_link_checker_catches_what_it_should(tmp_path: Path) -> None:
         "[bad](missing.md) [bad](docs/b.md#nowhere) [bad](../outside.md)\n"
         "[ref]: docs/gone.md\n"
     )
-    assert broken_links(tmp_path / "a.md", root=tmp_path) == [
-        "a.md:7: missing.md does not exist",
+    assert broken_links(tmp_path / "a.md", root=tmp_path, exists=Path.exists) == [
+        "a.md:7: missing.md does not exist in a clone",
         "a.md:7: docs/b.md#nowhere: no heading with that anchor",
         "a.md:7: ../outside.md points outside the repository",
-        "a.md:8: docs/gone.md does not exist",
+        "a.md:8: docs/gone.md does not exist in a clone",
     ]
     assert github_slug("On AWS: `-c nodes=N`") == "on-aws--c-nodesn"
 
