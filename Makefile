@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 FASTPATH := $(VENV)/.fastpath-built
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install build-deps sanitize run test lint typecheck unit redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
+.PHONY: install build-deps sanitize run test lint typecheck unit unit-pure redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
 	wheel synth diff deploy
 
 install: $(STAMP) $(FASTPATH)
@@ -17,25 +18,37 @@ install: $(STAMP) $(FASTPATH)
 # benchmark's sender are built with them.
 build-deps:
 	@command -v gcc >/dev/null && test -f /usr/include/openssl/evp.h || \
-		{ apt-get update -qq && apt-get install -y -qq gcc libssl-dev; }
+		{ echo "==> installing gcc and OpenSSL's headers (apt-get)"; \
+		  apt-get update -qq && apt-get install -y -qq gcc libssl-dev; }
 	@test -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" || \
-		{ apt-get update -qq && apt-get install -y -qq python3-dev; }
+		{ echo "==> installing Python's headers (apt-get)"; \
+		  apt-get update -qq && apt-get install -y -qq python3-dev; }
 
-# Re-installs when the dependency list changes.
-$(STAMP): pyproject.toml setup.py | build-deps
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "logd needs Python 3.11 or newer: $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> creating $(VENV) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP) $(FASTPATH)
 
-# The C accept path (service/logd/server/ingest/_fastpath.c), rebuilt in place when its source changes.
-$(FASTPATH): service/logd/server/ingest/_fastpath.c | $(STAMP)
+# `make run`: logd with its server extra only (no CDK, no test tools), the C engine built.
+$(RUN_STAMP): pyproject.toml setup.py | build-deps $(BIN)/python
+	@echo "==> installing logd[server] and building its C engine (about a minute)"
+	$(BIN)/python -m pip install --progress-bar off -e '.[server]'
+	touch $(RUN_STAMP) $(FASTPATH)
+
+# `make test` and the rest: the whole dev set. Re-installs when the dependency list changes.
+$(STAMP): pyproject.toml setup.py | build-deps $(BIN)/python
+	@echo "==> installing logd[dev]: server, AWS, CDK, test and lint tools (a few minutes)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP) $(FASTPATH)
+
+# The C accept path (service/logd/server/ingest/_fastpath.c), rebuilt when its source changes.
+$(FASTPATH): service/logd/server/ingest/_fastpath.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(FASTPATH)
 
-run: install
+run: $(RUN_STAMP) $(FASTPATH)
 	$(BIN)/logd serve --udp-addr 127.0.0.1:6102 --http-addr 127.0.0.1:6101
 
 lint: install
@@ -53,7 +66,17 @@ redis-server:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test: lint typecheck unit
+# The Python engine alone, as a LOGD_PURE_PYTHON=1 build runs it: a copy of the package
+# without the extension (first on the path), and the tests of ingest and of a real server.
+PURE := build/pure
+PURE_TESTS := tests/test_engine.py tests/test_accept.py tests/test_replay.py \
+	tests/test_fuzz_ingest.py tests/test_fastpath.py tests/test_server_functional.py
+unit-pure: install
+	rm -rf $(PURE) && mkdir -p $(PURE) && cp -r service/logd $(PURE)/
+	find $(PURE) -name '*.so' -delete
+	PYTHONPATH=$(abspath $(PURE)) LOGD_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider $(PURE_TESTS)
+
+test: lint typecheck unit unit-pure
 
 # The C accept path under AddressSanitizer and UBSan: an instrumented copy of the package in
 # build/sanitize, and the tests that drive the C path hardest (a few minutes; not in `make test`).
@@ -65,7 +88,7 @@ sanitize: install
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("include"))')" \
 		service/logd/server/ingest/_fastpath.c -lcrypto \
 		-o $(SANITIZE)/logd/server/ingest/_fastpath$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-	PYTHONPATH=$(SANITIZE) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONPATH=$(abspath $(SANITIZE)) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		$(BIN)/pytest -q -s -p no:cacheprovider -o timeout=1800 \
 		tests/test_fastpath.py tests/test_fuzz_ingest.py tests/test_server_functional.py

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -63,8 +63,15 @@ for _command in COMMANDS:  # send, query, tail, ping, info
 @_serve_options
 def serve(config_path: Path | None, **flags: str | None) -> None:
     """Run the logd server in the foreground until SIGTERM or Ctrl-C."""
-    from logd.server.app import run
-    from logd.server.logsetup import setup_logging
+    try:
+        from logd.server.app import run
+        from logd.server.logsetup import setup_logging
+    except ModuleNotFoundError as err:
+        fail(
+            f"logd serve needs the server extra ({err.name} is not installed); "
+            "install it with: pip install 'logd[server]'",
+            code=2,
+        )
 
     try:
         config = Config.load(
@@ -82,6 +89,6 @@ def serve(config_path: Path | None, **flags: str | None) -> None:
         pass
 
 
-def fail(sentence: str, code: int = 1) -> None:
+def fail(sentence: str, code: int = 1) -> NoReturn:
     click.echo(f"logd: {sentence}", err=True)
     sys.exit(code)

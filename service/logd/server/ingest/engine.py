@@ -14,25 +14,15 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from logd.server.ingest import fastpath
-from logd.server.ingest.accept import Accepted, FrameChecker, Reject
+from logd.server.ingest.accept import FrameChecker, Reject
 from logd.server.ingest.replay import MacGuard, ReplayGuard
-from logd.server.ingest.stats import IngestStats
+from logd.server.ingest.sink import Sink
 from logd.server.keys import KeyHolder
 from logd.server.store.base import Store
 
 Impl = Literal["c", "python"]
 IMPLS: tuple[Impl, ...] = ("c", "python")
 RECV_SIZE = 65_536
-
-
-class Sink(Protocol):
-    """What an engine reports to: the ingest."""
-
-    stats: IngestStats
-
-    def accepted(self, verdict: Accepted, addr: Any, now_ns: int) -> None: ...
-    def reject(self, reason: Reject, count: int = 1) -> None: ...
-    def recv_failed(self, errno: int | None) -> None: ...
 
 
 class Engine(Protocol):

@@ -10,17 +10,15 @@ them. Built with LOGD_PURE_PYTHON=1 there is no extension and `available()` is F
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from logd.server.ingest.accept import Reject, read_payload
 from logd.server.ingest.replay import MacGuard
+from logd.server.ingest.sink import Sink
 from logd.server.keys import Key, KeyHolder, KeyRing, Role
 from logd.server.store.base import Store
 from logd.server.store.memory import MemoryStore
 from logd.wire import HEADER_LEN, SIGNED_LEN
-
-if TYPE_CHECKING:
-    from logd.server.ingest.engine import Sink
 
 try:
     from logd.server.ingest import _fastpath

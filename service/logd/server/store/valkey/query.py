@@ -13,7 +13,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
 
 if TYPE_CHECKING:
-    from logd.server.store.valkey.store import Client
+    from logd.server.store.valkey.client import Client
 
 PAGE = 500  # entries per XREVRANGE call
 

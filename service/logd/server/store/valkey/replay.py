@@ -36,7 +36,7 @@ from logd.server.logsetup import QuietLogger
 from logd.server.tasks import STOP_S
 
 if TYPE_CHECKING:
-    from logd.server.store.valkey.store import Client
+    from logd.server.store.valkey.client import Client
 
 log = logging.getLogger(__name__)
 

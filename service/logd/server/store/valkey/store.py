@@ -26,12 +26,8 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from logd._pb.logd_pb2 import Msg
@@ -39,6 +35,7 @@ from logd.server.filters import Filter
 from logd.server.logsetup import QuietLogger
 from logd.server.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.server.store.memory import OVERFLOW_KEY, ring_key
+from logd.server.store.valkey.client import connect, redact
 from logd.server.store.valkey.query import Cursor, merge
 from logd.server.store.valkey.tail import StreamFollower
 from logd.server.tail import Subscription, TailHub
@@ -75,36 +72,6 @@ _Entry = tuple[bytes, int, int, bytes]  # (stream key, t_ns, level, serialised M
 def stream_key(ring: str) -> bytes:
     """`logd:ring:{prod/api}`; braces and other odd characters of env/svc are %-escaped."""
     return b"logd:ring:{" + quote(ring, safe="/-_.:@").encode() + b"}"
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for /info and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host
-    netloc += f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-Client = aioredis.Redis | RedisCluster
-
-
-def connect(url: str, password: str | None, *, timeout: float) -> Client:
-    """A client that fails fast (no retries): the store has its own retry loop.
-    `redis+cluster://` and `rediss+cluster://` seed a cluster-mode client, which learns
-    the slot map from that node and sends each command to the node that owns its key."""
-    scheme, plus, rest = url.partition("+cluster://")
-    options: dict[str, Any] = {
-        "password": password,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": min(timeout, 2.0),
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if plus:
-        return RedisCluster.from_url(f"{scheme}://{rest}", **options)
-    return aioredis.from_url(url, **options)
 
 
 class ValkeyStore:

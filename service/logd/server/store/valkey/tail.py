@@ -29,7 +29,7 @@ from logd.server.tail import TailHub
 from logd.server.tasks import wait_event
 
 if TYPE_CHECKING:
-    from logd.server.store.valkey.store import Client
+    from logd.server.store.valkey.client import Client
 
 log = logging.getLogger(__name__)
 
