@@ -219,8 +219,16 @@ def test_link_checker_catches_what_it_should(tmp_path: Path) -> None:
 
 
 def test_readme_has_examples_that_run() -> None:
+    """Some blocks run, and every `not run` marker stands right before a Python block (so
+    the count of skipped examples is the count of markers)."""
     blocks = readme_python_blocks()
     assert any(reason is None for _, _, reason in blocks), "no README example is run"
+    markers = [
+        line
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if _NOT_RUN.match(line.strip())
+    ]
+    assert len(markers) == sum(reason is not None for _, _, reason in blocks), markers
 
 
 @pytest.mark.functional
