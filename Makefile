@@ -10,7 +10,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: install build-deps sanitize run test lint typecheck unit unit-pure redis-server soak proto bench bench-valkey clean secrets-push secrets-edit secrets-env \
-	wheel synth diff deploy
+	wheel lock synth diff deploy deploy-check deploy-check-deps
 
 install: $(STAMP) $(FASTPATH)
 
@@ -130,35 +130,58 @@ secrets-edit: secrets-env install
 secrets-env:  # checked before `install` runs
 	@[[ "$(ENV)" =~ ^[a-z0-9-]+$$ ]] || { echo "usage: make $(MAKECMDGOALS) ENV=dev"; exit 2; }
 
-# Deploy to AWS (README "Deploy to AWS"). The host has no internet path, so `wheel` builds
-# logd and every dependency for it: Graviton (aarch64) Amazon Linux 2023, CPython
-# INSTANCE_PYTHON (infra/components/host_boot.py must agree; a test checks). Context
-# options go in CDK_ARGS, e.g. make deploy CDK_ARGS="-c vpc_id=vpc-0123abcd".
+# Deploy to AWS (docs/deploy.md). The host has no internet path, so `wheel` builds logd and
+# every dependency for it: Graviton (aarch64) Amazon Linux 2023, CPython INSTANCE_PYTHON
+# (infra/components/host_boot.py must agree; a test checks), exactly the pins of
+# infra/wheelhouse.lock, which `make lock` resolves with uv for that target (infra/lock.py),
+# whatever Python runs make. Context options go in CDK_ARGS, e.g.
+# make deploy CDK_ARGS="-c vpc_id=vpc-0123abcd -c az=us-east-1b".
 CDK ?= npx --yes aws-cdk@2
 CDK_ARGS ?=
 INSTANCE_PYTHON := 3.11
 WHEELHOUSE := build/wheelhouse
+WHEELHOUSE_LOCK := infra/wheelhouse.lock
 INSTANCE_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_28 manylinux_2_34,--platform $(p)_aarch64)
+FOR_INSTANCE := --only-binary=:all: $(INSTANCE_PLATFORMS) --python-version $(INSTANCE_PYTHON) --implementation cp
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+
+# The AWS CLI and the CDK read AWS_REGION; boto3 (secrets-push) reads only AWS_DEFAULT_REGION,
+# so the targets that call AWS pass AWS_REGION on under that name too (it wins, as in the SDKs).
+ifneq ($(AWS_REGION),)
+secrets-push synth diff deploy: export AWS_DEFAULT_REGION := $(AWS_REGION)
+endif
+
+$(UV): | install
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+# The wheelhouse lock's tests run uv (tests/test_wheelhouse_lock.py).
+unit: $(UV)
+
+# Resolve the wheelhouse again for the host (PyPI), keeping every pin that still fits.
+lock: $(UV)
+	$(BIN)/python -m infra.lock --uv $(UV) lock
 
 # A wheel built here on x86-64 cannot carry an arm64 C extension: the wheelhouse holds
 # logd's sdist, which the host builds at first boot (with setuptools from the wheelhouse),
 # and a pure-Python wheel (LOGD_PURE_PYTHON=1) for when that fails.
-build/.wheelhouse-built: pyproject.toml setup.py service/logd/server/ingest/_fastpath.c \
-		$(shell find service/logd -name '*.py') | install
+build/.wheelhouse-built: pyproject.toml setup.py $(WHEELHOUSE_LOCK) infra/wheelhouse.in \
+		service/logd/server/ingest/_fastpath.c $(shell find service/logd -name '*.py') | install $(UV)
 	rm -rf $(WHEELHOUSE) build/sdist-check && mkdir -p $(WHEELHOUSE)
+	# The lock still holds what pyproject.toml asks for (resolved again for the host).
+	$(BIN)/python -m infra.lock --uv $(UV) check --python $(BIN)/python
 	LOGD_PURE_PYTHON=1 $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
 	$(BIN)/python -m build --sdist --outdir $(WHEELHOUSE) .
-	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: 'setuptools>=77'
+	# Exactly the locked files for the host, each checked against its hash.
+	$(BIN)/python -m pip download --quiet --no-deps --require-hashes --dest $(WHEELHOUSE) \
+		$(FOR_INSTANCE) -r $(WHEELHOUSE_LOCK)
+	$(BIN)/python -m infra.lock verify $(WHEELHOUSE)
 	# The sdist builds offline from the wheelhouse (here for this machine's CPU).
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-index --find-links $(WHEELHOUSE) \
 		--no-binary logd --wheel-dir build/sdist-check logd
-	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
-		$(INSTANCE_PLATFORMS) --python-version $(INSTANCE_PYTHON) --implementation cp \
-		"$$(ls $(WHEELHOUSE)/logd-*.whl)[aws,fast]"
-	# The wheelhouse alone must install logd on the instance's platform, with no index.
+	# The wheelhouse alone installs logd on the instance's platform, with no index.
 	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed --no-index \
-		--find-links $(WHEELHOUSE) --only-binary=:all: $(INSTANCE_PLATFORMS) \
-		--python-version $(INSTANCE_PYTHON) --implementation cp 'logd[aws,fast]'
+		--find-links $(WHEELHOUSE) $(FOR_INSTANCE) 'logd[server,aws]'
 	touch $@
 
 wheel: build/.wheelhouse-built
@@ -171,6 +194,22 @@ diff: wheel
 
 deploy: wheel
 	cd infra && $(CDK) deploy $(CDK_ARGS)
+
+# The host's first boot on arm64, proven on this machine (docs/deploy.md, "make deploy-check"):
+# the stack's user data runs in a Debian arm64 root under qemu, then the installed logd is
+# checked against moto_server. The root is built once (debootstrap, ~10 min) and kept, by a
+# hash of infra/deploy_check/build_root.sh, in build/deploy-check and DEPLOY_CHECK_CACHE
+# (machine-wide, so fresh clones on this machine reuse it). Needs root; fails, never skips.
+DEPLOY_CHECK_CACHE ?= /var/cache/logd-deploy-check
+
+deploy-check-deps:
+	@command -v debootstrap >/dev/null && test -x /usr/bin/qemu-aarch64-static && \
+		command -v update-binfmts >/dev/null && command -v systemd-analyze >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			debootstrap qemu-user-static binfmt-support systemd; }
+
+deploy-check: wheel deploy-check-deps
+	$(BIN)/python -m infra.deploy_check --cache $(DEPLOY_CHECK_CACHE)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

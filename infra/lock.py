@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "infra" / "wheelhouse.lock"
 # What the host installs besides logd's own requirements: the sdist's build backend.
 EXTRA_IN = ROOT / "infra" / "wheelhouse.in"
-EXTRAS = ("aws", "fast")
+EXTRAS = ("server", "aws")
 # The host: CPython 3.11 on Graviton, Amazon Linux 2023 (glibc 2.34 >= manylinux_2_28).
 TARGET = ("--python-version", "3.11", "--python-platform", "aarch64-manylinux_2_28")
 HEADER = (

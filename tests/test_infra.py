@@ -413,7 +413,7 @@ def test_user_data_installs_the_wheelhouse_asset_offline(default: Synth) -> None
     assert re.fullmatch(
         r"s3://cdk-\w+-assets-\{AWS::AccountId\}-\{AWS::Region\}/[0-9a-f]{64}\.zip", url.group(1)
     )
-    assert "pip install --no-index --find-links /opt/logd/wheelhouse 'logd[aws,fast]'" in script
+    assert "pip install --no-index --find-links /opt/logd/wheelhouse 'logd[server,aws]'" in script
 
 
 # --- secrets and rotation ------------------------------------------------------------

@@ -31,6 +31,8 @@ BOOT = BootValues(
     write_secret_id=WRITE_ARN,
     udp_port=6102,
     http_port=6101,
+    stack_name="Logd",
+    signal_resource="HostInstance0123ABCD",
 )
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
@@ -223,6 +225,8 @@ def test_options_parse_from_cdk_json_types() -> None:
         ("allowed_prefix_list", "my-list", "prefix list id"),
         ("create_endpoints", "maybe", "true or false"),
         ("alarm_topic_arn", "ops-alerts", "SNS topic ARN"),
+        ("az", "us-east-1", "availability zone"),
+        ("az", "use1-az1", "availability zone"),
     ],
 )
 def test_guard_against_bad_options(option: str, value: str, message: str) -> None:

@@ -98,7 +98,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _wheel(index, "backend", "1.0", [])
     (root / "pyproject.toml").write_text(
         '[project]\nname = "lab"\nversion = "0"\ndependencies = ["app"]\n'
-        "[project.optional-dependencies]\naws = []\nfast = []\n"
+        "[project.optional-dependencies]\n" + "".join(f"{e} = []\n" for e in lock.EXTRAS)
     )
     (root / "infra").mkdir()
     (root / "infra" / "wheelhouse.in").write_text("backend\n")

@@ -18,8 +18,8 @@ FILES = Path(__file__).parent / "files"
 INSTANCE_PYTHON_VERSION = "3.11"
 PREFIX = "/opt/logd"
 VENV = f"{PREFIX}/venv"
-# boto3 for the Secrets Manager key source, uvloop for a faster event loop.
-REQUIREMENT = "logd[aws,fast]"
+# The server (aiohttp, PyYAML, redis, uvloop) and boto3 for the Secrets Manager key source.
+REQUIREMENT = "logd[server,aws]"
 # Asked for by logd and allowed by net.core.rmem_max: room for bursts of small frames.
 UDP_RCVBUF = 32 * 1024 * 1024
 # Root-only, read by systemd (as root) before it starts logd as the logd user.
