@@ -1,4 +1,4 @@
-/* Load generator for `make bench`: signed logd frames (PROTOCOL.md v1) over UDP.
+/* Load generator for `make bench`: signed logd frames (docs/protocol.md v1) over UDP.
  *
  * Every frame is built and signed at send time, as a real writer does:
  *   frame = 0x01 | key_id(4) | signed_at(8, BE ns) | HMAC-SHA256(secret, frame[0:13]+payload)[0:16] | payload
@@ -11,7 +11,7 @@
  * from LOGD_WRITE_SECRET (never argv, which `ps` shows). The result is one JSON
  * line on stdout.
  *
- * --test-vector prints PROTOCOL.md's test-vector frame in hex, built by the same code.
+ * --test-vector prints docs/protocol.md's test-vector frame in hex, built by the same code.
  */
 #define _GNU_SOURCE
 #include <errno.h>

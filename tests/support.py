@@ -1,5 +1,5 @@
 """Test helpers: a real `logd serve` process on free ports, and a minimal writer/reader
-that follow only PROTOCOL.md and HTTP_API.md (stdlib + protobuf)."""
+that follow only docs/protocol.md and docs/http-api.md (stdlib + protobuf)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class LogdProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    # --- writing (PROTOCOL.md) -------------------------------------------------
+    # --- writing (docs/protocol.md) -------------------------------------------------
     def frame(self, cmd: Cmd, *, secret: str | None = None, signed_at: int | None = None) -> bytes:
         signer = Signer((secret or self.write_secret).encode())
         return signer.sign(
@@ -96,7 +96,7 @@ class LogdProcess:
         cmd.batch.extend(msgs[1:])
         self.send_frame(self.frame(cmd, secret=secret))
 
-    # --- reading (HTTP_API.md) -------------------------------------------------
+    # --- reading (docs/http-api.md) -------------------------------------------------
     def get(
         self,
         path: str,

@@ -1,4 +1,4 @@
-"""The benchmark harness keeps working: the C sender signs exactly per PROTOCOL.md, and
+"""The benchmark harness keeps working: the C sender signs exactly per docs/protocol.md, and
 `python -m bench.run --smoke` (tiny sizes) yields a well-formed table and results file.
 
 No timing is asserted here; speed is what `make bench` reports.
@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.functional
 
 REPO = Path(__file__).resolve().parent.parent
-# PROTOCOL.md's test vector: secret "test-secret", signed_at 1700000000000000000.
+# docs/protocol.md's test vector: secret "test-secret", signed_at 1700000000000000000.
 VECTOR_FRAME = (
     "01434b5c9717979cfe362a0000cd64e3d6bcb5154dbfeae4cffe0d4f22"
     "12141a0470726f64220361706930033a0568656c6c6f"

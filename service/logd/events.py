@@ -1,5 +1,5 @@
 """Event vocabulary shared by the server and the clients: level and method names,
-times, and the JSON shape of an event (HTTP_API.md). Pure and protobuf-only."""
+times, and the JSON shape of an event (docs/http-api.md). Pure and protobuf-only."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def msg_time_ns(msg: Msg) -> int:
 
 
 def msg_to_json(msg: Msg) -> dict[str, Any]:
-    """The event object of HTTP_API.md; empty fields are left out."""
+    """The event object of docs/http-api.md; empty fields are left out."""
     out: dict[str, Any] = {"t": format_time(msg_time_ns(msg))}
     for name in ("env", "svc", "fn"):
         value = getattr(msg, name)

@@ -1,4 +1,4 @@
-"""Frame encoding and HMAC per PROTOCOL.md, version 1. Pure: no I/O, no clock.
+"""Frame encoding and HMAC per docs/protocol.md, version 1. Pure: no I/O, no clock.
 
 offset 0  version   1 byte   0x01
 offset 1  key_id    4 bytes  SHA-256(b"logd-key-id\\x00" + secret)[0:4]

@@ -1,4 +1,4 @@
-"""PING a logd server over UDP (PROTOCOL.md, `PING`): one signed frame out, and the
+"""PING a logd server over UDP (docs/protocol.md, `PING`): one signed frame out, and the
 round trip of the first answer that is a PONG signed with the same key.
 
 Anything else that arrives (a stray or forged datagram, a PONG under another key) is

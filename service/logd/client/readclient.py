@@ -1,4 +1,4 @@
-"""A small client of the HTTP read API (HTTP_API.md) for the `logd` command.
+"""A small client of the HTTP read API (docs/http-api.md) for the `logd` command.
 
 Standard library only (urllib), so that `logd query` starts fast. Every failure is a
 ClientError whose message is one sentence for a person; `Disconnected` marks the ones
