@@ -73,6 +73,7 @@ def test_bad_files_stop_with_one_sentence(tmp_path: Path, content: str, needle: 
         ({"LOGD_RING_BYTES": "12 parsecs"}, "LOGD_RING_BYTES"),
         ({"LOGD_LOG_LEVEL": "loud"}, "LOGD_LOG_LEVEL"),
         ({"LOGD_TLS_CERT": "/x.pem"}, "tls_key"),
+        ({"LOGD_RINGS": "prod/api=8MiB"}, "LOGD_RINGS .*`rings:` mapping in logdrc.yml"),
     ],
 )
 def test_bad_env_values_name_the_variable(tmp_path: Path, env: dict[str, str], needle: str) -> None:

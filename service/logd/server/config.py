@@ -99,6 +99,11 @@ def _store_url(text: str) -> str:
     )
 
 
+def _file_only(text: str) -> Any:
+    """A mapping has no one-line form: LOGD_RINGS is refused, not half-read."""
+    raise ValueError("a `rings:` mapping in logdrc.yml (per-ring sizes are set in the file only)")
+
+
 def _setting(
     default: Any, help: str, parse: Callable[[str], Any], *, flag: bool = True, secret: bool = False
 ) -> Any:
@@ -145,7 +150,7 @@ class Config:
     rings: Mapping[str, int] = _setting(
         {},
         "Per-ring budgets (file only): `env/svc: 256MiB`, or a prefix `prod/*: 8MiB`.",
-        _text,
+        _file_only,
         flag=False,
     )
     max_rings: int = _setting(
