@@ -130,6 +130,23 @@ def test_guard_against_replay_after_the_window(checker: Checker) -> None:
     assert checker.check(frame, NOW + S + 1) is Reject.STALE
 
 
+def test_guard_against_replay_guard_flood_counts_overload_not_replay(impl: Impl) -> None:
+    """A full guard refuses fresh frames (fail closed) under `overload`; a replay of a
+    remembered MAC stays a replay."""
+    rig = Rig(impl, key_ring(READ, WRITE_SECRET), max_frame=2048, capacity=1)
+    try:
+        first = sign()
+        assert rig.check(first, NOW) == ACCEPTED
+        assert rig.check(sign(at=NOW + 1), NOW) is Reject.OVERLOAD
+        assert rig.check(sign(at=NOW + 2), NOW) is Reject.OVERLOAD
+        assert rig.check(first, NOW) is Reject.REPLAY
+        assert rig.ingest.stats.rejected[Reject.OVERLOAD] == 2
+        assert rig.ingest.stats.rejected[Reject.REPLAY] == 1
+        assert rig.guard.overflows == 2
+    finally:
+        rig.close()
+
+
 def test_guard_against_bad_payload_after_authentication(checker: Checker) -> None:
     assert checker.check(sign(b"\xff\xff\xff"), NOW) is Reject.BAD_PAYLOAD
     bad_utf8 = b"\x12\x03\x3a\x01\xff"  # Msg.txt = b"\xff"
@@ -151,8 +168,8 @@ def test_reject_order_is_protocol_order(checker: Checker) -> None:
     assert checker.check(wrong_version, NOW) is Reject.BAD_FRAME
 
 
-def test_exactly_eight_reasons() -> None:
+def test_exactly_nine_reasons() -> None:
     assert [r.value for r in Reject] == [
-        "bad_frame", "unknown_key", "bad_mac", "stale", "future", "replay", "bad_payload",
-        "forbidden",
+        "bad_frame", "unknown_key", "bad_mac", "stale", "future", "replay", "overload",
+        "bad_payload", "forbidden",
     ]  # fmt: skip

@@ -270,7 +270,7 @@ def test_c_stores_plain_writes_and_leaves_pings_to_python() -> None:
     assert (array("q", times).tolist(), lvls, t_min, t_max) == ([NOW], b"\0", NOW, NOW)
     assert array("I", ends).tolist() == [len(data)]
     assert (addr[0], Cmd.FromString(frame[HEADER_LEN:]).name) == ("127.0.0.1", PING)
-    assert engine.take_counts() == (2, (0, 0, 0, 0, 0, 0), 1, 1, (0, 1, 0))
+    assert engine.take_counts() == (2, (0, 0, 0, 0, 0, 0, 0), 1, 1, (0, 1, 0))
 
 
 def test_event_times_past_2262_get_the_receive_time_on_both_paths(

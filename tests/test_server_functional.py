@@ -187,7 +187,7 @@ def test_each_reject_reason_is_counted_and_stores_nothing(logd: LogdProcess) -> 
         for frame in batch:
             logd.send_frame(frame)
     expected = {"bad_frame": 2, "unknown_key": 1, "bad_mac": 1, "stale": 1, "future": 1,
-                "replay": 1, "bad_payload": 1, "forbidden": 1}  # fmt: skip
+                "replay": 1, "overload": 0, "bad_payload": 1, "forbidden": 1}  # fmt: skip
     udp = wait_for(lambda: (u := logd.info()["udp"])["received"] == 10 and u)
     assert udp["rejected"] == expected
     assert udp["accepted"] == 1
@@ -195,6 +195,27 @@ def test_each_reject_reason_is_counted_and_stores_nothing(logd: LogdProcess) -> 
     assert [e["txt"] for e in logd.query()] == ["stored once"]
     # Logged once per reason, not per packet.
     assert logd.log().count("reason=replay") == 1
+
+
+def test_guard_against_replay_guard_flood_shows_overload(tmp_path: Path) -> None:
+    """A full replay guard refuses fresh frames as `overload` in /info and /metrics."""
+    logd = start_logd(tmp_path, env={"LOGD_REPLAY_CAPACITY": "1"})
+    try:
+        now = time.time_ns()
+        signer = Signer(WRITE_SECRET.encode())
+        first = signer.sign(Cmd(msg=event("kept")).SerializeToString(), now)
+        for frame in (first, signer.sign(Cmd(msg=event("refused")).SerializeToString(), now),
+                      first):  # fmt: skip
+            logd.send_frame(frame)
+        udp = wait_for(lambda: (u := logd.info()["udp"])["received"] == 3 and u)
+        assert (udp["accepted"], udp["rejected"]["overload"], udp["rejected"]["replay"]) == (
+            1, 1, 1,
+        )  # fmt: skip
+        _, metrics, _ = logd.get("/metrics", secret="")
+        assert 'logd_udp_rejected_total{reason="overload"} 1' in metrics
+        assert 'logd_udp_rejected_total{reason="replay"} 1' in metrics
+    finally:
+        logd.stop()
 
 
 def test_ping_gets_a_pong_signed_with_the_same_key(logd: LogdProcess) -> None:

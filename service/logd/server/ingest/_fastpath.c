@@ -41,8 +41,8 @@
 #define MIN_T_S (-9223372036LL) /* event times kept: int64 nanoseconds, as ingest.py */
 #define MAX_T_S 9223372035LL
 
-/* The order and names of accept.Reject's first six members. */
-enum { R_BAD_FRAME, R_UNKNOWN_KEY, R_BAD_MAC, R_STALE, R_FUTURE, R_REPLAY, N_REASONS };
+/* The order and names of accept.Reject's first seven members (the checks before the payload). */
+enum { R_BAD_FRAME, R_UNKNOWN_KEY, R_BAD_MAC, R_STALE, R_FUTURE, R_REPLAY, R_OVERLOAD, N_REASONS };
 enum { ITEM_RUN = 0, ITEM_FRAME = 1 };
 
 /* ------------------------------------------------------------------ growable buffer */
@@ -754,8 +754,8 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     }
     int fresh = rt_check(self->guard, f + SIGNED_LEN, signed_at, now);
     if (fresh == -2) return -1;
-    if (fresh != 1) {
-        self->rejected[R_REPLAY]++;
+    if (fresh != 1) { /* 0: a replay; -1: the table is full, failing closed */
+        self->rejected[fresh == 0 ? R_REPLAY : R_OVERLOAD]++;
         return 0;
     }
     int count = self->keys[slot].may_write ? rd_write(f + HEADER_LEN, n - HEADER_LEN, self->parsed)
@@ -830,7 +830,7 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
     return Py_BuildValue("(Ni)", items, err);
 }
 
-/* take_counts() -> (received, rejected[6], frames, events, key_frames[n_keys]); zeroes them. */
+/* take_counts() -> (received, rejected[7], frames, events, key_frames[n_keys]); zeroes them. */
 static PyObject *Engine_take_counts(Engine *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *rejected = PyTuple_New(N_REASONS);
     PyObject *keys = PyTuple_New(self->n_keys);
@@ -899,8 +899,8 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         return NULL;
     }
     /* The refusals the engine counts, in its order (accept.py's Reject values). */
-    PyObject *reasons = Py_BuildValue("(ssssss)", "bad_frame", "unknown_key", "bad_mac",
-                                      "stale", "future", "replay");
+    PyObject *reasons = Py_BuildValue("(sssssss)", "bad_frame", "unknown_key", "bad_mac",
+                                      "stale", "future", "replay", "overload");
     if (reasons == NULL || PyModule_AddObject(m, "REASONS", reasons) < 0) {
         Py_XDECREF(reasons);
         Py_DECREF(m);

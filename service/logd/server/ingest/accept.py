@@ -27,6 +27,7 @@ class Reject(StrEnum):
     STALE = "stale"
     FUTURE = "future"
     REPLAY = "replay"
+    OVERLOAD = "overload"  # the replay guard is full: a fresh frame refused, failing closed
     BAD_PAYLOAD = "bad_payload"
     FORBIDDEN = "forbidden"
 
@@ -86,9 +87,10 @@ class FrameChecker:
         if signed_at > now_ns + self._max_future_ns:
             return Reject.FUTURE
         mac = frame[SIGNED_LEN:HEADER_LEN]
-        if not self._guard.check_and_remember(mac, signed_at, now_ns):
-            # False is a replay; None is a full guard failing closed (counted by the guard).
-            return Reject.REPLAY
+        fresh = self._guard.check_and_remember(mac, signed_at, now_ns)
+        if not fresh:
+            # False is a replay; None is a full guard failing closed (also counted by the guard).
+            return Reject.REPLAY if fresh is False else Reject.OVERLOAD
         return read_payload(key, frame, mac, signed_at)
 
 
