@@ -86,6 +86,18 @@ def test_times() -> None:
     assert not f.time_match(NOW - 4 * S)
 
 
+def test_durations_are_exact_and_stay_within_event_times() -> None:
+    assert parse_time("since", "1.1s", NOW) == NOW - 1_100_000_000
+    assert parse_time("since", "0.000000001s", NOW) == NOW - 1
+    # Longer than int64 nanoseconds reach: the earliest time an event can have.
+    assert parse_time("since", "9" * 20 + "d", NOW) == -(2**63)
+    assert parse_time("until", "9999-12-31T23:59:59Z", NOW) == 2**63 - 1
+    for value in ("9" * 21 + "s", "1." + "5" * 21 + "s", "\u0661\u0662s"):
+        with pytest.raises(FilterError) as err:
+            parse_time("since", value, NOW)
+        assert err.value.param == "since"
+
+
 def test_for_ring_resolves_env_and_svc_at_ring_level() -> None:
     f = flt(env="prod", svc="api*", txt="x")
     assert f.for_ring("dev", "api") is None

@@ -116,6 +116,18 @@ def test_ndjson_by_header_and_by_format(filled: LogdProcess) -> None:
         ({"status": "2000"}, "status"),
         ({"format": "xml"}, "format"),
         ({"colour": "red"}, "colour"),
+        # Nothing a client sends is a 500: Unicode digits, Python's 4,300-digit int limit,
+        # durations past a float's range.
+        ({"limit": "\u00b2"}, "limit"),
+        ({"offset": "\u0661"}, "offset"),
+        ({"lvl": "\u00b2"}, "lvl"),
+        ({"status": "\u00b2\u00b2\u00b2"}, "status"),
+        ({"limit": "1" * 5000}, "limit"),
+        ({"offset": "9" * 4301}, "offset"),
+        ({"status": "2" * 4400}, "status"),
+        ({"since": "9" * 400 + "s"}, "since"),
+        ({"until": "1" * 309 + "d"}, "until"),
+        ({"since": "9" * 300 + "d"}, "since"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(
@@ -142,6 +154,21 @@ def test_reads_need_the_read_secret(filled: LogdProcess, secret: str) -> None:
         status, body, _ = filled.get(path, secret=secret)
         assert status == 401
         assert body == {"error": "missing or wrong read secret in the Authorization header"}
+
+
+def test_non_utf8_authorization_is_a_401(filled: LogdProcess) -> None:
+    """Raw bytes that are not UTF-8 in the header: a wrong secret, not a 500."""
+    host, port = urllib.parse.urlsplit(filled.http_url).netloc.split(":")
+    for path in ("/", "/tail"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.putrequest("GET", path)
+        conn.putheader("Authorization", b"\xff\xfe" + READ_SECRET.encode())
+        conn.endheaders()
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (
+            401, {"error": "missing or wrong read secret in the Authorization header"},
+        )  # fmt: skip
+        conn.close()
 
 
 def test_bearer_scheme_is_accepted(filled: LogdProcess) -> None:

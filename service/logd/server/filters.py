@@ -16,9 +16,12 @@ from dataclasses import dataclass, replace
 from logd._pb.logd_pb2 import Msg
 from logd.events import LEVEL_VALUES, METHOD_VALUES
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
+# ASCII digits only: \d and str.isdigit() also take other scripts' digits and "²".
+_DURATION = re.compile(r"(\d+)(?:\.(\d+))?(ms|s|m|h|d)", re.ASCII)
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)", re.ASCII)
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+MAX_DIGITS = 20  # in a number parameter: far below int()'s 4,300-digit limit
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the event times a store holds
 
 
 class FilterError(ValueError):
@@ -143,12 +146,20 @@ def lowered_bytes_can_match(needle: str, data: bytes | bytearray) -> bool:
     return needle.isascii() and not any(c in data for c in LOWERS_TO_ASCII)
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number when it is ASCII digits, at most MAX_DIGITS; else None."""
+    if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS:
+        return int(text)
+    return None
+
+
 def _parse_level(value: str) -> int:
     upper = value.strip().upper()
     if upper in LEVEL_VALUES:
         return LEVEL_VALUES[upper]
-    if upper.isdigit() and 0 <= int(upper) <= max(LEVEL_VALUES.values()):
-        return int(upper)
+    number = whole_number(upper)
+    if number is not None and 0 <= number <= max(LEVEL_VALUES.values()):
+        return number
     names = ", ".join(name.lower() for name in LEVEL_VALUES)
     raise FilterError("lvl", f"a level name ({names}) or number 0-6")
 
@@ -161,16 +172,25 @@ def _parse_method(value: str) -> int:
 
 
 def _parse_status(value: str) -> int:
-    if not value.isdigit() or not 100 <= int(value) <= 999:
+    number = whole_number(value)
+    if number is None or not 100 <= number <= 999:
         raise FilterError("status", "an HTTP status code (100-999)")
-    return int(value)
+    return number
 
 
 def parse_time(param: str, value: str, now_ns: int) -> int:
-    """RFC 3339 time, or a duration back from now (`15m`, `2h`, `90s`), as epoch ns."""
-    match = _DURATION.match(value.strip())
+    """RFC 3339 time, or a duration back from now (`15m`, `2h`, `90s`), as epoch ns within
+    the int64 range of event times (a longer duration reaches back to the earliest)."""
+    match = _DURATION.fullmatch(value.strip())
     if match:
-        return now_ns - int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+        whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
+        if len(whole) > MAX_DIGITS or len(fraction) > MAX_DIGITS:
+            raise FilterError(param, f"a duration of at most {MAX_DIGITS} digits (15m, 2h, 90s)")
+        unit_ns = _UNIT_NS[unit]  # exact integers: a float overflows past 308 digits
+        ago = int(whole) * unit_ns + (
+            int(fraction) * unit_ns // 10 ** len(fraction) if fraction else 0
+        )
+        return _clamp(now_ns - ago)
     # datetime keeps microseconds; take the fraction apart so that nanoseconds stay exact.
     fraction = _FRACTION.search(value)
     digits = fraction.group(1) if fraction else ""
@@ -183,4 +203,8 @@ def parse_time(param: str, value: str, now_ns: int) -> int:
         ) from None
     if when.tzinfo is None:
         raise FilterError(param, "a time with a zone offset (Z or +01:00)")
-    return int(when.timestamp()) * 1_000_000_000 + int(digits[:9].ljust(9, "0") or 0)
+    return _clamp(int(when.timestamp()) * 1_000_000_000 + int(digits[:9].ljust(9, "0") or 0))
+
+
+def _clamp(t_ns: int) -> int:
+    return min(max(t_ns, INT64_MIN), INT64_MAX)

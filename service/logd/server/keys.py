@@ -94,7 +94,9 @@ class KeyRing:
 
     def check_token(self, token: str, role: Role = Role.READ) -> Key | None:
         """The key of `role` whose secret is `token`, compared in constant time over all keys."""
-        digest = _token_digest(token.encode())
+        # A header's bytes that are not UTF-8 arrive as surrogates (aiohttp decodes them with
+        # surrogateescape): encode them back; they never match a secret, and are not a 500.
+        digest = _token_digest(token.encode("utf-8", "surrogateescape"))
         found: Key | None = None
         for key in self.keys:
             if hmac.compare_digest(digest, key.token_digest) and key.role is role:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from logd import __version__
 from logd.events import msg_to_json
-from logd.server.filters import Filter, FilterError
+from logd.server.filters import Filter, FilterError, whole_number
 from logd.server.http.metrics import render_metrics
 from logd.server.state import (
     CORS_ORIGIN,
@@ -67,7 +67,8 @@ def json_error(status: int, message: str, **headers: str) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """JSON bodies for aiohttp's own errors (404, 405, ...) and CORS headers on everything."""
+    """JSON bodies for aiohttp's own errors (404, 405, ...) and for a bug (a 500, logged with
+    its traceback), and CORS headers on everything."""
     origin = request.app.get(CORS_ORIGIN)
     if origin and request.method == "OPTIONS":
         response: web.StreamResponse = web.Response(status=204)
@@ -81,6 +82,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if exc.status < 400:
                 raise
             response = json_error(exc.status, exc.reason.lower(), **_allow_header(exc))
+        except Exception:
+            # A bug: aiohttp's own logger is muted (attacker-driven noise), so log it here.
+            log.exception("internal error answering %s %s", request.method, request.path)
+            if request.writer.output_size:
+                raise  # a response was under way (a tail): aiohttp closes the connection
+            response = json_error(500, "internal error; see the server log")
     if origin and not response.prepared:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
@@ -129,9 +136,10 @@ def _int_param(params: Mapping[str, str], name: str, default: int, hi: int, lo: 
     text = params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    number = whole_number(text)
+    if number is None or not lo <= number <= hi:
         raise FilterError(name, f"a whole number from {lo} to {hi}")
-    return int(text)
+    return number
 
 
 def _wants(request: web.Request, media: str, fmt: str) -> bool:
