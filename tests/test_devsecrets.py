@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from logd.devsecrets import (
+    KNOWN_NAMES,
     SecretsFileError,
     dev_secrets_path,
     ensure_dev_secrets,
@@ -59,6 +60,25 @@ def test_malformed_files_are_refused_without_values(tmp_path: Path, content: str
         read_secrets_file(path)
     assert "topsecret" not in str(err.value)
     assert "=a" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Sup3rSecretValue_abc123", "c2VjcmV0LXZhbHVl==", "LOGD_READ_SECRET Sup3rSecret"],
+    ids=["bare-identifier", "base64-padding", "no-equals"],
+)
+def test_guard_against_echoing_a_line_that_may_be_a_secret(tmp_path: Path, line: str) -> None:
+    """A line without a known NAME= is reported by its number only: it can be a secret
+    pasted on its own, and the message reaches the log and /info."""
+    path = tmp_path / "s.env"
+    path.write_text(f"# secrets\nLOGD_READ_SECRET=r\n{line}\n")
+    with pytest.raises(SecretsFileError) as err:
+        read_secrets_file(path)
+    message = str(err.value)
+    assert "line 3" in message
+    for part in line.replace("=", " ").split():
+        if part not in KNOWN_NAMES:
+            assert part not in message
 
 
 def test_missing_file_is_one_sentence(tmp_path: Path) -> None:

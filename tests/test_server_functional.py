@@ -365,6 +365,24 @@ def test_sighup_reloads_a_changed_secrets_file(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_guard_against_a_pasted_secret_line_reaching_the_log_and_info(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    good = f"LOGD_READ_SECRET={READ_SECRET}\nLOGD_WRITE_SECRET={WRITE_SECRET}\n"
+    secrets.write_text(good)
+    secrets.chmod(0o600)
+    proc = start_logd(tmp_path, "--secrets-file", str(secrets), secrets=False)
+    try:
+        pasted = "Pasted0Secret_without_a_name"
+        secrets.write_text(good + pasted + "\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        error = wait_for(lambda: proc.info()["secrets"]["last_error"])
+        assert "line 3" in error
+        wait_for(lambda: "secrets reload failed" in proc.log())
+        assert pasted not in error + json.dumps(proc.info()) + proc.log()
+    finally:
+        proc.stop()
+
+
 def test_dev_mode_creates_private_secrets_and_never_prints_them(tmp_path: Path) -> None:
     home = tmp_path / "devhome"
     proc = start_logd(tmp_path, secrets=False, env={"HOME": str(home)})

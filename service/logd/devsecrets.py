@@ -53,15 +53,22 @@ def read_secrets_file(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep or name not in KNOWN_NAMES:
-            shown = name if name in KNOWN_NAMES or name.isidentifier() else "?"
+            # The message reaches the log and the unauthenticated /info, and the line may be
+            # a secret pasted on its own (or one holding an "="): so it names only what
+            # is surely a mistyped name (LOGD_...=), else the line by its number alone.
+            typo = f" (got {name!r})" if sep and _looks_like_a_name(name) else ""
             raise SecretsFileError(
                 f"secrets file {path} line {number}: expected NAME=value with NAME one of "
-                f"{', '.join(sorted(KNOWN_NAMES))} (got {shown!r})"
+                f"{', '.join(sorted(KNOWN_NAMES))}{typo}"
             )
         if name in found:
             raise SecretsFileError(f"secrets file {path} sets {name} twice")
         found[name] = value
     return found
+
+
+def _looks_like_a_name(text: str) -> bool:
+    return text.startswith("LOGD_") and text.isascii() and text.isidentifier() and text.isupper()
 
 
 def ensure_dev_secrets(path: Path) -> bool:
