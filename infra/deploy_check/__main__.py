@@ -107,8 +107,9 @@ class _Step:
 # --- the stack --------------------------------------------------------------------------
 
 
-def synthesize(outdir: Path, wheelhouse: Path) -> tuple[dict[str, Any], Path]:
-    """The default stack's template and the wheelhouse asset's directory in the assembly."""
+def synthesize(outdir: Path, wheelhouse: Path) -> tuple[dict[str, Any], Path, str]:
+    """The default stack's template, the wheelhouse asset's directory in the assembly and
+    where the CDK CLI would upload it (an S3 URL with `${AWS::...}` in it)."""
     from infra.app import build_app
 
     context = json.loads((REPO / "infra" / "cdk.json").read_text())["context"]
@@ -128,7 +129,9 @@ def synthesize(outdir: Path, wheelhouse: Path) -> tuple[dict[str, Any], Path]:
         for a in assets.values()
         if a["source"]["packaging"] == "zip" and _is_wheelhouse(outdir, a)
     ]
-    return template, outdir / wheelhouse_asset["source"]["path"]
+    (destination,) = wheelhouse_asset["destinations"].values()
+    url = f"s3://{destination['bucketName']}/{destination['objectKey']}"
+    return template, outdir / wheelhouse_asset["source"]["path"], url
 
 
 def _is_wheelhouse(outdir: Path, asset: dict[str, Any]) -> bool:
@@ -468,7 +471,7 @@ def run(work: Path, cache: Path, wheelhouse: Path) -> Report:
     ports_free()
     work.mkdir(parents=True, exist_ok=True)
     with report.step("synthesize the stack"):
-        template, asset_dir = synthesize(work / "cdk.out", wheelhouse)
+        template, asset_dir, asset_url = synthesize(work / "cdk.out", wheelhouse)
         instance_id, instance = only(template, "AWS::EC2::Instance")
         read_id, _ = only(template, "AWS::SecretsManager::Secret", "logd read")
         write_id, _ = only(template, "AWS::SecretsManager::Secret", "logd write")
@@ -495,10 +498,8 @@ def run(work: Path, cache: Path, wheelhouse: Path) -> Report:
         }
         script = resolve(instance["Properties"]["UserData"], values)
         digest = hashlib.sha256(script.encode()).hexdigest()[:12]
-        wheelhouse_url = resolve(
-            next(line.split("'")[1] for line in script.splitlines() if "aws s3 cp" in line),
-            {},
-        )
+        # Where the CDK CLI uploads the asset: the boot must ask for exactly that object.
+        wheelhouse_url = resolve({"Fn::Sub": asset_url}, values)
         root = stack.enter_context(fresh_root(image, work / "root"))
         stack.callback(stop_unit, root)
         install_stand_ins(root, work / "wheelhouse.zip", wheelhouse_url, endpoint)
