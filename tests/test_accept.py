@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from ingest_support import ACCEPTED, NOW, Rig, S, key_ring
 from logd._pb.logd_pb2 import INFO, PING, PONG, WRITE, Cmd, Msg
+from logd.server.filters import Filter
 from logd.server.ingest.accept import Reject
 from logd.server.ingest.engine import Impl
 from logd.wire import Signer
@@ -145,6 +146,37 @@ def test_guard_against_replay_guard_flood_counts_overload_not_replay(impl: Impl)
         assert rig.guard.overflows == 2
     finally:
         rig.close()
+
+
+def _varint(v: int) -> bytes:
+    out = b""
+    while v >= 0x80:
+        out += bytes([v & 0x7F | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def test_out_of_range_levels_are_stored_and_filtered_as_no_level(
+    checker: Checker,
+) -> None:
+    """A level outside the enum is stored as no level (0), so every store, tail and filter
+    treats it alike, on both engines: 7 and 200 fit the ring's level byte, 300 and -1 do
+    not; a 64-bit varint is the int32 protobuf reads (2**32 + 3 is 3, a real level)."""
+    odd = {"seven": 7, "two hundred": 200, "three hundred": 300, "minus one": -1}
+    for i, (txt, lvl) in enumerate(odd.items()):
+        write = Cmd(name=WRITE, msg=Msg(env="p", svc="a", lvl=lvl, txt=txt))
+        assert checker.check(sign(write.SerializeToString(), at=NOW + i), NOW) == ACCEPTED
+    wide = b"\x12" + bytes([2 + len(_varint(2**32 + 3)) + 5])  # Cmd.msg, length-delimited
+    wide += b"\x30" + _varint(2**32 + 3) + b"\x3a\x04wide"  # Msg.lvl, Msg.txt
+    assert checker.check(sign(wide, at=NOW + 9), NOW) == ACCEPTED
+    stored = {msg.txt: msg.lvl for _, events in checker.rig.stored() for _, msg in events}
+    assert stored == {**dict.fromkeys(odd, 0), "wide": 3}
+    leveled = [
+        Msg.FromString(data).txt
+        for ring in checker.rig.store._all_rings()
+        for _, data, _ in ring.scan(Filter(lvl=1))
+    ]
+    assert leveled == ["wide"]
 
 
 def test_guard_against_bad_payload_after_authentication(checker: Checker) -> None:

@@ -11,6 +11,7 @@ from logd._pb.logd_pb2 import HttpMethod, Lvl, Msg
 
 LEVEL_NAMES: dict[int, str] = {v: k for k, v in Lvl.items() if v}  # 1 -> "TRACE" ... 6 -> "FATAL"
 LEVEL_VALUES: dict[str, int] = {name: value for value, name in LEVEL_NAMES.items()}
+MAX_LEVEL = max(LEVEL_NAMES)  # FATAL; ingest stores any other value outside 0..6 as 0
 METHOD_NAMES: dict[int, str] = {v: k for k, v in HttpMethod.items() if v}
 METHOD_VALUES: dict[str, int] = {name: value for value, name in METHOD_NAMES.items()}
 

@@ -40,6 +40,7 @@
 #define NS 1000000000LL
 #define MIN_T_S (-9223372036LL) /* event times kept: int64 nanoseconds, as ingest.py */
 #define MAX_T_S 9223372035LL
+#define MAX_LVL 6 /* FATAL: a level outside 0..6 goes to Python, which stores it as 0 */
 
 /* The order and names of accept.Reject's first seven members (the checks before the payload). */
 enum { R_BAD_FRAME, R_UNKNOWN_KEY, R_BAD_MAC, R_STALE, R_FUTURE, R_REPLAY, R_OVERLOAD, N_REASONS };
@@ -461,8 +462,8 @@ static int rd_msg(const uint8_t *p, size_t len, Event *ev) {
         case 5: case 7: case 8: case 10: /* fn, txt, stack_trace, url */
             if (wire != 2 || !rd_string(&p, end, &s, &n)) return 0;
             break;
-        case 6: /* lvl: the ring keeps one byte; other values go through Python */
-            if (wire != 0 || !rd_varint(&p, end, &v) || v > 255) return 0;
+        case 6: /* lvl: a level of the enum; other values go through Python */
+            if (wire != 0 || !rd_varint(&p, end, &v) || v > MAX_LVL) return 0;
             ev->lvl = (uint8_t)v;
             break;
         case 9: case 11: /* http_method, response_status */
@@ -888,6 +889,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         PyModule_AddIntConstant(m, "ITEM_RUN", ITEM_RUN) < 0 ||
         PyModule_AddIntConstant(m, "ITEM_FRAME", ITEM_FRAME) < 0 ||
         PyModule_AddIntConstant(m, "MAX_EVENTS", MAX_EVENTS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_LVL", MAX_LVL) < 0 ||
         PyModule_AddIntConstant(m, "VERSION", VERSION) < 0 ||
         PyModule_AddIntConstant(m, "SIGNED_LEN", SIGNED_LEN) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_LEN", HEADER_LEN) < 0 ||

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from logd._pb.logd_pb2 import WRITE
+from logd.events import MAX_LEVEL
 from logd.server.ingest.accept import Accepted, Reject
 from logd.server.ingest.engine import Engine
 from logd.server.ingest.stats import IngestStats
@@ -146,6 +147,10 @@ class UdpIngest:
             write = self._store.write
             batch = cmd.batch
             for msg in (cmd.msg, *batch) if cmd.HasField("msg") else batch:
+                if not 0 <= msg.lvl <= MAX_LEVEL:
+                    # Not a level of the enum: stored as no level, so every store and filter
+                    # (memory, Valkey, tails, the disk) sees the same event.
+                    msg.ClearField("lvl")
                 # The event time, checked here and not in a helper: once per event.
                 t = msg.t
                 if msg.HasField("t") and MIN_T_S <= t.seconds <= MAX_T_S and 0 <= t.nanos < _NS:
