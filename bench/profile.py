@@ -32,7 +32,8 @@ def record(seconds: float, batch: int, sender: Path, out: Path) -> None:
         raise RuntimeError("py-spy is not on PATH; install it with `pip install py-spy`")
     cores = Cores.pick()
     pin(0, cores.load)
-    flags = [f"--udp-rcvbuf={4 * MiB}", f"--ring-bytes={256 * MiB}", "--replay-capacity=5000000"]
+    flags = [f"--udp-rcvbuf={4 * MiB}", f"--ring-bytes={256 * MiB}", "--max-rings=16"]
+    flags += ["--replay-capacity=5000000"]
     with tempfile.TemporaryDirectory(prefix="logd-profile-") as tmp:
         server = LogdServer(Path(tmp), cpu=cores.server, flags=flags)
         load = Load(seconds=seconds + 2.0, batch=batch)

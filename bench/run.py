@@ -117,7 +117,8 @@ class Bench:
     def server(
         self, rcvbuf: int, ring_bytes: int = 256 * MiB, extra: Sequence[str] = ()
     ) -> Iterator[LogdServer]:
-        flags = [f"--udp-rcvbuf={rcvbuf}", f"--ring-bytes={ring_bytes}"]
+        # A few rings (the bench mixes up to 8 services): 256MiB each fits the memory budget.
+        flags = [f"--udp-rcvbuf={rcvbuf}", f"--ring-bytes={ring_bytes}", "--max-rings=16"]
         flags += ["--replay-capacity=5000000", *extra]
         with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
             self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]

@@ -19,7 +19,7 @@ def test_defaults(tmp_path: Path) -> None:
     c = load(tmp_path)
     assert c.udp_addr == ("0.0.0.0", 6102)
     assert c.http_addr == ("0.0.0.0", 6101)
-    assert c.ring_bytes == 64 * MiB
+    assert c.ring_bytes is None  # derived from the memory budget (tests/test_budget.py)
     assert c.max_rings == 1024
     assert c.udp_rcvbuf == 8 * MiB
     assert c.config_file is None

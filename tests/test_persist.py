@@ -177,7 +177,7 @@ def put(store: MemoryStore, env: str, svc: str, txt: str, t: int) -> None:
 
 
 async def everything(store: MemoryStore) -> list[Msg]:
-    return await store.query(Filter.from_params({}, 10**19), limit=10**6, offset=0)
+    return (await store.query(Filter.from_params({}, 10**19), limit=10**6, offset=0)).events
 
 
 def test_flush_then_load_restores_every_ring_in_order(tmp_path: Path) -> None:

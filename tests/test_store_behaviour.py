@@ -81,7 +81,7 @@ async def settle(s: Store) -> None:
 
 
 async def query(s: Store, limit: int = 100, offset: int = 0, **params: str) -> list[Msg]:
-    return await s.query(Filter.from_params(params, 10**19), limit=limit, offset=offset)
+    return (await s.query(Filter.from_params(params, 10**19), limit=limit, offset=offset)).events
 
 
 def test_rings_are_keyed_env_svc_with_placeholders(run: Callable[..., None]) -> None:

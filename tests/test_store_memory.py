@@ -29,7 +29,8 @@ def put(s: MemoryStore, t: int, **fields: object) -> None:
 
 
 def query(s: MemoryStore, limit: int = 100, offset: int = 0, **params: str) -> list[Msg]:
-    return asyncio.run(s.query(Filter.from_params(params, 10**19), limit=limit, offset=offset))
+    found = asyncio.run(s.query(Filter.from_params(params, 10**19), limit=limit, offset=offset))
+    return found.events
 
 
 def test_ring_evicts_oldest_first_and_stays_within_budget() -> None:
@@ -151,3 +152,67 @@ def test_characters_that_lower_to_ascii_are_found_in_packed_chunks() -> None:
     assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "kelvin"}, 0))] == [50]
     assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "istanbul"}, 0))] == []
     assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "i\u0307stanbul"}, 0))] == [101]
+
+
+def test_a_long_scan_gives_the_event_loop_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query that matches nothing scans every chunk; between chunks it awaits, so other
+    tasks (ingest) run while it works. SLICE_S 0: it gives the loop back after every chunk."""
+    from logd.server.store import scan
+
+    monkeypatch.setattr(scan, "SLICE_S", 0.0)
+    s = store(ring_bytes=16 * MiB)
+    for i in range(20_000):
+        put(s, i, env="e", svc="a", txt=f"event {i} " + "x" * 90)
+    chunks = len(s._all_rings()[0]._chunks)
+    assert chunks > 20
+
+    async def run() -> tuple[int, list[Msg]]:
+        turns = 0
+        done = asyncio.Event()
+
+        async def other_task() -> None:
+            nonlocal turns
+            while not done.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_task())
+        found = await s.query(Filter.from_params({"txt": "absent"}, 10**19), limit=10, offset=0)
+        done.set()
+        await task
+        return turns, found.events
+
+    turns, events = asyncio.run(run())
+    assert events == []
+    assert turns >= chunks - 1  # the other task ran between the chunks
+
+
+def test_a_query_survives_ingest_evicting_what_it_has_not_read_yet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes during a query evict its oldest chunks: it skips them and returns only events
+    that were stored when it began, newest first, without a gap among those it returns."""
+    from logd.server.store import scan
+
+    monkeypatch.setattr(scan, "SLICE_S", 0.0)
+    s = store(ring_bytes=256 * 1024)
+    for i in range(5000):
+        put(s, i, env="e", svc="a", txt=f"old {i:05d}" + "o" * 40)
+
+    async def run() -> list[Msg]:
+        async def ingest() -> None:
+            for i in range(5000):
+                put(s, 10_000 + i, env="e", svc="a", txt=f"new {i:05d}" + "n" * 40)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+
+        task = asyncio.create_task(ingest())
+        found = await s.query(Filter.from_params({"txt": "old"}, 10**19), limit=10**6, offset=0)
+        await task
+        return found.events
+
+    events = asyncio.run(run())
+    numbers = [int(m.txt[4:9]) for m in events]
+    assert events, "the newest old events were read before they were evicted"
+    assert numbers == list(range(numbers[0], numbers[0] - len(numbers), -1))
+    assert numbers[0] == 4999

@@ -59,7 +59,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def texts(s: ValkeyStore) -> list[str]:
-    return [m.txt for m in await s.query(Filter(), limit=100, offset=0)]
+    return [m.txt for m in (await s.query(Filter(), limit=100, offset=0)).events]
 
 
 def test_backend_down_buffers_then_flushes_when_it_answers(server: RedisServer) -> None:

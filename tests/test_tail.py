@@ -166,3 +166,74 @@ def test_filtered_subscribers_share_the_rendering_not_the_batch() -> None:
         assert hub.published == 2
 
     asyncio.run(run())
+
+
+def test_guard_against_large_events_filling_a_queue_past_its_bytes() -> None:
+    """8 KB events and a 64 KiB queue: the queue holds what fits in its bytes, not its count."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=2, queue_len=10_000, queue_bytes=64 * 1024)
+        sub = hub.subscribe(Filter())
+        for i in range(100):
+            hub.publish(Msg(txt=f"{i:04d}" + "x" * 8000))
+        hub.flush()
+        assert sub.queued_bytes <= 64 * 1024
+        assert hub.queued_bytes == sub.queued_bytes
+        lines, dropped = await tail_batch(sub, 1)
+        assert len(lines) == 64 * 1024 // (len(lines[0]) + 1)  # as many ~8 KB lines as fit
+        assert sum(len(x) + 1 for x in lines) <= 64 * 1024
+        assert dropped == 100 - len(lines)
+        assert sub.queued_bytes == 0
+
+    asyncio.run(run())
+
+
+class CountingFilter(Filter):
+    """A Filter that counts how often a flush runs it."""
+
+    calls = 0
+
+    def matches(self, msg: Msg) -> bool:
+        type(self).calls += 1
+        return Filter.matches(self, msg)
+
+
+def test_guard_against_a_stuck_filtered_tail_costing_work_per_event() -> None:
+    """A subscriber that never reads: once its queue is full, a flush neither runs its filter
+    nor renders for it; every event published meanwhile counts as missed."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=2, queue_len=4)
+        flt = CountingFilter(txt="match")
+        stuck = hub.subscribe(flt)
+        for i in range(4):
+            hub.publish(Msg(txt=f"match {i}"))
+        hub.flush()
+        assert stuck.full
+        assert flt.calls == 4
+        for i in range(1000):
+            hub.publish(Msg(txt=f"match {i}" if i % 2 else "other"))
+        hub.flush()
+        assert flt.calls == 4  # the 1,000 were not matched one by one
+        lines, dropped = await tail_batch(stuck, 1)
+        assert [json.loads(x)["txt"] for x in lines] == [f"match {i}" for i in range(4)]
+        assert dropped == 1000  # all published while it was full: an upper bound
+        assert not stuck.full
+
+    asyncio.run(run())
+
+
+def test_events_waiting_for_a_flush_are_bounded_in_bytes() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=100_000, queue_bytes=1 << 30, coalesce_s=3600)
+        sub = hub.subscribe(Filter())
+        hub.publish(Msg(txt="first"))  # after a quiet spell: flushed on the next loop turn
+        await asyncio.sleep(0)
+        big = "y" * 60_000
+        for _ in range(40):  # 2.4 MB: past PENDING_MAX_BYTES, flushed at once
+            hub.publish(Msg(txt=big))
+        assert hub.flushes == 2
+        lines, _ = await tail_batch(sub, 1)
+        assert len(lines) == 1 + 35  # the 35th event crossed 2 MiB and flushed them all
+
+    asyncio.run(run())

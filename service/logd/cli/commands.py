@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from logd.cli.output import clean, format_dropped, format_event, format_info, use_color
+from logd.cli.output import (
+    clean,
+    format_dropped,
+    format_event,
+    format_info,
+    format_truncated,
+    use_color,
+)
 from logd.client import env as clientenv
 from logd.devsecrets import READ_NAME, WRITE_NAME
 from logd.errors import ClientError, ConfigError
@@ -207,8 +214,12 @@ def query(fmt: str | None, color: str, host: str | None, **filters: str | None) 
             click.echo(out if out.endswith("\n") else out + "\n", nl=False)
             return
         paint = use_color(color, sys.stdout)
-        for event in reversed(json.loads(body)):
+        events = json.loads(body)
+        marker = events.pop() if events and "truncated" in events[-1] else None
+        for event in reversed(events):
             click.echo(format_event(event, color=paint), color=paint)
+        if marker is not None:
+            click.echo(format_truncated(marker), err=True)
 
     _guarded(run)
 

@@ -81,6 +81,15 @@ def _indent_rest(text: str) -> str:
     return text.replace("\n", "\n    ")
 
 
+def format_truncated(marker: dict[str, Any]) -> str:
+    """The server cut the answer at its byte bound: say so, and how to get the rest."""
+    return (
+        f"logd: the answer stopped after {marker.get('events')} events, at the server's "
+        f"LOGD_QUERY_MAX_BYTES ({marker.get('max_bytes')} bytes); for older ones add "
+        f"--until {clean(str(marker.get('until')))} --offset {marker.get('offset')}"
+    )
+
+
 def format_dropped(count: int) -> str:
     return f"logd: {count} events were not shown: this tail fell behind the server"
 

@@ -20,17 +20,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from logd.server.budget import plan
 from logd.server.config import Config
+from logd.server.http.answer import QueryGate
 from logd.server.http.guard import IdleConnectionReaper
 from logd.server.http.ratelimit import FailureLimiter
 from logd.server.http.routes import add_routes, error_middleware
 from logd.server.ingest.drain import UdpIngest
-from logd.server.ingest.engine import make_engine, replay_guard
+from logd.server.ingest.engine import default_impl, make_engine, replay_guard
 from logd.server.ingest.udp import bind_udp
 from logd.server.secrets import DevFileSource, KeyManager, Reloader, select_source
 from logd.server.secrets.aws import SecretsManagerSource
 from logd.server.state import (
     BACKEND,
+    BUDGET,
     CONFIG,
     CORS_ORIGIN,
     GUARD,
@@ -38,6 +41,7 @@ from logd.server.state import (
     KEYS,
     LIMITER,
     PERSISTER,
+    QUERIES,
     QUERY_LIMIT_MAX,
     REAPER,
     RELOADER,
@@ -73,11 +77,13 @@ def create_app(config: Config) -> web.Application:
     )
     if rotating:
         app[RELOADER] = Reloader(app[KEYS], interval_s=config.secrets_reload_interval)
-    backend = app[BACKEND] = backend_for(config)
+    budget = app[BUDGET] = plan(config, engine=default_impl())
+    backend = app[BACKEND] = backend_for(config, budget)
     app[STORE] = backend.store
     app[GUARD] = replay_guard(max_age_ns=config.max_age_ns, capacity=config.replay_capacity)
     app[LIMITER] = FailureLimiter(per_minute=config.auth_fail_limit)
     app[QUERY_LIMIT_MAX] = config.query_limit_max
+    app[QUERIES] = QueryGate(config.max_queries)
     if config.cors_origin:
         app[CORS_ORIGIN] = config.cors_origin
     app.cleanup_ctx.extend([keys_ctx, store_ctx, udp_ctx, reload_ctx])

@@ -144,8 +144,17 @@ class Config:
         "Most MACs the replay guard remembers; beyond it frames are refused.",
         _bounded(int, 1, 100_000_000),
     )
-    ring_bytes: int = _setting(
-        64 * MiB, "Default byte budget of each env/svc ring.", _size(MiB, 1024 * 1024 * MiB)
+    memory_limit: int | None = _setting(
+        None,
+        "Bytes the whole server may use (rings, tails, queries, replay guard, fixed part); "
+        "unset: 70% of the cgroup's memory.max, else of MemTotal.",
+        _size(16 * MiB, 1 << 50),
+    )
+    ring_bytes: int | None = _setting(
+        None,
+        "Default byte budget of each env/svc ring; unset: the largest up to 64MiB that fits "
+        "the memory limit with every ring in use.",
+        _size(MiB, 1024 * 1024 * MiB),
     )
     rings: Mapping[str, int] = _setting(
         {},
@@ -184,11 +193,25 @@ class Config:
     query_limit_max: int = _setting(
         10_000, "Largest `limit` a query may ask for.", _bounded(int, 1, 1_000_000)
     )
+    query_max_bytes: int = _setting(
+        8 * MiB,
+        "Bytes of events one query answer may hold; past it the answer ends with a "
+        "truncation marker.",
+        _size(64 * 1024, 1024 * MiB),
+    )
+    max_queries: int = _setting(
+        4, "Queries answered at once; more get a 429.", _bounded(int, 1, 1000)
+    )
     max_tails: int = _setting(64, "Most concurrent /tail subscribers.", _bounded(int, 0, 100_000))
     tail_queue: int = _setting(
         4096,
         "Events queued per tail subscriber before it starts losing them.",
         _bounded(int, 1, 1_000_000),
+    )
+    tail_buffer_bytes: int = _setting(
+        MiB,
+        "Bytes queued per tail subscriber before it starts losing events.",
+        _size(4096, 1024 * MiB),
     )
     auth_fail_limit: int = _setting(
         10,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from logd.server.budget import Budget
 from logd.server.config import Config
+from logd.server.http.answer import QueryGate
 from logd.server.http.guard import IdleConnectionReaper
 from logd.server.http.ratelimit import FailureLimiter
 from logd.server.ingest.drain import UdpIngest
@@ -16,6 +18,8 @@ from logd.server.store.persist import Persister
 from logd.server.store.valkey.replay import SharedReplayGuard
 
 CONFIG = web.AppKey("config", Config)
+BUDGET = web.AppKey("budget", Budget)
+QUERIES = web.AppKey("queries", QueryGate)
 KEYS = web.AppKey("keys", KeyManager)
 RELOADER = web.AppKey("reloader", Reloader)
 BACKEND: web.AppKey[Backend] = web.AppKey("backend")  # a Protocol, as STORE

@@ -5,9 +5,13 @@ pending list. A flush, run by the event loop at most once per `coalesce_s`,
 renders each pending event's JSON once and hands the batch to every matching
 subscriber; subscribers without a filter share the batch and its encoded bytes,
 so a flush costs one wake-up and one write per subscriber however many events
-it carries. A subscriber whose queue is full loses events, and the loss is
-counted and handed to it with its next read, so the client can be told in-band
-how many events it missed.
+it carries. Each subscriber's queue is bounded in events and in bytes; one whose
+queue is full loses events, and the loss is counted and handed to it with its
+next read, so the client can be told in-band how many events it missed. While a
+subscriber's queue is full, a flush does not run its filter nor render anything
+for it: every event published meanwhile counts as missed (an upper bound for a
+filtered tail), so a reader that never reads costs O(1) per flush, whatever its
+filter. Events waiting for a flush are bounded too (PENDING_MAX_BYTES).
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from logd.server.filters import Filter
 # flush instead of once per event. The first event after a quiet spell goes at once.
 COALESCE_S = 0.002
 
+# Events waiting for the next flush: past this many bytes (serialised), publish flushes
+# at once, so a burst cannot pile up Msg objects between two turns of the loop.
+PENDING_MAX_BYTES = 2 * 1024 * 1024
+QUEUE_BYTES = 1024 * 1024
+
 _render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode
 KEEPALIVE_NDJSON = b"\n"
 KEEPALIVE_SSE = b": keep-alive\n\n"
@@ -39,23 +48,24 @@ class TailClosed(Exception):
 
 
 class _Batch:
-    """Rendered JSON lines of one flush, and their NDJSON / SSE bytes, encoded at most
-    once however many subscribers send them."""
+    """Rendered JSON lines of one flush (UTF-8), and their NDJSON / SSE bytes, encoded at
+    most once however many subscribers send them."""
 
-    __slots__ = ("_ndjson", "_sse", "lines")
+    __slots__ = ("_ndjson", "_sse", "lines", "nbytes")
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[bytes]) -> None:
         self.lines = lines
+        self.nbytes = sum(map(len, lines)) + len(lines)  # as NDJSON
         self._ndjson: bytes | None = None
         self._sse: bytes | None = None
 
     def encoded(self, *, sse: bool) -> bytes:
         if sse:
             if self._sse is None:
-                self._sse = "".join([f"data: {line}\n\n" for line in self.lines]).encode()
+                self._sse = b"".join([b"data: " + line + b"\n\n" for line in self.lines])
             return self._sse
         if self._ndjson is None:
-            self._ndjson = ("\n".join(self.lines) + "\n").encode()
+            self._ndjson = b"\n".join(self.lines) + b"\n"
         return self._ndjson
 
 
@@ -69,40 +79,57 @@ class Subscription:
         "_batches",
         "_dropped",
         "_hub",
+        "_max_bytes",
         "_maxlen",
         "_queued",
         "_waiter",
         "closed",
         "everything",
         "filter",
+        "queued_bytes",
     )
 
-    def __init__(self, hub: TailHub, flt: Filter, maxlen: int) -> None:
+    def __init__(self, hub: TailHub, flt: Filter, maxlen: int, max_bytes: int) -> None:
         self._hub = hub
         self.filter = flt
         self.everything = flt == Filter()  # no filter: skip matching on every event
         self._maxlen = maxlen
+        self._max_bytes = max_bytes
         self._batches: list[_Batch] = []
         self._queued = 0  # lines in _batches
+        self.queued_bytes = 0  # their bytes, as NDJSON
         self._dropped = 0
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
 
+    @property
+    def full(self) -> bool:
+        return self._queued >= self._maxlen or self.queued_bytes >= self._max_bytes
+
+    def _lose(self, n: int) -> None:
+        self._dropped += n
+        self._hub.dropped += n
+        self._wake()  # tell it about the loss
+
     def _take(self, batch: _Batch) -> None:
         """Queue a flush's lines for this subscriber, as many as there is room for."""
         n = len(batch.lines)
-        room = self._maxlen - self._queued
-        if room < n:
-            lost = n - max(room, 0)
-            self._dropped += lost
-            self._hub.dropped += lost
-            if room <= 0:
-                self._wake()  # tell it about the loss
+        if self._queued + n > self._maxlen or self.queued_bytes + batch.nbytes > self._max_bytes:
+            room, room_bytes = self._maxlen - self._queued, self._max_bytes - self.queued_bytes
+            keep = 0
+            for line in batch.lines[: max(room, 0)]:
+                room_bytes -= len(line) + 1
+                if room_bytes < 0:
+                    break
+                keep += 1
+            self._lose(n - keep)
+            if not keep:
                 return
-            batch = _Batch(batch.lines[:room])
-            n = room
+            batch = _Batch(batch.lines[:keep])
+            n = keep
         self._batches.append(batch)
         self._queued += n
+        self.queued_bytes += batch.nbytes
         self._wake()
 
     def _wake(self) -> None:
@@ -129,7 +156,7 @@ class Subscription:
         if self.closed:
             raise TailClosed
         batches, self._batches = self._batches, []
-        self._queued = 0
+        self._queued = self.queued_bytes = 0
         dropped, self._dropped = self._dropped, 0
         if not dropped and len(batches) == 1:
             return batches[0].encoded(sse=sse)  # the common case: bytes shared by all
@@ -152,18 +179,30 @@ def _set_if_pending(waiter: asyncio.Future[None]) -> None:
 
 class TailHub:
     def __init__(
-        self, *, max_subscribers: int, queue_len: int, coalesce_s: float = COALESCE_S
+        self,
+        *,
+        max_subscribers: int,
+        queue_len: int,
+        queue_bytes: int = QUEUE_BYTES,
+        coalesce_s: float = COALESCE_S,
     ) -> None:
         self.subscribers: set[Subscription] = set()  # read-only outside the hub
         self._max = max_subscribers
         self._queue_len = queue_len
+        self._queue_bytes = queue_bytes
         self._coalesce_s = coalesce_s
         self._pending: list[Msg] = []
+        self._pending_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = float("-inf")  # loop time
         self.published = 0
         self.dropped = 0
         self.flushes = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """What all subscribers hold, as NDJSON bytes (shared batches counted for each)."""
+        return sum(sub.queued_bytes for sub in self.subscribers)
 
     def __len__(self) -> int:
         return len(self.subscribers)
@@ -172,7 +211,7 @@ class TailHub:
         if len(self.subscribers) >= self._max:
             raise TooManyTails
         self.flush()  # what was published before it subscribed is not for it
-        sub = Subscription(self, flt, self._queue_len)
+        sub = Subscription(self, flt, self._queue_len, self._queue_bytes)
         self.subscribers.add(sub)
         return sub
 
@@ -184,6 +223,10 @@ class TailHub:
         if not self.subscribers:
             return
         self._pending.append(msg)
+        self._pending_bytes += msg.ByteSize()
+        if self._pending_bytes >= PENDING_MAX_BYTES:
+            self.flush()
+            return
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             due = self._last_flush + self._coalesce_s
@@ -202,24 +245,28 @@ class TailHub:
         if not msgs:
             return
         self._pending = []
+        self._pending_bytes = 0
         self._last_flush = asyncio.get_running_loop().time()
         self.flushes += 1
-        rendered: list[str | None] = [None] * len(msgs)
+        rendered: list[bytes | None] = [None] * len(msgs)
         shared: _Batch | None = None
         for sub in self.subscribers:
+            if sub.full:  # a reader that does not keep up: no matching, no rendering
+                sub._lose(len(msgs))
+                continue
             if sub.everything:
                 if shared is None:
-                    shared = _Batch([_render(msg_to_json(m)) for m in msgs])
+                    shared = _Batch([_render(msg_to_json(m)).encode() for m in msgs])
                     rendered = list(shared.lines)
                 sub._take(shared)
                 continue
             flt = sub.filter
-            lines: list[str] = []
+            lines: list[bytes] = []
             for i, m in enumerate(msgs):
                 if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
                     line = rendered[i]
                     if line is None:
-                        line = rendered[i] = _render(msg_to_json(m))
+                        line = rendered[i] = _render(msg_to_json(m)).encode()
                     lines.append(line)
             if lines:
                 sub._take(_Batch(lines))
@@ -230,5 +277,6 @@ class TailHub:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._pending = []
+        self._pending_bytes = 0
         for sub in list(self.subscribers):
             sub.close()

@@ -47,23 +47,48 @@ def render_metrics(info: dict[str, Any]) -> str:
         "Frames refused because the guard was full.",
         [("", udp["replay_guard"]["overflows"])],
     )
-    metric(
-        "ring_events",
-        "gauge",
-        "Events held per ring.",
-        [(f'{{ring="{_label(r["key"])}"}}', r["events"]) for r in store["rings"]],
-    )
-    metric(
-        "ring_bytes",
-        "gauge",
-        "Bytes held per ring.",
-        [(f'{{ring="{_label(r["key"])}"}}', r["bytes"]) for r in store["rings"]],
-    )
+    # The largest rings by name, the rest as ring="other" (a ring key always has a "/").
+    rings = [(f'{{ring="{_label(r["key"])}"}}', r) for r in store["rings"]]
+    if store["rings_other"]["rings"]:
+        rings.append(('{ring="other"}', store["rings_other"]))
+    metric("rings", "gauge", "Rings in the store.", [("", store["ring_count"])])
+    metric("ring_events", "gauge", "Events held per ring.", [(k, r["events"]) for k, r in rings])
+    metric("ring_bytes", "gauge", "Bytes held per ring.", [(k, r["bytes"]) for k, r in rings])
     metric(
         "ring_evicted_total",
         "counter",
         "Events evicted per ring.",
-        [(f'{{ring="{_label(r["key"])}"}}', r["evicted"]) for r in store["rings"]],
+        [(k, r["evicted"]) for k, r in rings],
+    )
+    memory = info["memory"]
+    metric("memory_limit_bytes", "gauge", "The memory budget.", [("", memory["limit_bytes"])])
+    metric(
+        "memory_reserved_bytes",
+        "gauge",
+        "What each part of the budget may hold.",
+        [(f'{{part="{part}"}}', n) for part, n in memory["reserved"].items()],
+    )
+    metric(
+        "memory_used_bytes",
+        "gauge",
+        "What each part of the budget holds now.",
+        [(f'{{part="{part}"}}', n) for part, n in memory["used"].items()],
+    )
+    if memory["rss_bytes"] is not None:
+        metric("memory_rss_bytes", "gauge", "Resident memory.", [("", memory["rss_bytes"])])
+    queries = info["queries"]
+    metric("queries_running", "gauge", "Queries being answered.", [("", queries["running"])])
+    metric(
+        "queries_refused_total",
+        "counter",
+        "Queries refused with 429: LOGD_MAX_QUERIES were running.",
+        [("", queries["refused"])],
+    )
+    metric(
+        "queries_truncated_total",
+        "counter",
+        "Answers that reached LOGD_QUERY_MAX_BYTES and ended with a truncation marker.",
+        [("", queries["truncated"])],
     )
     metric("tail_subscribers", "gauge", "Live tail subscribers.", [("", tail["subscribers"])])
     metric(

@@ -5,7 +5,6 @@ Every error is JSON `{"error": "..."}`; nothing a client sends gives a 500.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,16 +13,20 @@ from typing import Any
 from aiohttp import web
 
 from logd import __version__
-from logd.events import msg_to_json
+from logd.server.budget import rss_bytes
 from logd.server.filters import Filter, FilterError, whole_number
+from logd.server.http.answer import write_answer
 from logd.server.http.metrics import render_metrics
 from logd.server.state import (
+    BUDGET,
+    CONFIG,
     CORS_ORIGIN,
     GUARD,
     INGEST,
     KEYS,
     LIMITER,
     PERSISTER,
+    QUERIES,
     QUERY_LIMIT_MAX,
     REAPER,
     SHARED_GUARD,
@@ -31,12 +34,13 @@ from logd.server.state import (
     STORE,
     UDP_RCVBUF,
 )
-from logd.server.store.base import StoreUnavailable
+from logd.server.store.base import RingStats, StoreUnavailable
 from logd.server.tail import TailClosed, TooManyTails
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+SHOWN_RINGS = 20  # in /info and /metrics; the rest as one total
 QUERY_PARAMS = frozenset(
     {
         "limit",
@@ -92,6 +96,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
     return response
+
+
+def streamed_cors(request: web.Request) -> dict[str, str]:
+    """The CORS headers of a streamed answer, which is sent before the middleware sees it."""
+    origin = request.app.get(CORS_ORIGIN)
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
 
 
 def _allow_header(exc: web.HTTPException) -> dict[str, str]:
@@ -158,15 +168,32 @@ async def query(request: web.Request) -> web.StreamResponse:
         flt = Filter.from_params(params, time.time_ns())
     except FilterError as err:
         return json_error(400, str(err))
+    gate = request.app[QUERIES]
+    if not gate.enter():
+        return json_error(
+            429,
+            f"too many queries at once (LOGD_MAX_QUERIES={gate.max_queries}); retry later",
+            **{"Retry-After": "1"},
+        )
     try:
-        found = await request.app[STORE].query(flt, limit=limit, offset=offset)
-    except StoreUnavailable as err:
-        return json_error(503, str(err), **{"Retry-After": "2"})
-    events = [msg_to_json(m) for m in found]
-    if _wants(request, NDJSON, "ndjson"):
-        body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
-        return web.Response(text=body, content_type=NDJSON)
-    return web.json_response(events, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+        max_bytes = request.app[CONFIG].query_max_bytes
+        try:
+            found = await request.app[STORE].query(
+                flt, limit=limit, offset=offset, max_bytes=max_bytes
+            )
+        except StoreUnavailable as err:
+            return json_error(503, str(err), **{"Retry-After": "2"})
+        ndjson = _wants(request, NDJSON, "ndjson")
+        return await write_answer(
+            request,
+            found,
+            ndjson=ndjson,
+            max_bytes=max_bytes,
+            gate=gate,
+            headers=streamed_cors(request),
+        )
+    finally:
+        gate.leave()
 
 
 async def tail(request: web.Request) -> web.StreamResponse:
@@ -193,9 +220,7 @@ async def tail(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # tell proxies not to buffer the stream
         }
     )
-    origin = request.app.get(CORS_ORIGIN)
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers.update(streamed_cors(request))
     try:
         await response.prepare(request)
         while True:
@@ -223,18 +248,10 @@ def status(app: web.Application) -> dict[str, Any]:
         "store": {
             "writes": store_stats.writes,
             "overflow_events": store_stats.overflow_events,
-            "rings": [
-                {
-                    "key": r.key,
-                    "events": r.events,
-                    "bytes": r.bytes,
-                    "capacity_bytes": r.capacity_bytes,
-                    "evicted": r.evicted,
-                }
-                for r in store_stats.rings
-            ],
+            **shown_rings(store_stats.rings),
             "backend": store_stats.backend,
         },
+        "memory": memory_info(app),
         "udp": {
             "accept_path": ingest.accept_path,
             "received": ingest.stats.received,
@@ -252,9 +269,58 @@ def status(app: web.Application) -> dict[str, Any]:
             },
         },
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
+        "queries": app[QUERIES].info(),
         "http": {"auth_throttled": app[LIMITER].throttled, "idle_closed": app[REAPER].reaped},
         "secrets": app[KEYS].info(ingest.stats.keys.counts),
         "persistence": app[PERSISTER].info() if PERSISTER in app else None,
+    }
+
+
+def shown_rings(rings: list[RingStats]) -> dict[str, Any]:
+    """The SHOWN_RINGS largest rings, and the rest as one total: /info and /metrics stay
+    bounded in size whatever env/svc names writers send."""
+    largest = sorted(rings, key=lambda r: (-r.bytes, r.key))
+    other = largest[SHOWN_RINGS:]
+    return {
+        "ring_count": len(rings),
+        "rings": [_ring_info(r) for r in largest[:SHOWN_RINGS]],
+        "rings_other": {
+            "rings": len(other),
+            "events": sum(r.events for r in other),
+            "bytes": sum(r.bytes for r in other),
+            "capacity_bytes": sum(r.capacity_bytes for r in other),
+            "evicted": sum(r.evicted for r in other),
+        },
+    }
+
+
+def _ring_info(r: RingStats) -> dict[str, Any]:
+    return {
+        "key": r.key,
+        "events": r.events,
+        "bytes": r.bytes,
+        "capacity_bytes": r.capacity_bytes,
+        "evicted": r.evicted,
+    }
+
+
+def memory_info(app: web.Application) -> dict[str, Any]:
+    """The memory limit, what each part may hold (reserved) and holds now (used)."""
+    budget = app[BUDGET]
+    store_stats = app[STORE].stats()
+    guard = app[GUARD]
+    return {
+        "limit_bytes": budget.limit,
+        "source": budget.source,
+        "ring_bytes_default": budget.ring_bytes,
+        "reserved": budget.parts(),
+        "used": {
+            "rings": sum(r.bytes for r in store_stats.rings) if budget.rings else 0,
+            "tails": app[STORE].hub.queued_bytes,
+            "queries": app[QUERIES].held_bytes,
+            "replay_guard": len(guard) * budget.replay_entry_bytes,
+        },
+        "rss_bytes": rss_bytes(),
     }
 
 

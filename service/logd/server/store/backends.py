@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from logd.server.budget import Budget
 from logd.server.config import Config
 from logd.server.store.base import Store
 from logd.server.store.memory import MemoryStore
@@ -39,24 +40,25 @@ class Backend(Protocol):
         ...
 
 
-def backend_for(config: Config) -> Backend:
+def backend_for(config: Config, budget: Budget) -> Backend:
     if config.store_url == "memory://":
-        return MemoryBackend(config)
-    return ValkeyBackend(config)
+        return MemoryBackend(config, budget)
+    return ValkeyBackend(config, budget)
 
 
 class MemoryBackend:
     drain_max = 1024
     shared_guard = None
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, budget: Budget) -> None:
         self._config = config
         self.store = MemoryStore(
-            ring_bytes=config.ring_bytes,
+            ring_bytes=budget.ring_bytes,
             ring_sizes=config.rings,
             max_rings=config.max_rings,
             max_tails=config.max_tails,
             tail_queue=config.tail_queue,
+            tail_bytes=config.tail_buffer_bytes,
         )
         self.persister: Persister | None = None
 
@@ -82,17 +84,18 @@ class ValkeyBackend:
     drain_max = 64
     persister = None
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, budget: Budget) -> None:
         self._config = config
         self.store = self._valkey = ValkeyStore(
             url=config.store_url,
             password=config.store_password,
             buffer_events=config.store_buffer,
-            ring_bytes=config.ring_bytes,
+            ring_bytes=budget.ring_bytes,
             ring_sizes=config.rings,
             max_rings=config.max_rings,
             max_tails=config.max_tails,
             tail_queue=config.tail_queue,
+            tail_bytes=config.tail_buffer_bytes,
         )
         self.shared_guard: SharedReplayGuard | None = None
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
+from logd.server.store.scan import Found
 from logd.server.tail import Subscription, TailHub
 
 
@@ -61,8 +62,10 @@ class Store(Protocol):
     def write(self, msg: Msg, t_ns: int) -> None:
         """Store one event whose time is `t_ns` (already set in `msg.t`)."""
 
-    async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
-        """Matching events, newest first."""
+    async def query(
+        self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
+    ) -> Found:
+        """Matching events, newest first; fewer when their bytes would pass `max_bytes`."""
 
     def end_batch(self) -> None:
         """Ingest drained a batch of datagrams: a remote backend sends what it buffered."""

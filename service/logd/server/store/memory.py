@@ -6,16 +6,15 @@ time. Queries merge the rings' newest-first scans by event time.
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
-from operator import itemgetter
+from collections.abc import Iterable, Mapping
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
 from logd.server.store.base import RingBudgets, RingStats, StoreStats
-from logd.server.store.ring import RECORD_OVERHEAD, Hit, Ring
+from logd.server.store.ring import RECORD_OVERHEAD, Ring
+from logd.server.store.scan import Cursor, Found, Yielder, merge
 from logd.server.tail import Subscription, TailHub
 
 __all__ = ["OVERFLOW_KEY", "RECORD_OVERHEAD", "MemoryStore", "Ring", "ring_key"]
@@ -39,12 +38,13 @@ class MemoryStore:
         max_rings: int,
         max_tails: int,
         tail_queue: int,
+        tail_bytes: int = 1024 * 1024,
     ) -> None:
         self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
         self._max_rings = max_rings
         self._rings: dict[tuple[str, str], Ring] = {}
         self._overflow: Ring | None = None
-        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
+        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue, queue_bytes=tail_bytes)
         self.writes = 0
         self.overflow_events = 0
         # Events not yet on disk, per ring, while persistence is on (persist.py).
@@ -112,24 +112,16 @@ class MemoryStore:
     def end_batch(self) -> None:
         """Nothing to send: the rings are here."""
 
-    async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
-        scans = []
+    async def query(
+        self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
+    ) -> Found:
+        pause = Yielder()
+        cursors: list[Cursor] = []
         for ring in self._all_rings():
             ring_filter = flt.for_ring(ring.env, ring.svc)
             if ring_filter is not None:
-                scans.append(ring.scan(ring_filter))
-        hits: Iterator[Hit] = (
-            scans[0] if len(scans) == 1 else heapq.merge(*scans, key=itemgetter(0), reverse=True)
-        )
-        out: list[Msg] = []
-        for _t_ns, data, msg in hits:
-            if offset:
-                offset -= 1
-                continue
-            out.append(msg if msg is not None else Msg.FromString(data))
-            if len(out) >= limit:
-                break
-        return out
+                cursors.append(ring.cursor(ring_filter, pause))
+        return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
 
     def restore(self, env: str | None, svc: str | None, records: Iterable[_Record]) -> None:
         """Put back events loaded from disk, oldest first (env None: the overflow ring).

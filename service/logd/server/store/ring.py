@@ -15,20 +15,19 @@ import sys
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import LOWERS_TO_ASCII, Filter
+from logd.server.store.scan import Hit
 
 RECORD_OVERHEAD = 13  # end offset (4) + time (8) + level (1) beside each event's bytes
 CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
 MAX_CHUNK = 64 * 1024
 
-Hit = tuple[int, bytes, Msg | None]  # (t_ns, serialised Msg, the message when already parsed)
-
 
 class Chunk:
-    __slots__ = ("data", "ends", "lowers_to_ascii", "lvls", "t_max", "t_min", "times")
+    __slots__ = ("data", "dead", "ends", "lowers_to_ascii", "lvls", "t_max", "t_min", "times")
 
     def __init__(self) -> None:
         self.data: bytes | bytearray = bytearray()
@@ -37,6 +36,7 @@ class Chunk:
         self.lvls: bytes | bytearray = bytearray()
         self.t_min = 2**63 - 1
         self.t_max = -(2**63)
+        self.dead = False  # evicted: a query that still lists it skips it
         # Which LOWERS_TO_ASCII sequences the sealed chunk holds: found by its first
         # case-insensitive search, not on the ingest path.
         self.lowers_to_ascii: tuple[bytes, ...] | None = None
@@ -213,30 +213,69 @@ class Ring:
         chunks = self._chunks
         while self.bytes > self.capacity and len(chunks) > 1:
             old = chunks.popleft()
+            old.dead = True
             self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
             self.evicted += len(old)
             self.events -= len(old)
 
     def scan(self, flt: Filter) -> Iterator[Hit]:
         """Matching events, newest first. Consume it without awaiting in between."""
-        since = flt.since_ns if flt.since_ns is not None else -(2**63)
-        until = flt.until_ns if flt.until_ns is not None else 2**63 - 1
-        exact = flt.needs_message
-        lvl_min = flt.lvl
         for chunk in reversed(self._chunks):
-            if chunk.t_max < since or chunk.t_min > until:
-                continue
-            times, lvls = chunk.times, chunk.lvls
-            for i in chunk.candidates(flt):
-                t_ns = times[i]
-                if lvls[i] < lvl_min or not since <= t_ns <= until:
-                    continue
-                data = chunk.record(i)
-                if not exact:
-                    yield t_ns, data, None
-                    continue
-                if not flt.prefilter(data):
-                    continue
-                msg = Msg.FromString(data)
-                if flt.matches(msg):
-                    yield t_ns, data, msg
+            yield from chunk_hits(chunk, flt)
+
+    def cursor(self, flt: Filter, pause: Callable[[], Awaitable[None]]) -> RingCursor:
+        """Matching events, newest first, found a chunk at a time by `fill()`, which awaits
+        `pause()` between chunks: the ring may change meanwhile (see RingCursor)."""
+        return RingCursor(list(self._chunks), flt, pause)
+
+
+class RingCursor:
+    """A query's view of a ring: the chunks it had when the query began. Ingest may evict
+    some before the query reaches them; those are skipped (their events are gone), and
+    events appended since are not seen (they are newer than the query)."""
+
+    __slots__ = ("_chunks", "_flt", "_pause", "done", "hits")
+
+    def __init__(
+        self, chunks: list[Chunk], flt: Filter, pause: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._chunks = chunks  # oldest first; taken from the end
+        self._flt = flt
+        self._pause = pause
+        self.hits: deque[Hit] = deque()
+        self.done = False
+
+    async def fill(self) -> None:
+        chunks = self._chunks
+        while not self.hits and chunks:
+            chunk = chunks.pop()
+            if not chunk.dead:
+                self.hits.extend(chunk_hits(chunk, self._flt))
+            await self._pause()
+        self.done = not chunks
+
+
+def chunk_hits(chunk: Chunk, flt: Filter) -> list[Hit]:
+    """The chunk's matching events, newest first."""
+    since = flt.since_ns if flt.since_ns is not None else -(2**63)
+    until = flt.until_ns if flt.until_ns is not None else 2**63 - 1
+    if chunk.t_max < since or chunk.t_min > until:
+        return []
+    exact = flt.needs_message
+    lvl_min = flt.lvl
+    times, lvls = chunk.times, chunk.lvls
+    hits: list[Hit] = []
+    for i in chunk.candidates(flt):
+        t_ns = times[i]
+        if lvls[i] < lvl_min or not since <= t_ns <= until:
+            continue
+        data = chunk.record(i)
+        if not exact:
+            hits.append((t_ns, data, None))
+            continue
+        if not flt.prefilter(data):
+            continue
+        msg = Msg.FromString(data)
+        if flt.matches(msg):
+            hits.append((t_ns, data, msg))
+    return hits

@@ -5,7 +5,6 @@ fields, `prefilter` on the stored bytes, then the exact match), merged by event 
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -53,23 +52,3 @@ class Cursor:
                     msg = Msg.FromString(data)
                     if flt.matches(msg):
                         self.hits.append((t_ns, data, msg))
-
-
-async def merge(cursors: list[Cursor], *, limit: int, offset: int) -> list[Msg]:
-    """Newest first across rings by event time, as MemoryStore.query does."""
-    heap = [(-c.hits[0][0], i) for i, c in enumerate(cursors) if c.hits]
-    heapq.heapify(heap)
-    out: list[Msg] = []
-    while heap and len(out) < limit:
-        _, i = heapq.heappop(heap)
-        cursor = cursors[i]
-        _t_ns, data, msg = cursor.hits.popleft()
-        if offset:
-            offset -= 1
-        else:
-            out.append(msg if msg is not None else Msg.FromString(data))
-        if not cursor.hits:
-            await cursor.fill()
-        if cursor.hits:
-            heapq.heappush(heap, (-cursor.hits[0][0], i))
-    return out

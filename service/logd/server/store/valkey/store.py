@@ -35,8 +35,9 @@ from logd.server.filters import Filter
 from logd.server.logsetup import QuietLogger
 from logd.server.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.server.store.memory import OVERFLOW_KEY, ring_key
+from logd.server.store.scan import Found, merge
 from logd.server.store.valkey.client import connect, redact
-from logd.server.store.valkey.query import Cursor, merge
+from logd.server.store.valkey.query import Cursor
 from logd.server.store.valkey.tail import StreamFollower
 from logd.server.tail import Subscription, TailHub
 from logd.server.tasks import stop_tasks
@@ -85,6 +86,7 @@ class ValkeyStore:
         max_rings: int,
         max_tails: int,
         tail_queue: int,
+        tail_bytes: int = 1024 * 1024,
         buffer_events: int,
         timeout: float = 2.0,
     ) -> None:
@@ -92,7 +94,7 @@ class ValkeyStore:
         self.client = connect(url, password, timeout=timeout)
         self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
         self._max_rings = max_rings
-        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue)
+        self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue, queue_bytes=tail_bytes)
         self._follower = StreamFollower(
             client=connect(url, password, timeout=timeout + 5), hub=self.hub, streams=self._keys
         )
@@ -281,7 +283,9 @@ class ValkeyStore:
         return list(self._rings)
 
     # --- reading -------------------------------------------------------------
-    async def query(self, flt: Filter, *, limit: int, offset: int) -> list[Msg]:
+    async def query(
+        self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
+    ) -> Found:
         try:
             await self._refresh_rings()
             cursors = []
@@ -290,7 +294,7 @@ class ValkeyStore:
                 if ring_filter is not None:
                     cursors.append(Cursor(self.client, key, ring_filter))
             await asyncio.gather(*(c.fill() for c in cursors))
-            return await merge(cursors, limit=limit, offset=offset)
+            return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
         except BACKEND_ERRORS as err:
             self._failed(err)
             raise StoreUnavailable("the log store is unreachable; retry later") from None
