@@ -73,16 +73,41 @@ def test_bit_flip_skips_only_that_record(field_offset: int) -> None:
     assert (parsed.records, parsed.corrupt) == (RECORDS[:2] + RECORDS[3:], 1)
 
 
-@pytest.mark.parametrize("flip", [0x01, 0x80])
-def test_bit_flip_in_a_length_loses_the_rest_of_the_file(flip: int) -> None:
+@pytest.mark.parametrize("record", [1, 2, 3])
+@pytest.mark.parametrize("flip", [0x01, 0x80, 0x04])
+@pytest.mark.parametrize("byte", [0, 1, 3])
+def test_bit_flip_in_a_length_drops_only_that_record(record: int, flip: int, byte: int) -> None:
+    """Parsing resyncs on the next intact record: nothing after the damage is lost."""
     blob = bytearray(encode(RECORDS))
-    blob[offsets(RECORDS)[1] + 4 + 3 * (flip == 0x80)] ^= flip  # low bit, then high byte
+    blob[offsets(RECORDS)[record] + 4 + byte] ^= flip
     parsed = parse(bytes(blob))
     assert (parsed.records, parsed.corrupt, parsed.first_bad) == (
-        RECORDS[:1],
+        RECORDS[:record] + RECORDS[record + 1 :],
         1,
-        offsets(RECORDS)[1],
+        offsets(RECORDS)[record],
     )
+
+
+@pytest.mark.parametrize(("start", "size"), [(0, 4096), (HEAD.size, 4096), (1000, 20_000)])
+def test_zeroed_block_inside_a_record_drops_only_that_record(start: int, size: int) -> None:
+    """A block of zeros (a lost write) inside one record: that record alone is skipped."""
+    blob = bytearray(encode(RECORDS))
+    at = offsets(RECORDS)[2] + start
+    blob[at : at + size] = bytes(size)
+    parsed = parse(bytes(blob))
+    assert (parsed.records, parsed.corrupt, parsed.first_bad) == (
+        RECORDS[:2] + RECORDS[3:],
+        1,
+        offsets(RECORDS)[2],
+    )
+
+
+def test_two_damaged_records_count_two() -> None:
+    blob = bytearray(encode(RECORDS))
+    blob[offsets(RECORDS)[0] + 5] ^= 0x40  # a length
+    blob[offsets(RECORDS)[3] + 20] ^= 0x01  # a data bit
+    parsed = parse(bytes(blob))
+    assert (parsed.records, parsed.corrupt) == ([RECORDS[1], RECORDS[2], RECORDS[4]], 2)
 
 
 def test_segment_names_its_ring(tmp_path: Path) -> None:
@@ -98,6 +123,20 @@ def test_segment_names_its_ring(tmp_path: Path) -> None:
 def test_segment_with_a_bad_header_is_not_trusted(tmp_path: Path, damage: bytes) -> None:
     path = tmp_path / "000000000001.seg"
     path.write_bytes(damage + encode(RECORDS))
+    segment = read_segment(path)
+    assert (segment.ring, segment.parsed.records, segment.parsed.corrupt) == (None, [], 1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"[1, 2]", b'{"env": 5, "svc": "a"}', b'{"env": "a", "svc": null}', b"null",
+     b'{"env": ["x"], "svc": {}}', b'{"env": "a"}', b"\xff\xfe"],
+)  # fmt: skip
+def test_segment_with_a_checksummed_but_malformed_header_is_not_trusted(
+    tmp_path: Path, name: bytes
+) -> None:
+    path = tmp_path / "000000000001.seg"
+    path.write_bytes(MAGIC + encode([(0, 0, name)]) + encode(RECORDS))
     segment = read_segment(path)
     assert (segment.ring, segment.parsed.records, segment.parsed.corrupt) == (None, [], 1)
 
@@ -239,6 +278,40 @@ def test_damage_is_skipped_counted_and_logged_at_load(
         persister = asyncio.run(scenario())
     assert (persister.loaded, persister.info()["corrupt_records_skipped"]) == (10, 1)
     assert "skipped damaged records" in caplog.text
+
+
+def test_checksummed_but_malformed_records_and_headers_are_skipped_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CRC-valid garbage (a bug, or a hand-edited file) never stops start-up nor breaks a
+    query on its ring: each such record is skipped, counted and logged."""
+    files = RingFiles(tmp_path, RingId("a", "b"), MiB)
+    good = [(i, 3, Msg(env="a", svc="b", txt=f"e{i}").SerializeToString()) for i in range(4)]
+    files.append([good[0], (1, 3, b"\xff\xff\xff"), good[1], (2, 3, b"\x0a\x05ab"), *good[2:]])
+    odd = tmp_path / "odd"  # a ring directory whose only segment has a malformed header
+    odd.mkdir()
+    (odd / "000000000001.seg").write_bytes(
+        MAGIC + encode([(0, 0, b'{"env": 1, "svc": 2}')]) + encode(good)
+    )
+
+    async def scenario() -> tuple[Persister, list[Msg], list[Msg]]:
+        store = new_store()
+        persister = Persister(store=store, data_dir=tmp_path, interval=60)
+        await persister.load()
+        return (
+            persister,
+            await everything(store),
+            (
+                await store.query(Filter.from_params({"txt": "e"}, 10**19), limit=100, offset=0)
+            ).events,
+        )
+
+    with caplog.at_level(logging.WARNING, logger="logd.server.store.persist"):
+        persister, found, matched = asyncio.run(scenario())
+    assert [m.txt for m in found] == ["e3", "e2", "e1", "e0"]
+    assert [m.txt for m in matched] == ["e3", "e2", "e1", "e0"]
+    assert (persister.loaded, persister.info()["corrupt_records_skipped"]) == (4, 3)
+    assert caplog.text.count("skipped") == 2
 
 
 def test_unwritable_dir_keeps_the_events_and_retries(tmp_path: Path) -> None:

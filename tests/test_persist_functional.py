@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from logd._pb.logd_pb2 import Msg
-from logd.server.store.segments import list_segments
+from logd.server.store.segments import HEAD, MAGIC, encode, list_segments
 from support import LogdProcess, start_logd, wait_for
 
 pytestmark = pytest.mark.functional
@@ -52,6 +52,39 @@ def test_sigterm_persists_everything_and_a_restart_loads_it(tmp_path: Path) -> N
     try:
         assert everything(again) == before
         assert persistence(again)["loaded_events"] == 300
+    finally:
+        again.stop()
+
+
+def test_a_damaged_record_costs_only_itself_at_restart(tmp_path: Path) -> None:
+    """A flipped length bit mid-segment, a zeroed block, and a checksummed record that is
+    no event: each is skipped and counted once, everything else loads and is queried."""
+    data = tmp_path / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "3600")
+    for i in range(30):
+        proc.write(Msg(env="prod", svc="api", txt=f"event {i:02d} " + "y" * 200))
+    wait_for(lambda: proc.info()["store"]["writes"] == 30)
+    assert proc.stop() == 0
+    [ring_dir] = [d for d in data.iterdir() if d.is_dir()]
+    [(_seq, path)] = list_segments(ring_dir)
+    blob = bytearray(path.read_bytes())
+    starts, pos = [], len(MAGIC)  # where each record starts, the ring's header first
+    while pos < len(blob):
+        starts.append(pos)
+        pos += HEAD.size + HEAD.unpack_from(blob, pos)[1]
+    starts = starts[1:]
+    assert len(starts) == 30
+    blob[starts[5] + 4] ^= 0x40  # a length bit of record 5
+    blob[starts[12] + 30 : starts[12] + 130] = bytes(100)  # zeros inside record 12
+    bogus = encode([(time.time_ns(), 3, b"\xff\xff\xff")])
+    path.write_bytes(bytes(blob) + bogus)
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        texts = [e["txt"][:8] for e in everything(again)]
+        assert texts == [f"event {i:02d}"[:8] for i in reversed(range(30)) if i not in (5, 12)]
+        assert persistence(again)["corrupt_records_skipped"] == 3
+        assert persistence(again)["loaded_events"] == 28
+        assert again.query(txt="event 2")[0]["txt"].startswith("event 29")
     finally:
         again.stop()
 

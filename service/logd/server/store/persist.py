@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from logd.events import format_time
+from google.protobuf.message import DecodeError
+
+from logd._pb.logd_pb2 import Msg
+from logd.events import MAX_LEVEL, format_time
 from logd.server.logsetup import QuietLogger
 from logd.server.store.memory import OVERFLOW_KEY, RECORD_OVERHEAD, MemoryStore, Ring, ring_key
 from logd.server.store.segments import (
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    files: RingFiles
+    files: RingFiles | None  # None: no segment named its ring (every header was damaged)
     records: list[Record]  # oldest first
     corrupt: int
 
@@ -54,6 +57,24 @@ class _Flushed:
     carried: int
     bytes_on_disk: int
     error: OSError | None
+
+
+def well_formed(records: list[Record]) -> tuple[list[Record], int]:
+    """The records a query can read, and how many others there were: a checksum guards
+    against damage, not against a record that never was an event (a bug, a hand-edited
+    file), which would break every query on its ring. A level outside the enum is stored
+    as none, as ingest does."""
+    kept: list[Record] = []
+    for t_ns, _lvl, data in records:  # the level is the event's own, as ingest stored it
+        try:
+            msg = Msg.FromString(data)
+        except DecodeError:
+            continue
+        if not 0 <= msg.lvl <= MAX_LEVEL:
+            msg.ClearField("lvl")
+            data = msg.SerializeToString()
+        kept.append((t_ns, msg.lvl, data))
+    return kept, len(records) - len(kept)
 
 
 def newest_within(records: list[Record], capacity: int) -> list[Record]:
@@ -109,10 +130,10 @@ class Persister:
             except OSError as err:
                 self._failed(err)
                 continue
-            if loaded is None:
+            self.corrupt += loaded.corrupt
+            if loaded.files is None:
                 continue
             self._files[name] = loaded.files
-            self.corrupt += loaded.corrupt
             if loaded.records:
                 self._store.restore(loaded.files.ring.env, loaded.files.ring.svc, loaded.records)
                 self.loaded += len(loaded.records)
@@ -142,7 +163,7 @@ class Persister:
             return []  # first start: the first flush makes the directory
         return [name for name in names if (self._root / name).is_dir()]
 
-    def _read_ring(self, name: str) -> _Loaded | None:
+    def _read_ring(self, name: str) -> _Loaded:
         """Read one ring's segments, newest first, until the ring's budget is full."""
         files: RingFiles | None = None
         need = corrupt = 0
@@ -168,13 +189,17 @@ class Persister:
                 need = self._capacity(segment.ring)
                 files = RingFiles(self._root, segment.ring, need)
             costs[seq] = memory_cost(parsed.records)
-            kept = newest_within(parsed.records, need)
+            newest = newest_within(parsed.records, need)
+            kept, malformed = well_formed(newest)
+            if malformed:
+                corrupt += malformed
+                log.warning("skipped malformed records in %s count=%d", path, malformed)
             need -= memory_cost(kept)
             chunks.append(kept)
-            if len(kept) < len(parsed.records) or need <= 0:
+            if len(newest) < len(parsed.records) or need <= 0:
                 break
         if files is None:
-            return None
+            return _Loaded(None, [], corrupt)
         files.list(costs)
         records = [record for chunk in reversed(chunks) for record in chunk]
         return _Loaded(files, records, corrupt)

@@ -103,8 +103,11 @@ class Parsed:
 
 
 def parse(buf: bytes, pos: int = 0) -> Parsed:
-    """Every intact record from `pos` on. A record whose checksum fails is skipped alone
-    when the next one is intact (a flipped data bit); otherwise the rest is a lost tail."""
+    """Every intact record from `pos` on. Damage costs only the records it touched: a
+    record whose checksum fails is skipped alone when its length leads to an intact record
+    (a flipped data bit); otherwise (a flipped length bit, a zeroed block) parsing resyncs
+    on the next offset where two intact records follow each other, or one ends the file.
+    Each damaged stretch counts once; what no intact record follows is a lost tail."""
     out = Parsed()
     append, unpack, crc32 = out.records.append, HEAD.unpack_from, zlib.crc32
     view, size, hl = memoryview(buf), len(buf), HEAD.size
@@ -116,12 +119,33 @@ def parse(buf: bytes, pos: int = 0) -> Parsed:
             pos = end
             continue
         out.damaged(pos)
-        if length > MAX_RECORD or end > size or (end < size and _intact_end(buf, end) is None):
-            return out  # the length cannot be trusted: the rest of the file is lost
-        pos = end
+        if length <= MAX_RECORD and end <= size and (end == size or _starts_run(buf, end)):
+            pos = end  # the length holds: only this record's bytes are bad
+            continue
+        found = _resync(buf, pos + 1)
+        if found is None:
+            return out  # nothing intact follows: the rest of the file is lost
+        pos = found
     if pos < size:  # a torn header
         out.damaged(pos)
     return out
+
+
+def _starts_run(buf: bytes, pos: int) -> bool:
+    """Whether an intact record starts at `pos` and is followed by another or ends the file:
+    two checksums in a row, so damage is not mistaken for a record (2**-64 per offset)."""
+    end = _intact_end(buf, pos)
+    return end is not None and (end == len(buf) or _intact_end(buf, end) is not None)
+
+
+def _resync(buf: bytes, pos: int) -> int | None:
+    """The first offset from `pos` where records start again (see `_starts_run`)."""
+    unpack, size, hl = HEAD.unpack_from, len(buf), HEAD.size
+    for at in range(pos, size - hl + 1):
+        length = unpack(buf, at)[1]  # most offsets fail here, before any checksum
+        if length <= MAX_RECORD and at + hl + length <= size and _starts_run(buf, at):
+            return at
+    return None
 
 
 def _intact_end(buf: bytes, pos: int) -> int | None:
@@ -148,12 +172,24 @@ def read_segment(path: Path) -> Segment:
     end = _intact_end(buf, len(MAGIC))
     if end is None:
         return Segment(None, Parsed(corrupt=1, first_bad=len(MAGIC)))
-    try:
-        name = json.loads(buf[len(MAGIC) + HEAD.size : end])
-        ring = RingId(name["env"], name["svc"])
-    except (ValueError, TypeError, KeyError):
+    ring = _ring_of(buf[len(MAGIC) + HEAD.size : end])
+    if ring is None:  # checksummed, yet not a header logd writes: trust nothing in it
         return Segment(None, Parsed(corrupt=1, first_bad=len(MAGIC)))
     return Segment(ring, parse(buf, end))
+
+
+def _ring_of(header: bytes) -> RingId | None:
+    """The ring a header names: `{"env": str, "svc": str}`, or both null; else None."""
+    try:
+        name = json.loads(header)
+    except ValueError:  # not UTF-8, or not JSON
+        return None
+    if not isinstance(name, dict) or "env" not in name or "svc" not in name:
+        return None
+    env, svc = name["env"], name["svc"]
+    if isinstance(env, str) and isinstance(svc, str):
+        return RingId(env, svc)
+    return RingId(None, None) if env is None and svc is None else None
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
