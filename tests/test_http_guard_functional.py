@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -92,6 +93,54 @@ def test_guard_against_malformed_requests(guarded: LogdProcess, request_bytes: b
         sock.sendall(request_bytes)
         reply = sock.recv(200)
     assert reply.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), reply[:60]
+    assert guarded.get("/healthz", secret="")[0] == 200
+
+
+MARKER = "Zq7-header-value-marker"
+
+
+def _reply(proc: LogdProcess, request_bytes: bytes) -> bytes:
+    """Everything the server sends back before it closes the connection."""
+    reply = b""
+    with _connect(proc) as sock:
+        sock.sendall(request_bytes)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /?txt=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + MARKER.encode() * 1000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(500))
+        + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: \x01" + MARKER.encode() + b"\x7f\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX Bad Name" + MARKER.encode() + b": 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: " + MARKER.encode() + b"\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100,  # TLS to a plain port
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + MARKER.encode() + b"\r\n\r\n",
+    ],
+    ids=["huge_url", "huge_header", "many_headers", "control_chars_in_a_value",
+         "bad_header_name", "bad_content_length", "tls_hello", "garbage", "bad_encoding"],
+)  # fmt: skip
+def test_guard_against_parser_errors_leaking_or_breaking_the_json_contract(
+    guarded: LogdProcess, request_bytes: bytes
+) -> None:
+    """aiohttp's own 400s are JSON like every other error and never echo what was sent."""
+    reply = _reply(guarded, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), reply[:80]
+    assert b"content-type: application/json" in head.lower(), head
+    error = json.loads(body)["error"]
+    assert isinstance(error, str)
+    assert error
+    assert MARKER.encode() not in reply
+    assert MARKER not in guarded.log()
     assert guarded.get("/healthz", secret="")[0] == 200
 
 

@@ -24,6 +24,7 @@ from logd.server.budget import plan
 from logd.server.config import Config
 from logd.server.http.answer import QueryGate
 from logd.server.http.guard import IdleConnectionReaper
+from logd.server.http.protocol import JsonErrorRunner
 from logd.server.http.ratelimit import FailureLimiter
 from logd.server.http.routes import add_routes, error_middleware
 from logd.server.ingest.drain import UdpIngest
@@ -188,9 +189,10 @@ def _bind_tcp(addr: tuple[str, int]) -> socket.socket:
 async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the secrets."""
     app = create_app(config)
+    # JsonErrorRunner: aiohttp's own 400s (a malformed request) are JSON as well.
     # handler_cancellation: a tail whose client went away is cancelled at once, which
     # frees its subscriber slot instead of waiting for the next keep-alive write to fail.
-    runner = web.AppRunner(
+    runner = JsonErrorRunner(
         app,
         handle_signals=False,
         access_log=None,
