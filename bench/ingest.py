@@ -174,7 +174,10 @@ class BareLoop:
 
     def __init__(self, cores: Cores, rcvbuf: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(BARE_RECV), str(rcvbuf)], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(BARE_RECV), str(rcvbuf)],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own autogroup, as the server's: see procs.favour()
         )
         self.out = cast(IO[str], self.proc.stdout)  # a pipe: stdout=PIPE
         try:

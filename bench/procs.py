@@ -6,6 +6,7 @@ CPU time comes from /proc/PID/stat (utime + stime, all threads), memory from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,11 +51,20 @@ def pin(pid: int, cpu: int | None) -> None:
 
 def favour(pid: int) -> bool:
     """Raise `pid`'s scheduling priority (root only): other processes that land on the
-    server's core then take little of it. Its CPU per frame is the same either way."""
+    server's core then take little of it. Its CPU per frame is the same either way.
+
+    With autogroup scheduling (Linux's default on desktops and many VMs), a nice value
+    counts only within the process's session: each session's group gets an equal share
+    of the core. So `pid` should lead a session of its own (start_new_session=True), and
+    that group's nice is raised too."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, SERVER_NICE)
     except PermissionError:
         return False
+    if os.getsid(pid) == pid:  # its own session, so its own autogroup
+        # No autogroup in this kernel: the nice value above is enough.
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(str(SERVER_NICE))
     return True
 
 
@@ -142,7 +152,12 @@ class LogdServer:
         with self.log_path.open("wb") as out:
             # cwd=workdir: no logdrc.yml from the repository is picked up.
             self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
+                start_new_session=True,  # its own autogroup: see favour()
             )
         try:
             pin(self.proc.pid, cpu)
@@ -198,6 +213,8 @@ class Load:
     txt_len: int = 100
     marker_every: int = 0
     error_every: int = 0
+    svc: str = "api"
+    keys: int = 0  # frames cycle over services <svc>-0 .. <svc>-<keys-1> (0: svc alone)
 
     def args(self) -> list[str]:
         return [
@@ -208,6 +225,8 @@ class Load:
             f"--txt-len={self.txt_len}",
             f"--marker-every={self.marker_every}",
             f"--error-every={self.error_every}",
+            f"--svc={self.svc}",
+            f"--keys={self.keys}",
         ]
 
 

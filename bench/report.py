@@ -41,6 +41,26 @@ def _mb(v: float) -> str:
     return f"{v / 1e6:.0f} MB"
 
 
+def _mib(v: float) -> str:
+    return f"{v / (1 << 20):.0f} MiB"
+
+
+def _pct(v: float) -> str:
+    return f"{v:.2%}"
+
+
+def _share(v: float) -> str:
+    return f"{v:.0%} of the limit"
+
+
+def _s(v: float) -> str:
+    return f"{v:.2f} s"
+
+
+def _count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
 ROWS = [
     Row("ingest.no_loss_frames_per_s", "per-frame ingest: highest rate with <=0.1% loss", _rate,
         ">= 120,000/s (<=0.5% loss)", lambda v: v >= 120_000),
@@ -84,6 +104,32 @@ ROWS = [
     Row("memory.rss_over_payload", "memory: RSS growth / payload bytes", _times, "(Go: ~2.7x)"),
     Row("logger.call_us", "logger: one log.info() call", _us, "<= 5 µs", lambda v: v <= 5),
     Row("logger.events_per_s", "logger: events/s one Python process emits", _rate, ""),
+    Row("stuck_tails.loss", "64 stuck filtered tails, 8 KB events at 20k/s: ingest loss", _pct,
+        "<= 0.1%", lambda v: v <= 0.001),
+    Row("stuck_tails.rss_peak_share", "64 stuck filtered tails: peak RSS (worst run)", _share,
+        "<= LOGD_MEMORY_LIMIT", lambda v: v <= 1),
+    Row("stuck_tails.rss_growth", "64 stuck filtered tails: RSS growth (to the peak)", _mib,
+        ""),
+    Row("stuck_tails.tail_dropped", "64 stuck filtered tails: events dropped for them", _count,
+        ""),
+    Row("big_query.loss", "10,000 x 60 KB ring queried: ingest loss at 20k events/s", _pct,
+        "<= 0.1%", lambda v: v <= 0.001),
+    Row("big_query.status_5xx", "10,000 x 60 KB ring queried: 5xx answers (all runs)", _count,
+        "0", lambda v: v == 0),
+    Row("big_query.limit_10000_s", "query limit=10000 over 60 KB events: time", _s, ""),
+    Row("big_query.limit_10000_bytes", "query limit=10000 over 60 KB events: answer size", _mb,
+        "<= LOGD_QUERY_MAX_BYTES + marker"),
+    Row("big_query.limit_10000_truncated", "query limit=10000: answers ending with the marker",
+        _pct, "100% (past the bound)", lambda v: v == 1),
+    Row("big_query.full_scan_s", "query full scan of the 60 KB ring (txt matches nothing)", _s,
+        ""),
+    Row("worst_mix.rss_peak_share", "worst mix: peak RSS (worst run)", _share,
+        "<= LOGD_MEMORY_LIMIT", lambda v: v <= 1),
+    Row("worst_mix.rss_peak", "worst mix: peak RSS in MiB (worst run)", _mib, ""),
+    Row("worst_mix.ring_fill", "worst mix: ring bytes / capacity before the mix", _pct, ""),
+    Row("worst_mix.loss", "worst mix: ingest loss (8 KB events at 20k/s)", _pct, ""),
+    Row("worst_mix.status_5xx", "worst mix: 5xx answers (all runs)", _count, "0",
+        lambda v: v == 0),
 ]  # fmt: skip
 
 
@@ -146,6 +192,38 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         out["logger.events_per_s"] = med("logger", "events_per_s")
     elif "logger" in raw:
         out["logger.call_us"] = "pending: logd.logger not written yet"
+    out |= summarise_memory(raw)
+    return out
+
+
+def summarise_memory(raw: dict[str, Any]) -> dict[str, float | str]:
+    """The memory budget's rows: medians, but the worst run for peaks and 5xx counts."""
+    out: dict[str, float | str] = {}
+    if raw.get("stuck_tails"):
+        runs = raw["stuck_tails"]
+        out["stuck_tails.loss"] = float(median([r["loss"] for r in runs]))
+        out["stuck_tails.rss_peak_share"] = float(max(r["rss_peak_share"] for r in runs))
+        out["stuck_tails.rss_growth"] = float(median([r["rss_growth"] for r in runs]))
+        out["stuck_tails.tail_dropped"] = float(median([r["tail_dropped"] for r in runs]))
+    if raw.get("big_query"):
+        runs = raw["big_query"]
+
+        def answers(name: str, key: str) -> float:
+            return median([r["answers"][name][key] for r in runs if name in r["answers"]])
+
+        out["big_query.loss"] = float(median([r["loss"] for r in runs]))
+        out["big_query.status_5xx"] = float(sum(r["status_5xx"] + r["failed"] for r in runs))
+        out["big_query.limit_10000_s"] = float(answers("limit_10000", "median_s"))
+        out["big_query.limit_10000_bytes"] = float(answers("limit_10000", "median_bytes"))
+        out["big_query.limit_10000_truncated"] = float(answers("limit_10000", "truncated_share"))
+        out["big_query.full_scan_s"] = float(answers("full_scan", "median_s"))
+    if raw.get("worst_mix"):
+        runs = raw["worst_mix"]
+        out["worst_mix.rss_peak_share"] = float(max(r["rss_peak_share"] for r in runs))
+        out["worst_mix.rss_peak"] = float(max(r["rss_peak"] for r in runs))
+        out["worst_mix.ring_fill"] = float(median([r["fill"]["fill"] for r in runs]))
+        out["worst_mix.loss"] = float(median([r["mix"]["loss"] for r in runs]))
+        out["worst_mix.status_5xx"] = float(sum(r["status_5xx"] + r["failed"] for r in runs))
     return out
 
 

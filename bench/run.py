@@ -8,6 +8,7 @@ in a few seconds, to check that the harness works (its numbers mean nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -23,13 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, logger_cost, query, report, tail
+from bench import ingest, logger_cost, memory, query, report, tail
 from bench.procs import SERVER_NICE, Cores, Load, LogdServer, pin, wait_quiet
 from bench.stats import median
 
 HERE = Path(__file__).parent
 MiB = 1 << 20
-SECTIONS = ("ingest", "steps", "query", "tail", "logger")
+SECTIONS = ("ingest", "steps", "query", "tail", "logger", "memory")
 BUSY = 0.15  # a share of a core taken by other processes that makes results doubtful
 MIN_FILL_RATE = 20_000.0  # events/s
 
@@ -67,6 +68,35 @@ class Settings:
     tail_seconds: float = 5.0
     tail_subscribers: int = 10
     logger_calls: int = 200_000
+    # The memory budget (issue 13). stuck_tails and worst_mix: an explicit limit, the ring
+    # size derived by the server to fit it, a replay guard sized for these rates.
+    memory_limit: str = "512MiB"
+    memory_max_rings: int = 16
+    memory_replay_capacity: int = 200_000
+    memory_flags: tuple[str, ...] = ()  # more `logd serve` flags for those servers
+    stuck_tails: int = 64
+    stuck_txt: str = memory.MATCH_ALL  # the filter of the stuck tails: every event matches
+    stuck_rate: float = 20_000
+    stuck_seconds: float = 4.0
+    stuck_txt_len: int = 8_000  # ~8 KB events
+    # big_query: a ring that holds every big event (none evicted); small events meanwhile.
+    bigq_events: int = 10_000
+    bigq_txt_len: int = 60_000  # ~60 KB events
+    bigq_fill_rate: float = 2_000
+    bigq_ring_bytes: str = "768MiB"
+    bigq_memory_limit: str = "3GiB"
+    bigq_rate: float = 20_000
+    bigq_seconds: float = 8.0
+    bigq_lead_s: float = 1.0  # sending before the first query and after the last one starts
+    bigq_max_rounds: int = 50
+    # worst_mix: max_rings + mix_extra_keys services (the extra ones fill the overflow ring).
+    mix_extra_keys: int = 1
+    mix_fill_factor: float = 1.5
+    mix_txt_len: int = 8_000
+    mix_rate: float = 20_000
+    mix_seconds: float = 6.0
+    mix_queries: int = 4
+    mix_max_rounds: int = 50
     # Before each run, wait up to quiet_timeout_s for both cores to be under quiet_below
     # busy (a shared machine has bursts); None: do not wait.
     quiet_below: float = BUSY
@@ -89,6 +119,26 @@ SMOKE = Settings(
     tail_seconds=1.0,
     tail_subscribers=2,
     logger_calls=2_000,
+    memory_limit="256MiB",
+    memory_max_rings=2,
+    memory_replay_capacity=20_000,
+    memory_flags=("--ring-bytes=2MiB", "--max-tails=8", "--max-queries=2"),
+    stuck_tails=2,
+    stuck_rate=1_000,
+    stuck_seconds=0.5,
+    bigq_events=100,
+    bigq_fill_rate=1_000,
+    bigq_ring_bytes="16MiB",
+    bigq_memory_limit="512MiB",
+    bigq_rate=1_000,
+    bigq_seconds=1.5,
+    bigq_lead_s=0.3,
+    bigq_max_rounds=2,
+    mix_fill_factor=1.2,
+    mix_rate=2_000,
+    mix_seconds=1.0,
+    mix_queries=2,
+    mix_max_rounds=2,
     quiet_timeout_s=None,
 )
 
@@ -120,11 +170,25 @@ class Bench:
         # A few rings (the bench mixes up to 8 services): 256MiB each fits the memory budget.
         flags = [f"--udp-rcvbuf={rcvbuf}", f"--ring-bytes={ring_bytes}", "--max-rings=16"]
         flags += ["--replay-capacity=5000000", *extra]
+        with self.serve(rcvbuf, flags) as server:
+            yield server
+
+    @contextmanager
+    def serve(self, rcvbuf: int, flags: Sequence[str]) -> Iterator[LogdServer]:
+        """`logd serve` with exactly these flags (`rcvbuf`: what --udp-rcvbuf asks for)."""
         with LogdServer(self.workdir, cpu=self.cores.server, flags=flags) as server:
             self.granted_rcvbuf[str(rcvbuf)] = server.info()["udp"]["rcvbuf_bytes"]
             self.favoured = server.favoured
             self.quiet()
             yield server
+
+    def budget_server(self) -> contextlib.AbstractContextManager[LogdServer]:
+        """A server with an explicit --memory-limit, its ring size derived to fit."""
+        s = self.s
+        flags = [f"--udp-rcvbuf={s.big_rcvbuf}", f"--memory-limit={s.memory_limit}"]
+        flags += [f"--max-rings={s.memory_max_rings}"]
+        flags += [f"--replay-capacity={s.memory_replay_capacity}", *s.memory_flags]
+        return self.serve(s.big_rcvbuf, flags)
 
     def repeat(self, name: str, runs: int, one: Callable[[], dict[str, Any]]) -> list[Any]:
         out = self.raw.setdefault(name, [])
@@ -240,6 +304,60 @@ class Bench:
 
         self.repeat("logger", self.s.runs, one)
 
+    def memory(self) -> None:
+        """The memory budget under the read side's worst (issue 13), interleaved runs."""
+        s = self.s
+        for i in range(s.runs):
+            log(f"memory run {i + 1}/{s.runs}: stuck tails, big query, worst mix")
+            with self.budget_server() as server:
+                self.raw.setdefault("stuck_tails", []).append(
+                    memory.measure_stuck_tails(
+                        server,
+                        self.sender,
+                        self.cores,
+                        tails=s.stuck_tails,
+                        txt=s.stuck_txt,
+                        rate=s.stuck_rate,
+                        seconds=s.stuck_seconds,
+                        txt_len=s.stuck_txt_len,
+                    )
+                )
+            flags = [f"--udp-rcvbuf={s.big_rcvbuf}", f"--memory-limit={s.bigq_memory_limit}"]
+            flags += [f"--ring-bytes={s.bigq_ring_bytes}", "--max-rings=2"]
+            flags += [f"--replay-capacity={s.memory_replay_capacity}"]
+            with self.serve(s.big_rcvbuf, flags) as server:
+                self.raw.setdefault("big_query", []).append(
+                    memory.measure_big_query(
+                        server,
+                        self.sender,
+                        self.cores,
+                        events=s.bigq_events,
+                        txt_len=s.bigq_txt_len,
+                        fill_rate=s.bigq_fill_rate,
+                        rate=s.bigq_rate,
+                        seconds=s.bigq_seconds,
+                        lead_s=s.bigq_lead_s,
+                        max_rounds=s.bigq_max_rounds,
+                    )
+                )
+            with self.budget_server() as server:
+                self.raw.setdefault("worst_mix", []).append(
+                    memory.measure_worst_mix(
+                        server,
+                        self.sender,
+                        self.cores,
+                        tails=s.stuck_tails,
+                        max_rings=s.memory_max_rings,
+                        extra_keys=s.mix_extra_keys,
+                        fill_factor=s.mix_fill_factor,
+                        txt_len=s.mix_txt_len,
+                        rate=s.mix_rate,
+                        seconds=s.mix_seconds,
+                        queries=s.mix_queries,
+                        max_rounds=s.mix_max_rounds,
+                    )
+                )
+
 
 def code_version() -> str:
     """The commit measured, and whether the server's code had uncommitted changes."""
@@ -334,10 +452,82 @@ def notes(bench: Bench, version: str) -> list[str]:
             f"flush between; then a tight loop of as many: of all calls {dropped:.1%} were "
             f"dropped by the logger's full queue and {lost:.1%} of those sent never stored"
         )
+    out += memory_notes(raw, s)
     if bench.busy_at_start:
         out.append(
             "busiest core when runs started (after waiting for quiet): median "
             f"{median(bench.busy_at_start):.0%}, max {max(bench.busy_at_start):.0%}"
+        )
+    return out
+
+
+def memory_notes(raw: dict[str, Any], s: Settings) -> list[str]:
+    """What the memory budget's rows measured, beside the table."""
+    out = []
+    mib = float(MiB)
+    if raw.get("stuck_tails"):
+        runs = raw["stuck_tails"]
+        r0 = runs[0]
+        out.append(
+            f"stuck tails: {s.stuck_tails} /tail?txt={s.stuck_txt} subscribers (every event "
+            f"matches) that never read, {r0['event_bytes']:,.0f}-byte events at "
+            f"{s.stuck_rate:,.0f}/s for {s.stuck_seconds:g} s; --memory-limit={s.memory_limit} "
+            f"--max-rings={s.memory_max_rings}, ring size derived; per run (sent -> stored, "
+            "offered rate, kernel drops, rejected, server core busy, RSS before -> peak, tail "
+            "drops): "
+            + "; ".join(
+                f"{r['events_sent']:,} -> {r['events_stored']:,}, "
+                f"{r['offered_events_per_s']:,.0f}/s, {r['kernel_drops']:,}, "
+                f"{sum(r['rejected'].values()):,}, {r['server_cpu_util']:.0%}, "
+                f"{r['rss_before'] / mib:.0f} -> {r['rss_peak'] / mib:.0f} MiB, "
+                f"{r['tail_dropped']:,} ({r['tail_dropped_share']:.0%} of what they matched)"
+                for r in runs
+            )
+        )
+    if raw.get("big_query"):
+        runs = raw["big_query"]
+        parts = []
+        for r in runs:
+            a = r["answers"]
+            shown = ", ".join(
+                f"{name} x{q['count']} {q['median_s']:.2f} s (max {q['max_s']:.2f}) "
+                f"{q['median_bytes'] / 1e6:.1f} MB {q['median_events']:.0f} events "
+                f"statuses {q['statuses']}"
+                for name, q in a.items()
+            )
+            parts.append(
+                f"ring {r['fill']['events_stored']:,} of {r['fill']['events_sent']:,} stored "
+                f"({r['fill']['event_bytes']:,.0f} B each); {r['events_sent']:,} -> "
+                f"{r['events_stored']:,} ({r['kernel_drops']:,} kernel drops); {shown}; "
+                f"RSS {r['rss_before'] / mib:.0f} -> {r['rss_peak'] / mib:.0f} MiB"
+            )
+        out.append(
+            f"big query: --ring-bytes={s.bigq_ring_bytes} --memory-limit={s.bigq_memory_limit}; "
+            f"`GET /?svc=bulk&limit=10000` and `GET /?txt={memory.NOTHING}&limit=10000` in turn, "
+            f"back to back, while {s.bigq_rate:,.0f} small events/s go to another ring; "
+            "per run: " + "; ".join(parts)
+        )
+    if raw.get("worst_mix"):
+        runs = raw["worst_mix"]
+        r0 = runs[0]
+        out.append(
+            f"worst mix: --memory-limit={s.memory_limit} ({r0['limit_bytes'] / mib:.0f} MiB), "
+            f"ring size derived {r0['ring_bytes_default'] / mib:.1f} MiB, reserved "
+            + ", ".join(f"{k} {v / mib:.0f}" for k, v in r0["reserved"].items())
+            + f" MiB; {r0['keys']} services over --max-rings={s.memory_max_rings}, "
+            f"{s.stuck_tails} stuck tails, {s.mix_queries} query clients (limit=10000 and a full "
+            f"scan in turn) for {s.mix_seconds:g} s while {s.mix_txt_len:,}-byte events come at "
+            f"{s.mix_rate:,.0f}/s; per run (rings filled first: bytes/capacity; RSS before -> "
+            "peak (VmHWM); answers; 429s; sent -> stored in the mix): "
+            + "; ".join(
+                f"{r['fill']['ring_count']} rings {r['fill']['fill']:.0%}, "
+                f"{r['rss_before'] / mib:.0f} -> {r['rss_peak'] / mib:.0f} MiB "
+                f"({r['vm_hwm'] / mib:.0f}), "
+                f"{sum(q['count'] for q in r['answers'].values())}, "
+                f"{sum(q['refused_429'] for q in r['answers'].values())}, "
+                f"{r['mix']['events_sent']:,} -> {r['mix']['events_stored']:,}"
+                for r in runs
+            )
         )
     return out
 

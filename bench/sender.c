@@ -7,7 +7,8 @@
  * a tail reader can measure write -> received latency.
  *
  * Frames go out with sendmmsg, paced to --rate frames/s (0: flat out), for
- * --duration seconds or --count frames, or until SIGTERM/SIGINT. The secret comes
+ * --duration seconds or --count frames, or until SIGTERM/SIGINT. With --keys N,
+ * frame i goes to service "<svc>-<i mod N>" (N rings at once). The secret comes
  * from LOGD_WRITE_SECRET (never argv, which `ps` shows). The result is one JSON
  * line on stdout.
  *
@@ -39,6 +40,8 @@
 #define MAC_LEN 16
 #define MAX_FRAME 65507
 #define MAX_BURST 256
+#define MAX_TXT 65000
+#define MAX_NAME 64
 #define LVL_INFO 3
 #define LVL_ERROR 5
 
@@ -62,6 +65,7 @@ struct opts {
     int cpu;          /* pin to this CPU (-1: do not pin) */
     const char *env;
     const char *svc;
+    int keys;         /* frames cycle over this many services <svc>-<i> (0: svc alone) */
 };
 
 struct signer {
@@ -178,29 +182,33 @@ static size_t encode_msg(unsigned char *p, int64_t t_ns, const char *env, const 
     return n;
 }
 
-/* The txt of event `seq`: "seq=... sent=... " then filler, `len` bytes in all. */
+/* The txt of event `seq`: "seq=... sent=... " then filler (repeated), `len` bytes in all. */
 static size_t make_txt(char *out, int len, uint64_t seq, int64_t sent, int marker) {
     int n = snprintf(out, (size_t)len + 1, "seq=%010llu sent=%lld %s", (unsigned long long)seq,
                      (long long)sent, marker ? MARKER " " : "");
     if (n >= len) return (size_t)len; /* truncated to len (snprintf wrote len bytes + NUL) */
-    size_t rest = (size_t)(len - n);
-    if (rest > sizeof FILLER - 1) rest = sizeof FILLER - 1;
-    memcpy(out + n, FILLER, rest);
-    return (size_t)n + rest;
+    size_t at = (size_t)n;
+    while (at < (size_t)len) {
+        size_t rest = (size_t)len - at;
+        if (rest > sizeof FILLER - 1) rest = sizeof FILLER - 1;
+        memcpy(out + at, FILLER, rest);
+        at += rest;
+    }
+    return at;
 }
 
 /* Payload of one frame carrying events seq0..seq0+batch-1; returns its length. */
-static size_t encode_cmd(unsigned char *p, const struct opts *o, uint64_t seq0, int64_t t_ns,
-                         size_t *msg_bytes) {
-    unsigned char msg[4096];
-    char txt[2048];
+static size_t encode_cmd(unsigned char *p, const struct opts *o, const char *svc, uint64_t seq0,
+                         int64_t t_ns, size_t *msg_bytes) {
+    static unsigned char msg[MAX_TXT + 256];
+    static char txt[MAX_TXT + 1];
     size_t n = 0;
     for (int i = 0; i < o->batch; i++) {
         uint64_t seq = seq0 + (uint64_t)i;
         int marker = o->marker_every > 0 && seq % (uint64_t)o->marker_every == 0;
         int error = o->error_every > 0 && seq % (uint64_t)o->error_every == 0;
         size_t tl = make_txt(txt, o->txt_len, seq, t_ns, marker);
-        size_t ml = encode_msg(msg, t_ns, o->env, o->svc, error ? LVL_ERROR : LVL_INFO, txt, tl);
+        size_t ml = encode_msg(msg, t_ns, o->env, svc, error ? LVL_ERROR : LVL_INFO, txt, tl);
         *msg_bytes += ml;
         /* Cmd.msg (2) for a single event, Cmd.batch (4) for a batch. */
         n += put_bytes(p + n, o->batch == 1 ? 0x12 : 0x22, msg, ml);
@@ -226,9 +234,17 @@ static void usage(void) {
     fprintf(stderr,
             "usage: sender --port N [--host 127.0.0.1] [--rate FPS|0] [--duration S] [--count N]\n"
             "              [--batch N] [--txt-len N] [--marker-every N] [--error-every N]\n"
-            "              [--burst N] [--cpu N] [--env E] [--svc S]   (secret: LOGD_WRITE_SECRET)\n"
+            "              [--burst N] [--cpu N] [--env E] [--svc S] [--keys N]\n"
+            "              (secret: LOGD_WRITE_SECRET)\n"
             "       sender --test-vector\n");
     exit(2);
+}
+
+/* Room for one frame: per event its txt, names (svc-<key>: up to 16 more bytes) and at
+ * most ~50 bytes of tags, lengths, level and time. */
+static size_t frame_capacity(const struct opts *o) {
+    size_t names = strlen(o->env) + strlen(o->svc) + 16;
+    return (size_t)o->batch * ((size_t)o->txt_len + names + 64) + HEADER_LEN;
 }
 
 static void parse(int argc, char **argv, struct opts *o) {
@@ -237,7 +253,8 @@ static void parse(int argc, char **argv, struct opts *o) {
         {"duration", 1, 0, 'd'},    {"count", 1, 0, 'c'},       {"batch", 1, 0, 'b'},
         {"txt-len", 1, 0, 't'},     {"marker-every", 1, 0, 'm'}, {"error-every", 1, 0, 'e'},
         {"burst", 1, 0, 'u'},       {"cpu", 1, 0, 'C'},         {"env", 1, 0, 'E'},
-        {"svc", 1, 0, 'S'},         {"test-vector", 0, 0, 'T'}, {0, 0, 0, 0},
+        {"svc", 1, 0, 'S'},         {"keys", 1, 0, 'K'},        {"test-vector", 0, 0, 'T'},
+        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -255,16 +272,19 @@ static void parse(int argc, char **argv, struct opts *o) {
         case 'C': o->cpu = atoi(optarg); break;
         case 'E': o->env = optarg; break;
         case 'S': o->svc = optarg; break;
+        case 'K': o->keys = atoi(optarg); break;
         case 'T': exit(test_vector());
         default: usage();
         }
     }
     if (o->port <= 0 || o->port > 65535) usage();
     if (o->batch < 1 || o->batch > 64) die("--batch must be 1..64");
-    if (o->txt_len < 40 || o->txt_len > 1024) die("--txt-len must be 40..1024");
+    if (o->txt_len < 40 || o->txt_len > MAX_TXT) die("--txt-len must be 40..65000");
+    if (o->keys < 0 || o->keys > 100000) die("--keys must be 0..100000");
+    if (strlen(o->env) > MAX_NAME || strlen(o->svc) > MAX_NAME) die("--env/--svc: 64 bytes at most");
     if (o->burst < 1 || o->burst > MAX_BURST) die("--burst must be 1..256");
     if (o->rate < 0 || o->duration <= 0) die("--rate must be >= 0 and --duration > 0");
-    if ((size_t)o->batch * ((size_t)o->txt_len + 96) + HEADER_LEN > MAX_FRAME)
+    if (frame_capacity(o) > MAX_FRAME)
         die("frames would exceed the UDP limit");
 }
 
@@ -276,7 +296,7 @@ static double cpu_seconds(void) {
 }
 
 int main(int argc, char **argv) {
-    struct opts o = {"127.0.0.1", 0, 0, 5.0, 0, 1, 100, 0, 0, 32, -1, "bench", "api"};
+    struct opts o = {"127.0.0.1", 0, 0, 5.0, 0, 1, 100, 0, 0, 32, -1, "bench", "api", 0};
     parse(argc, argv, &o);
     const char *secret = getenv("LOGD_WRITE_SECRET");
     if (!secret || !*secret) die("set LOGD_WRITE_SECRET to the server's write secret");
@@ -302,7 +322,7 @@ int main(int argc, char **argv) {
     if (inet_pton(AF_INET, o.host, &to.sin_addr) != 1) die("--host must be an IPv4 address");
     if (connect(fd, (struct sockaddr *)&to, sizeof to) != 0) die("cannot connect the UDP socket");
 
-    size_t frame_cap = (size_t)o.batch * ((size_t)o.txt_len + 96) + HEADER_LEN;
+    size_t frame_cap = frame_capacity(&o);
     unsigned char *frames = malloc(frame_cap * (size_t)o.burst);
     struct mmsghdr *msgs = calloc((size_t)o.burst, sizeof *msgs);
     struct iovec *iov = calloc((size_t)o.burst, sizeof *iov);
@@ -333,7 +353,12 @@ int main(int argc, char **argv) {
         for (long long i = 0; i < want; i++) {
             unsigned char *f = frames + (size_t)i * frame_cap;
             int64_t t = now_ns();
-            size_t pl = encode_cmd(f + HEADER_LEN, &o, seq, t, &msg_bytes);
+            char svc[MAX_NAME + 16];
+            if (o.keys > 0)
+                snprintf(svc, sizeof svc, "%s-%lld", o.svc, (sent + i) % o.keys);
+            else
+                snprintf(svc, sizeof svc, "%s", o.svc);
+            size_t pl = encode_cmd(f + HEADER_LEN, &o, svc, seq, t, &msg_bytes);
             sign_frame(&s, f, pl, t);
             seq += (uint64_t)o.batch;
             iov[i].iov_base = f;

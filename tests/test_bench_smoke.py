@@ -105,3 +105,55 @@ def test_smoke_run_frames_are_all_accepted(sender: Path, tmp_path: Path) -> None
     assert {name: q["as_expected"] for name, q in run["queries"].items()} == dict.fromkeys(
         run["queries"], True
     )
+
+
+# The memory budget's rows (issue 13): finite numbers, every answer a 200 and the stuck tails
+# really stuck (their queues dropped events). Loss and RSS are what `make bench` reports.
+MEMORY_ROWS = [
+    "stuck_tails.loss",
+    "stuck_tails.rss_peak_share",
+    "stuck_tails.rss_growth",
+    "stuck_tails.tail_dropped",
+    "big_query.loss",
+    "big_query.status_5xx",
+    "big_query.limit_10000_s",
+    "big_query.limit_10000_bytes",
+    "big_query.full_scan_s",
+    "worst_mix.rss_peak_share",
+    "worst_mix.rss_peak",
+    "worst_mix.ring_fill",
+    "worst_mix.status_5xx",
+]
+
+
+@pytest.mark.timeout(90)
+def test_smoke_memory_rows(sender: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    args = ["--smoke", "--only=memory", f"--sender={sender}", f"--out={out}"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    summary = results["summary"]
+    for key in MEMORY_ROWS:
+        assert isinstance(summary[key], float), key
+        assert math.isfinite(summary[key]), key
+    assert summary["big_query.status_5xx"] == summary["worst_mix.status_5xx"] == 0
+    raw = results["raw"]
+    (stuck,) = raw["stuck_tails"]
+    assert stuck["tails"] == 2
+    assert stuck["tail_dropped"] > 0  # they never read
+    assert 0 < stuck["rss_before"] <= stuck["rss_peak"]
+    (big,) = raw["big_query"]
+    assert big["fill"]["events_stored"] == big["fill"]["events_sent"]
+    assert {q["statuses"][0] for q in big["answers"].values()} == {200}
+    (mix,) = raw["worst_mix"]
+    assert mix["fill"]["ring_count"] == 3  # --max-rings=2 and the overflow ring
+    assert mix["fill"]["fill"] > 0.5
+    assert sum(q["count"] for q in mix["answers"].values()) > 0
+    assert "| worst mix: peak RSS (worst run) |" in run.stdout
