@@ -198,6 +198,18 @@ def test_region_comes_from_the_arn_when_none_is_configured(
     assert src._client.meta.region_name == "eu-west-1"
 
 
+def test_aws_region_is_honoured_before_aws_default_region(
+    sm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_REGION is what Lambda and the other SDKs set and read first; boto3 alone ignores it."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert SecretsManagerSource(
+        read_secret_id="a", write_secret_id="b"
+    )._client.meta.region_name == ("eu-west-1")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert source()._client.meta.region_name == "eu-west-1"
+
+
 def test_no_region_at_all_is_a_config_error(sm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     with pytest.raises(ConfigError, match="AWS_REGION"):

@@ -27,8 +27,9 @@ def make_client(secret_id: str) -> SecretsManagerClient:
             "install it with: pip install 'logd[aws]'"
         ) from None
     session = boto3.session.Session()
-    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what Lambda and most SDKs set.
-    region = session.region_name or os.environ.get("AWS_REGION") or _arn_region(secret_id)
+    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what Lambda and the other SDKs
+    # read first, so it wins here too.
+    region = os.environ.get("AWS_REGION") or session.region_name or _arn_region(secret_id)
     if region is None:
         raise ConfigError(
             "no AWS region is configured for Secrets Manager; set AWS_REGION "
