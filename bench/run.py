@@ -394,7 +394,8 @@ def notes(bench: Bench, version: str) -> list[str]:
             if cores.server is not None
             else "one CPU: nothing pinned"
         ),
-        f"medians of {s.runs} runs ({s.query_runs} for query/memory); server and bare loop "
+        f"medians of {s.runs} runs ({s.query_runs} for the query ring and its memory rows); "
+        + "server and bare loop "
         + (f"at nice {SERVER_NICE}; " if bench.favoured else "at normal priority; ")
         + "UDP receive buffer asked -> granted (bytes, as the kernel reports): "
         + ", ".join(f"{k} -> {v}" for k, v in bench.granted_rcvbuf.items()),
