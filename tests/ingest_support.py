@@ -58,6 +58,7 @@ class Rig:
         max_rings: int = 64,
         ring_bytes: int = 1 << 24,
         host: str = "127.0.0.1",
+        not_before_ns: int = -(2**63),  # a process started at this time: engine.restart_floor
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -74,7 +75,8 @@ class Rig:
         self.reloads = 0  # on_unknown_key calls (logd's key reload)
         engine = make_engine(
             impl=impl, keys=self.keys, guard=self.guard, store=self.store, max_frame=max_frame,
-            max_age_ns=max_age_ns, max_future_ns=max_future_ns, clock=lambda: self.now,
+            max_age_ns=max_age_ns, max_future_ns=max_future_ns, not_before_ns=not_before_ns,
+            clock=lambda: self.now,
         )  # fmt: skip
         assert engine.name == impl
         self.ingest = UdpIngest(sock=self.sock, engine=engine, store=self.store,

@@ -13,7 +13,7 @@ from ingest_support import ACCEPTED, NOW, Rig, S, key_ring
 from logd._pb.logd_pb2 import INFO, PING, PONG, WRITE, Cmd, Msg
 from logd.server.filters import Filter
 from logd.server.ingest.accept import Reject
-from logd.server.ingest.engine import Impl
+from logd.server.ingest.engine import Impl, restart_floor
 from logd.wire import Signer
 
 READ, WRITE_SECRET = b"read-secret-0123456789", b"write-secret-0123456789"
@@ -177,6 +177,24 @@ def test_out_of_range_levels_are_stored_and_filtered_as_no_level(
         for _, data, _ in ring.scan(Filter(lvl=1))
     ]
     assert leveled == ["wide"]
+
+
+@pytest.mark.parametrize("max_age_s", [1, 30, 300])
+def test_guard_against_replay_across_a_restart(impl: Impl, max_age_s: int) -> None:
+    """A restarted process has forgotten the MACs it accepted, so it refuses as stale every
+    frame it could have accepted before its start: signed before start + max_future."""
+    started = NOW - S // 10  # the process started 100 ms ago
+    floor = restart_floor(started_ns=started, max_future_ns=S // 4)
+    rig = Rig(impl, key_ring(READ, WRITE_SECRET), max_age_ns=max_age_s * S, not_before_ns=floor)
+    try:
+        for before in (started - max_age_s * S // 2, started - 1, started + S // 4 - 1):
+            assert rig.check(sign(at=before), NOW) is Reject.STALE
+        assert rig.check(sign(at=started + S // 4), NOW) == ACCEPTED
+        later = floor + max_age_s * S  # the window has passed: the age check alone remains
+        assert rig.check(sign(at=later - max_age_s * S + 1), later) == ACCEPTED
+        assert rig.check(sign(at=later - max_age_s * S - 1), later) is Reject.STALE
+    finally:
+        rig.close()
 
 
 def test_guard_against_bad_payload_after_authentication(checker: Checker) -> None:

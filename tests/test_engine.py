@@ -27,7 +27,7 @@ def _engine(impl: engine.Impl | None, guard: object, store: object) -> engine.En
     return engine.make_engine(
         impl=impl, keys=KeyHolder(key_ring(b"r" * 32, b"w" * 32)), guard=guard,  # type: ignore[arg-type]
         store=store, max_frame=65_507, max_age_ns=S, max_future_ns=S // 4,  # type: ignore[arg-type]
-        clock=time.time_ns,
+        not_before_ns=0, clock=time.time_ns,
     )  # fmt: skip
 
 

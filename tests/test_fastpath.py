@@ -247,7 +247,9 @@ def test_c_stores_plain_writes_and_leaves_pings_to_python() -> None:
     """The split itself: a well-formed WRITE comes back as a run of stored bytes; a PING,
     which needs an answer, comes back as a checked frame with its key's slot."""
     guard = _fastpath.ReplayTable(max_age_ns=S, capacity=10)
-    engine = _fastpath.Engine(guard, max_frame=65_507, max_age_ns=S, max_future_ns=S // 4)
+    engine = _fastpath.Engine(
+        guard, max_frame=65_507, max_age_ns=S, max_future_ns=S // 4, not_before_ns=-(2**63)
+    )
     engine.set_keys([(k.signer.key_id, *k.signer.pad_blocks(), k.role is Role.WRITE)
                      for k in _ring().keys])  # fmt: skip
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

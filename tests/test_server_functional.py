@@ -245,6 +245,25 @@ def test_guard_against_replay_guard_flood_shows_overload(tmp_path: Path) -> None
         logd.stop()
 
 
+def test_guard_against_replay_across_a_restart_functional(tmp_path: Path) -> None:
+    """A frame accepted before a restart is still a replay after it, however long max_age."""
+    first = start_logd(tmp_path, "--max-age", "300")
+    frame = first.frame(Cmd(msg=event("once")))
+    first.send_frame(frame)
+    wait_for(lambda: first.info()["udp"]["accepted"] == 1)
+    assert first.stop() == 0
+    second = start_logd(tmp_path, "--max-age", "300")
+    try:
+        second.send_frame(frame)
+        udp = wait_for(lambda: (u := second.info()["udp"])["received"] == 1 and u)
+        assert (udp["accepted"], udp["rejected"]["stale"]) == (0, 1)
+        second.write(event("after the restart"))
+        wait_for(lambda: second.info()["udp"]["accepted"] == 1)
+        assert [e["txt"] for e in second.query()] == ["after the restart"]
+    finally:
+        second.stop()
+
+
 def test_ping_gets_a_pong_signed_with_the_same_key(logd: LogdProcess) -> None:
     for secret in (READ_SECRET, WRITE_SECRET):
         signer = Signer(secret.encode())

@@ -28,7 +28,7 @@ from logd.server.http.protocol import JsonErrorRunner
 from logd.server.http.ratelimit import FailureLimiter
 from logd.server.http.routes import add_routes, error_middleware
 from logd.server.ingest.drain import UdpIngest
-from logd.server.ingest.engine import default_impl, make_engine, replay_guard
+from logd.server.ingest.engine import default_impl, make_engine, replay_guard, restart_floor
 from logd.server.ingest.udp import bind_udp
 from logd.server.secrets import DevFileSource, KeyManager, Reloader, select_source
 from logd.server.secrets.aws import SecretsManagerSource
@@ -126,6 +126,8 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
     backend, guard = app[BACKEND], app[GUARD]
     shared_guard = backend.shared_guard
     reloader = app.get(RELOADER)
+    # What this process accepted before a restart it has forgotten: refuse it as stale.
+    floor = restart_floor(started_ns=app[STARTED_NS], max_future_ns=config.max_future_ns)
     engine = make_engine(
         # The check across nodes holds accepted frames back: the Python engine hands them over.
         impl="python" if shared_guard is not None else None,
@@ -135,6 +137,7 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
         max_frame=config.max_frame,
         max_age_ns=config.max_age_ns,
         max_future_ns=config.max_future_ns,
+        not_before_ns=floor,
         clock=time.time_ns,
     )
     ingest = app[INGEST] = UdpIngest(
@@ -148,6 +151,8 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     ingest.start(asyncio.get_running_loop())
     try:
+        # Ready once frames signed now are past the floor (at most max_future after start).
+        await asyncio.sleep(max(0, floor - time.time_ns()) / 1e9)
         yield
     finally:
         ingest.stop()  # the one place ingest stops: after HTTP and the tails closed

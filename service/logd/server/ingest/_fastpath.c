@@ -528,7 +528,7 @@ typedef struct {
     PyObject_HEAD
     ReplayTable *guard;
     Py_ssize_t max_frame;
-    int64_t max_age_ns, max_future_ns;
+    int64_t max_age_ns, max_future_ns, not_before_ns; /* engine.restart_floor */
     KeySlot keys[MAX_KEYS];
     int n_keys;
     /* counters since the last take_counts() */
@@ -546,16 +546,18 @@ typedef struct {
 } Engine;
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"guard", "max_frame", "max_age_ns", "max_future_ns", NULL};
+    static char *kwlist[] = {"guard", "max_frame", "max_age_ns", "max_future_ns",
+                             "not_before_ns", NULL};
     PyObject *guard;
-    long long max_age, max_future;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!$nLL", kwlist, &ReplayTableType, &guard,
-                                     &self->max_frame, &max_age, &max_future))
+    long long max_age, max_future, not_before;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!$nLLL", kwlist, &ReplayTableType, &guard,
+                                     &self->max_frame, &max_age, &max_future, &not_before))
         return -1;
     if (!rt_ready((ReplayTable *)guard)) return -1;
     Py_XSETREF(self->guard, (ReplayTable *)Py_NewRef(guard));
     self->max_age_ns = max_age;
     self->max_future_ns = max_future;
+    self->not_before_ns = not_before;
     return 0;
 }
 
@@ -745,7 +747,7 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
         return 0;
     }
     int64_t signed_at = be64(f + 5);
-    if (signed_at < add_sat(now, -self->max_age_ns)) {
+    if (signed_at < add_sat(now, -self->max_age_ns) || signed_at < self->not_before_ns) {
         self->rejected[R_STALE]++;
         return 0;
     }

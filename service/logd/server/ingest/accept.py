@@ -53,7 +53,7 @@ class Accepted(NamedTuple):
 class FrameChecker:
     """Holds what the checks need: the keys, the replay guard and the limits."""
 
-    __slots__ = ("_guard", "_keys", "_max_age_ns", "_max_frame", "_max_future_ns")
+    __slots__ = ("_guard", "_keys", "_max_age_ns", "_max_frame", "_max_future_ns", "_not_before_ns")
 
     def __init__(
         self,
@@ -63,12 +63,14 @@ class FrameChecker:
         max_frame: int,
         max_age_ns: int,
         max_future_ns: int,
+        not_before_ns: int,
     ) -> None:
         self._keys = keys
         self._guard = guard
         self._max_frame = max_frame
         self._max_age_ns = max_age_ns
         self._max_future_ns = max_future_ns
+        self._not_before_ns = not_before_ns  # see engine.restart_floor
 
     def check(self, frame: bytes, now_ns: int) -> Accepted | Reject:
         if not HEADER_LEN <= len(frame) <= self._max_frame or frame[0] != VERSION:
@@ -82,7 +84,7 @@ class FrameChecker:
         else:
             return Reject.BAD_MAC
         signed_at = int.from_bytes(frame[5:SIGNED_LEN], "big", signed=True)
-        if signed_at < now_ns - self._max_age_ns:
+        if signed_at < now_ns - self._max_age_ns or signed_at < self._not_before_ns:
             return Reject.STALE
         if signed_at > now_ns + self._max_future_ns:
             return Reject.FUTURE

@@ -50,6 +50,19 @@ def replay_guard(*, max_age_ns: int, capacity: int, impl: Impl | None = None) ->
     return ReplayGuard(max_age_ns=max_age_ns, capacity=capacity)
 
 
+def restart_floor(*, started_ns: int, max_future_ns: int) -> int:
+    """The earliest `signed_at` a process started at `started_ns` accepts.
+
+    The replay guard lives in memory, so a restarted process has forgotten the MACs it
+    accepted before, and a frame of then may still be within max_age. Every such frame
+    was received before this start, so signed no later than `started_ns + max_future`:
+    refusing those as stale keeps the replay window whole across a restart, for any
+    max_age. Its cost: frames signed in the first max_future after the start are refused
+    too; logd announces ready only once that time has passed (app.py `udp_ctx`).
+    """
+    return started_ns + max_future_ns
+
+
 def make_engine(
     *,
     impl: Impl | None,
@@ -59,10 +72,17 @@ def make_engine(
     max_frame: int,
     max_age_ns: int,
     max_future_ns: int,
+    not_before_ns: int,
     clock: Callable[[], int],
 ) -> Engine:
-    """The engine `impl` names; None: C where it can serve this store and guard."""
-    limits = {"max_frame": max_frame, "max_age_ns": max_age_ns, "max_future_ns": max_future_ns}
+    """The engine `impl` names; None: C where it can serve this store and guard.
+    Frames signed before `not_before_ns` are stale (`restart_floor`)."""
+    limits = {
+        "max_frame": max_frame,
+        "max_age_ns": max_age_ns,
+        "max_future_ns": max_future_ns,
+        "not_before_ns": not_before_ns,
+    }
     if impl is None:
         impl = "c" if fastpath.can_serve(guard, store) else "python"
     if impl == "c":

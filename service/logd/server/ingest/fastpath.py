@@ -62,13 +62,18 @@ class CEngine:
         max_frame: int,
         max_age_ns: int,
         max_future_ns: int,
+        not_before_ns: int,
     ) -> None:
         if not can_serve(guard, store):
             raise RuntimeError("the C engine needs its ReplayTable and the memory store")
         assert isinstance(store, MemoryStore)  # noqa: S101 (can_serve checked it)
         ext = extension()
         self._engine = ext.Engine(
-            guard, max_frame=max_frame, max_age_ns=max_age_ns, max_future_ns=max_future_ns
+            guard,
+            max_frame=max_frame,
+            max_age_ns=max_age_ns,
+            max_future_ns=max_future_ns,
+            not_before_ns=not_before_ns,
         )
         self._item_run = ext.ITEM_RUN
         self._reasons = tuple(Reject(name) for name in ext.REASONS)

@@ -254,6 +254,8 @@ class Persister:
         return sum(map(len, (self._store.pending or {}).values())) + self.unwritten
 
     async def flush(self) -> None:
+        if self.failing and not self._carry and not any((self._store.pending or {}).values()):
+            return  # nothing to write proves nothing: the disk is failing until a write works
         batch: Mapping[Ring, list[Record]] = self._store.pending or {}
         self._store.pending = defaultdict(list)
         self.unwritten += sum(map(len, batch.values()))
