@@ -181,6 +181,17 @@ FILTER_CASES = [
     (["--until", "2000-01-01T00:00:00Z"], []),
     (["--env", "prod", "--svc", "sh*"], ["declined\x1b[2J", "slow card", "listed 3 items"]),
     (["--svc", "sh"], []),
+    # A repeated flag ORs, --not-NAME excludes, --attr KEY=VALUE matches an attribute.
+    (["--fn", "List", "--fn", "Pay", "--lvl", "warn"], ["declined\x1b[2J", "slow card"]),
+    (["--svc", "shop", "--svc", "nope"], ["declined\x1b[2J", "slow card", "listed 3 items"]),
+    (["--not-fn", "Pay"], ["listed 3 items"]),
+    (["--not-txt", "CARD", "--not-status", "402"], ["listed 3 items"]),
+    (["--not-svc", "shop"], []),
+    (["--not-method", "post", "--not-url", "/x"], ["slow card", "listed 3 items"]),
+    (["--not-env", "dev"], ["declined\x1b[2J", "slow card", "listed 3 items"]),
+    (["--attr", "ms=900"], ["slow card"]),
+    (["--attr", "ms=9*", "--attr", "ms=1"], ["slow card"]),
+    (["--not-attr", "ms=900"], ["declined\x1b[2J", "listed 3 items"]),
 ]
 
 
@@ -191,6 +202,19 @@ def test_query_filters(events: LogdProcess) -> None:
         done = run(env, "query", "--json", *svc, *flags)
         assert done.returncode == 0, done.stderr
         assert [e["txt"] for e in json.loads(done.stdout)] == expected, flags
+
+
+def test_query_refuses_a_malformed_attr_flag(events: LogdProcess) -> None:
+    env = client_env(events)
+    done = run(env, "query", "--attr", "novalue")
+    assert done.returncode == 2
+    assert "expected KEY=VALUE, got 'novalue'" in done.stderr
+    done = run(env, "query", "--not-attr", "=v")
+    assert done.returncode == 2
+    assert "expected KEY=VALUE" in done.stderr
+    done = run(env, "query", "--attr", "k" * 300 + "=v")
+    assert done.returncode == 1
+    assert "bad parameter 'attr." in one_sentence(done.stderr)
 
 
 def test_colour_only_on_a_tty_and_never_with_no_color(events: LogdProcess) -> None:

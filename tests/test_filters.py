@@ -104,7 +104,7 @@ def test_for_ring_resolves_env_and_svc_at_ring_level() -> None:
     assert f.for_ring("prod", "web") is None
     inner = f.for_ring("prod", "api-2")
     assert inner is not None
-    assert (inner.env, inner.svc, inner.txt) == (None, None, "x")
+    assert [(t.name, t.contains) for t in inner.terms] == [("txt", ("x",))]  # env, svc: done
     assert f.for_ring(None, None) is f  # the overflow ring mixes keys: check per event
 
 
@@ -147,3 +147,128 @@ def test_lowered_bytes_never_miss_a_case_insensitive_match(txt: str, needle: str
     msg.t.FromNanoseconds(NOW)  # binary bytes beside the text must not matter
     assert f.matches(msg)
     assert f.prefilter(msg.SerializeToString())
+
+
+# --- more filters: attr.KEY, OR of repeated parameters, NAME! excludes ---------------
+
+
+def pairs(*items: tuple[str, str]) -> Filter:
+    return Filter.from_params(list(items), NOW)
+
+
+@pytest.mark.parametrize(
+    ("items", "msg", "expected"),
+    [
+        ((("attr.request_id", "r-1"),), Msg(attrs={"request_id": "r-1"}), True),
+        ((("attr.request_id", "r-1"),), Msg(attrs={"request_id": "r-10"}), False),
+        ((("attr.request_id", "r-1"),), Msg(txt="r-1"), False),  # no such attribute
+        ((("attr.request_id", "r-*"),), Msg(attrs={"request_id": "r-10"}), True),
+        ((("attr.request_id", "*"),), Msg(attrs={"request_id": ""}), True),  # has the key
+        ((("attr.request_id", "*"),), Msg(attrs={"user": "x"}), False),
+        ((("svc", "api"), ("svc", "billing")), Msg(svc="billing"), True),
+        ((("svc", "api"), ("svc", "billing")), Msg(svc="web"), False),
+        ((("svc", "api"), ("svc", "bill*")), Msg(svc="billing-2"), True),
+        ((("attr.u", "a"), ("attr.u", "b")), Msg(attrs={"u": "b"}), True),
+        ((("status", "500"), ("status", "502")), Msg(response_status=502), True),
+        ((("method", "get"), ("method", "POST")), Msg(http_method=POST), True),
+        ((("txt", "foo"), ("txt", "BAR")), Msg(txt="a bar"), True),
+        ((("url", "/a"), ("url", "/b")), Msg(url="/c"), False),
+        ((("svc!", "api"),), Msg(svc="api"), False),
+        ((("svc!", "api"),), Msg(svc="api-2"), True),
+        ((("svc!", "api*"),), Msg(svc="api-2"), False),
+        ((("svc!", "api"), ("svc!", "web")), Msg(svc="web"), False),
+        ((("txt!", "health"),), Msg(txt="GET /Healthz"), False),
+        ((("txt!", "health"),), Msg(txt="card declined"), True),
+        ((("env!", "dev"),), Msg(env="prod"), True),
+        ((("fn!", "F"),), Msg(fn="F"), False),
+        ((("url!", "/health"),), Msg(url="/healthz"), False),
+        ((("status!", "200"),), Msg(response_status=500), True),
+        ((("method!", "get"),), Msg(http_method=GET), False),
+        ((("attr.k!", "v"),), Msg(attrs={"k": "v"}), False),
+        ((("attr.k!", "v"),), Msg(attrs={"k": "w"}), True),
+        ((("attr.k!", "v"),), Msg(), True),  # no attribute: not excluded
+        ((("svc", "api*"), ("svc!", "api-internal")), Msg(svc="api-internal"), False),
+        ((("svc", "api*"), ("svc!", "api-internal")), Msg(svc="api-public"), True),
+        ((("env", "prod"), ("attr.k", "v")), Msg(env="prod", attrs={"k": "x"}), False),  # AND
+        ((("lvl", "error"), ("lvl", "warn")), Msg(lvl=WARN), True),  # OR of minimums
+        ((("svc", ""), ("svc", "api")), Msg(svc="api"), True),  # empty: not given
+    ],
+)
+def test_or_exclude_and_attr_matching(
+    items: tuple[tuple[str, str], ...], msg: Msg, expected: bool
+) -> None:
+    f = pairs(*items)
+    assert f.matches(msg) is expected
+    if expected:
+        assert f.prefilter(msg.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("name", "param"),
+    [("attr.", "attr."), ("attr.!", "attr.!"), ("attr." + "k" * 257, "attr." + "k" * 257)],
+)
+def test_a_malformed_attr_name_is_refused_by_name(name: str, param: str) -> None:
+    with pytest.raises(FilterError) as err:
+        flt(**{name: "v"})
+    assert err.value.param == param
+    assert "attr.KEY with a KEY of 1 to 256 characters" in str(err.value)
+
+
+def test_an_attr_key_of_256_characters_is_fine() -> None:
+    assert flt(**{"attr." + "k" * 256: "v"}).matches(Msg(attrs={"k" * 256: "v"}))
+
+
+def test_guard_against_a_flood_of_filter_values() -> None:
+    """Every OR'd value costs per event: at most MAX_VALUES in one request."""
+    assert len(pairs(*[("svc", f"s{i}") for i in range(100)]).terms[0].exact) == 100
+    with pytest.raises(FilterError) as err:
+        pairs(*[("svc", f"s{i}") for i in range(60)], *[("attr.k", f"v{i}") for i in range(41)])
+    assert err.value.param == "svc"
+    assert "at most 100 filter values" in str(err.value)
+
+
+def test_bad_values_among_repeated_ones_name_the_parameter() -> None:
+    with pytest.raises(FilterError) as err:
+        pairs(("status!", "200"), ("status!", "2000"))
+    assert err.value.param == "status"
+
+
+def test_for_ring_applies_or_and_exclusions_of_env_and_svc() -> None:
+    f = pairs(("svc", "api"), ("svc", "billing"), ("env!", "dev"), ("attr.k", "v"))
+    assert f.for_ring("prod", "web") is None
+    assert f.for_ring("dev", "api") is None
+    inner = f.for_ring("prod", "billing")
+    assert inner is not None
+    assert [t.name for t in inner.terms] == ["attr.k"]
+    assert f.for_ring(None, None) is f
+
+
+def test_the_search_takes_the_most_selective_term_and_every_value() -> None:
+    assert pairs(("env", "prod"), ("fn", "ChargeCard")).search == (b"ChargeCard",)
+    assert set(pairs(("svc", "api"), ("svc", "billing")).search or ()) == {b"api", b"billing"}
+    assert pairs(("attr.request_id", "r-77")).search == (b"r-77",)
+    assert pairs(("attr.request_id", "*")).search == (b"request_id",)
+    assert pairs(("svc!", "api")).search is None  # an exclusion is no search
+    assert pairs(("status", "500")).search is None
+    assert pairs(("txt", "Foo"), ("txt", "bar")).text_search == (b"foo", b"bar")
+    assert pairs(("txt", "déjà")).text_search is None  # not exact on lowered bytes
+
+
+@given(
+    attrs=st.dictionaries(text, text, max_size=4),
+    key=text,
+    value=text,
+    negated=st.booleans(),
+    prefix=st.booleans(),
+)
+def test_prefilter_never_rejects_an_attr_match(
+    attrs: dict[str, str], key: str, value: str, negated: bool, prefix: bool
+) -> None:
+    if not key:
+        return
+    msg = Msg(attrs=attrs)
+    want = attrs.get(key, value)[: len(value)] if prefix else attrs.get(key, value)
+    name = f"attr.{key}" + ("!" if negated else "")
+    f = Filter.from_params({name: want + ("*" if prefix else "")}, NOW)
+    if f.matches(msg):
+        assert f.prefilter(msg.SerializeToString())

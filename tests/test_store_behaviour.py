@@ -194,7 +194,7 @@ def test_tail_sees_matching_events_written_after_it_subscribed(run: Callable[...
     async def body(s: Store) -> None:
         put(s, 1, env="p", svc="a", txt="before")
         await settle(s)
-        sub = s.subscribe(Filter(env="p", lvl=ERROR))
+        sub = s.subscribe(Filter.from_params({"env": "p", "lvl": "error"}, 0))
         try:
             await asyncio.sleep(0)  # let a backend's reader start
             put(s, 2, env="p", svc="a", lvl=INFO, txt="too low")

@@ -63,13 +63,15 @@ def test_scan_finds_needles_across_chunk_boundaries_exactly() -> None:
         ring.append(i, msg.lvl, msg.SerializeToString())
     assert len(ring._chunks) > 4
     assert ring.evicted == 0
-    hits = [t for t, _, _ in ring.scan(Filter(fn="F"))]
+    hits = [t for t, _, _ in ring.scan(Filter.from_params({"fn": "F"}, 0))]
     assert hits == [i for i in range(2999, -1, -1) if i % 7 == 0]
     assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "EVENT 12"}, 0))] == [
         i for i in range(2999, -1, -1) if "event 12" in f"event {i}"
     ]
     assert [t for t, _, _ in ring.scan(Filter(lvl=5))] == list(range(2990, -1, -10))
-    assert [t for t, _, _ in ring.scan(Filter(lvl=5, fn="F"))] == list(range(2940, -1, -70))
+    assert [t for t, _, _ in ring.scan(Filter.from_params({"lvl": "5", "fn": "F"}, 0))] == list(
+        range(2940, -1, -70)
+    )
 
 
 def test_non_ascii_text_matches_case_insensitively() -> None:

@@ -204,7 +204,7 @@ def test_guard_against_a_stuck_filtered_tail_costing_work_per_event() -> None:
 
     async def run() -> None:
         hub = TailHub(max_subscribers=2, queue_len=4)
-        flt = CountingFilter(txt="match")
+        flt = CountingFilter(terms=Filter.from_params({"txt": "match"}, 0).terms)
         stuck = hub.subscribe(flt)
         for i in range(4):
             hub.publish(Msg(txt=f"match {i}"))

@@ -59,16 +59,37 @@ color_option = click.option(
 
 
 def _filter_options(*, query: bool) -> Callable[[Any], Any]:
-    """The filters of GET / (query) or GET /tail as flags, named like the parameters."""
+    """The filters of GET / (query) or GET /tail as flags, named like the parameters: a
+    repeated flag ORs its values, --not-NAME excludes (the parameter NAME!)."""
     options = [
-        click.option("--env", help="Exact env."),
-        click.option("--svc", help="Exact svc, or a prefix ending in *."),
-        click.option("--fn", help="Exact fn."),
+        click.option("--env", multiple=True, help="Exact env; repeat for any of several."),
+        click.option(
+            "--svc", multiple=True, help="Exact svc, or a prefix ending in *; repeatable."
+        ),
+        click.option("--fn", multiple=True, help="Exact fn; repeatable."),
         click.option("--lvl", metavar="LEVEL", help="Minimum level: trace ... fatal."),
-        click.option("--txt", metavar="TEXT", help="Text contains this (any case)."),
-        click.option("--url", metavar="PREFIX", help="URL starts with this."),
-        click.option("--status", metavar="CODE", help="Exact HTTP response status."),
-        click.option("--method", metavar="METHOD", help="HTTP method, e.g. POST."),
+        click.option("--txt", metavar="TEXT", multiple=True, help="Text contains this (any case)."),
+        click.option("--url", metavar="PREFIX", multiple=True, help="URL starts with this."),
+        click.option("--status", metavar="CODE", multiple=True, help="Exact HTTP response status."),
+        click.option("--method", metavar="METHOD", multiple=True, help="HTTP method, e.g. POST."),
+        click.option(
+            "--attr",
+            metavar="KEY=VALUE",
+            multiple=True,
+            callback=_attr_filters,
+            help="Attribute KEY equals VALUE (VALUE* : starts with); repeatable.",
+        ),
+        *(
+            click.option(f"--not-{name}", metavar=metavar, multiple=True, help=f"Exclude: {what}.")
+            for name, metavar, what in _EXCLUDES
+        ),
+        click.option(
+            "--not-attr",
+            metavar="KEY=VALUE",
+            multiple=True,
+            callback=_attr_filters,
+            help="Exclude events whose attribute KEY is VALUE.",
+        ),
         click.option("--since", metavar="WHEN", help="RFC 3339 time, or 15m / 2h / 90s ago."),
     ]
     if query:
@@ -114,8 +135,45 @@ def _read_client(host: str | None) -> ReadClient:
     return ReadClient(base, found[0], found[1])
 
 
-def _params(filters: dict[str, str | None]) -> dict[str, str]:
-    return {k: v for k, v in filters.items() if v}
+_EXCLUDES = (
+    ("env", "ENV", "this env"),
+    ("svc", "SVC", "this svc (or prefix*)"),
+    ("fn", "FN", "this fn"),
+    ("txt", "TEXT", "text containing this"),
+    ("url", "PREFIX", "URLs starting with this"),
+    ("status", "CODE", "this HTTP status"),
+    ("method", "METHOD", "this HTTP method"),
+)
+Params = list[tuple[str, str]]
+
+
+def _attr_filters(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _params(filters: dict[str, Any]) -> Params:
+    """Flag values as query parameters: --not-NAME is NAME!, --attr k=v is attr.k."""
+    out: Params = []
+    for flag, value in filters.items():
+        if not value:
+            continue
+        negated = flag.startswith("not_")
+        name = flag.removeprefix("not_")
+        for item in value if isinstance(value, tuple) else (value,):
+            if name == "attr":
+                key, text = item
+                out.append((f"attr.{key}" + ("!" if negated else ""), text))
+            else:
+                out.append((name + ("!" if negated else ""), str(item)))
+    return out
 
 
 # --- send -------------------------------------------------------------------------
@@ -201,7 +259,7 @@ def _stdin_lines() -> Iterator[str]:
 @click.option("--ndjson", "fmt", flag_value="ndjson", help="One JSON object per line.")
 @color_option
 @host_option
-def query(fmt: str | None, color: str, host: str | None, **filters: str | None) -> None:
+def query(fmt: str | None, color: str, host: str | None, **filters: Any) -> None:
     """Print stored events; human output is oldest first, ending with the newest."""
 
     def run() -> None:
@@ -232,7 +290,7 @@ def query(fmt: str | None, color: str, host: str | None, **filters: str | None) 
 @click.option("--json", "--ndjson", "as_json", is_flag=True, help="One JSON object per line.")
 @color_option
 @host_option
-def tail(as_json: bool, color: str, host: str | None, **filters: str | None) -> None:
+def tail(as_json: bool, color: str, host: str | None, **filters: Any) -> None:
     """Follow new events as they arrive; reconnects if the server restarts. Ctrl-C stops."""
 
     def run() -> None:
@@ -256,9 +314,7 @@ def tail(as_json: bool, color: str, host: str | None, **filters: str | None) -> 
     _guarded(run)
 
 
-def _follow(
-    client: ReadClient, params: dict[str, str], show: Callable[[dict[str, Any]], None]
-) -> None:
+def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]], None]) -> None:
     """Stream events to `show`; after a first good connection, reconnect with backoff
     (jittered, doubling up to 5 s) whenever the stream breaks."""
     from logd.client.readclient import Disconnected

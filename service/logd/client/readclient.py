@@ -12,7 +12,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from http.client import HTTPException, HTTPResponse
 from typing import Any
 
@@ -23,6 +23,8 @@ TIMEOUT_S = 10.0
 # The server sends a keep-alive at least every 15 s: a silent tail is a dead one.
 TAIL_READ_TIMEOUT_S = 40.0
 NDJSON = "application/x-ndjson"
+# Query parameters: a mapping, or (name, value) pairs where a name may repeat (an OR).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
 class Disconnected(ClientError):
@@ -38,7 +40,7 @@ class ReadClient:
     def __repr__(self) -> str:
         return f"ReadClient({self.base})"
 
-    def query(self, params: Mapping[str, str], *, ndjson: bool = False) -> bytes:
+    def query(self, params: Params, *, ndjson: bool = False) -> bytes:
         """The body of GET / (a JSON array, or NDJSON lines)."""
         with self._open("/", params, accept=NDJSON if ndjson else "application/json") as resp:
             return self._read(resp)
@@ -54,7 +56,7 @@ class ReadClient:
             raise ClientError(f"{self.base} did not answer with logd's JSON; is it a logd server?")
         return data
 
-    def tail(self, params: Mapping[str, str]) -> Generator[dict[str, Any], None, None]:
+    def tail(self, params: Params) -> Generator[dict[str, Any], None, None]:
         """Connect to GET /tail, then yield each event or `{"dropped": N}` notice. Connecting
         happens on the first next(); a broken or ended stream raises Disconnected."""
         resp = self._open("/tail", params, accept=NDJSON, timeout=TAIL_READ_TIMEOUT_S)
@@ -79,13 +81,14 @@ class ReadClient:
     def _open(
         self,
         path: str,
-        params: Mapping[str, str],
+        params: Params,
         *,
         accept: str,
         auth: bool = True,
         timeout: float = TIMEOUT_S,
     ) -> HTTPResponse:
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
+        pairs = params.items() if isinstance(params, Mapping) else params
+        query = urllib.parse.urlencode([(k, v) for k, v in pairs if v not in (None, "")])
         url = self.base + path + ("?" + query if query else "")
         request = urllib.request.Request(  # noqa: S310  # base is checked to be http(s)
             url, headers={"Accept": accept, "User-Agent": f"logd-cli/{__version__}"}

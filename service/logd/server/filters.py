@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from logd._pb.logd_pb2 import Msg
 from logd.events import LEVEL_VALUES, METHOD_VALUES
@@ -32,48 +32,123 @@ class FilterError(ValueError):
         self.param = param
 
 
+# Filters a request may repeat (an OR of the values) and negate with a trailing "!" (the
+# query string `svc!=api` arrives as the parameter `svc!`), besides `attr.KEY`.
+TERM_PARAMS = ("env", "svc", "fn", "txt", "url", "status", "method")
+ATTR_PREFIX = "attr."
+MAX_ATTR_KEY = 256  # characters in the KEY of attr.KEY
+MAX_VALUES = 100  # filter values in one request, all parameters together
+_FIELDS = {"status": "response_status", "method": "http_method"}
+_PREFIXED = ("svc", "url")  # url is always a prefix; svc (and attr.KEY) with a trailing *
+_STRING_FIELDS = frozenset({"env", "svc", "fn", "url", "attrs"})
+
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def is_filter_param(name: str) -> bool:
+    """Whether `name` is a filter parameter (a malformed attr. name is one: it gets its own
+    error from Filter.from_params)."""
+    base = name.removesuffix("!")
+    return base in TERM_PARAMS or base.startswith(ATTR_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One filter parameter and its values: the event's field is one of `exact`, starts with
+    one of `prefixes` or (txt) contains one of `contains`, lower-cased. `negated`: the event
+    must not be so. An event without the attribute `attr.KEY` names is never one."""
+
+    name: str  # the parameter, without "!": env, svc, ..., attr.KEY
+    exact: frozenset[str | int] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
+    negated: bool = False
+    field: str = ""  # the Msg field: set from `name`
+    key: str = ""  # the attribute key, for attr.KEY
+
+    def __post_init__(self) -> None:
+        if self.name.startswith(ATTR_PREFIX):
+            object.__setattr__(self, "field", "attrs")
+            object.__setattr__(self, "key", self.name[len(ATTR_PREFIX) :])
+        else:
+            object.__setattr__(self, "field", _FIELDS.get(self.name, self.name))
+
+    def value(self, msg: Msg) -> str | int | None:
+        if self.field == "attrs":
+            return msg.attrs.get(self.key)
+        value: str | int = getattr(msg, self.field)
+        return value
+
+    def hit(self, value: str | int | None) -> bool:
+        """Whether a field holding `value` is one this term names (before negation)."""
+        if value is None:
+            return False
+        if value in self.exact:
+            return True
+        if isinstance(value, str):
+            if self.prefixes and value.startswith(self.prefixes):
+                return True
+            if self.contains:
+                lowered = value.lower()
+                return any(needle in lowered for needle in self.contains)
+        return False
+
+    def needles(self) -> list[bytes] | None:
+        """Byte strings one of which a matching event's bytes must contain (None: no such
+        list, e.g. a number field, or a negated term)."""
+        if self.negated or self.field not in _STRING_FIELDS:
+            return None
+        found = [str(v).encode() for v in self.exact] + [p.encode() for p in self.prefixes]
+        if self.field == "attrs" and not all(found):
+            return [self.key.encode()]  # attr.KEY=*: the key must be there
+        return found if all(found) else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filter:
-    env: str | None = None
-    svc: str | None = None  # exact, or a prefix when svc_prefix
-    svc_prefix: bool = False
-    fn: str | None = None
+    """Every term must hold (AND), the level be at least `lvl` and the time in range."""
+
+    terms: tuple[Term, ...] = ()
     lvl: int = 0  # minimum level
-    txt: str | None = None  # lower-cased needle
-    url: str | None = None  # prefix
-    status: int | None = None
-    method: int | None = None
     since_ns: int | None = None
     until_ns: int | None = None
+    # Derived from `terms`, for the scans: the C-speed search (store/ring.py) and prefilter.
+    search: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    text_search: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        best: list[bytes] | None = None
+        for term in self.terms:
+            needles = term.needles()
+            if needles and (best is None or _weakest(needles) > _weakest(best)):
+                best = needles
+        object.__setattr__(self, "search", tuple(best) if best else None)
+        texts = [t for t in self.terms if t.field == "txt" and not t.negated and t.contains]
+        if texts and all(n.isascii() for n in texts[0].contains):
+            object.__setattr__(self, "text_search", tuple(n.encode() for n in texts[0].contains))
 
     @classmethod
-    def from_params(
-        cls, params: Mapping[str, str], now_ns: int, *, allow_until: bool = True
-    ) -> Filter:
-        def text(name: str) -> str | None:
-            return params.get(name) or None
-
-        svc = text("svc")
-        svc_prefix = svc is not None and svc.endswith("*")
-        if svc_prefix and svc is not None:
-            svc = svc[:-1]
-        txt = text("txt")
+    def from_params(cls, params: Params, now_ns: int, *, allow_until: bool = True) -> Filter:
+        """From query parameters (a MultiDict, a dict, or (name, value) pairs): a repeated
+        filter parameter is an OR of its values, `NAME!` excludes, an empty value counts
+        as not given. Raises FilterError naming the parameter."""
+        pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+        values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            if value != "":
+                values.setdefault(name, []).append(value)
+        given = sum(len(v) for k, v in values.items() if is_filter_param(k))
+        if given > MAX_VALUES:
+            name = next(k for k in values if is_filter_param(k))
+            raise FilterError(name, f"at most {MAX_VALUES} filter values in one request")
+        terms = [_term(name, vals) for name, vals in values.items() if is_filter_param(name)]
+        lvls = values.get("lvl", [])
+        since, until = values.get("since"), values.get("until")
         return cls(
-            env=text("env"),
-            svc=svc,
-            svc_prefix=svc_prefix,
-            fn=text("fn"),
-            lvl=_parse_level(params["lvl"]) if params.get("lvl") else 0,
-            txt=txt.lower() if txt else None,
-            url=text("url"),
-            status=_parse_status(params["status"]) if params.get("status") else None,
-            method=_parse_method(params["method"]) if params.get("method") else None,
-            since_ns=parse_time("since", params["since"], now_ns) if params.get("since") else None,
-            until_ns=(
-                parse_time("until", params["until"], now_ns)
-                if allow_until and params.get("until")
-                else None
-            ),
+            terms=tuple(terms),
+            lvl=min(_parse_level(v) for v in lvls) if lvls else 0,
+            since_ns=parse_time("since", since[0], now_ns) if since else None,
+            until_ns=parse_time("until", until[0], now_ns) if allow_until and until else None,
         )
 
     def for_ring(self, env: str | None, svc: str | None) -> Filter | None:
@@ -81,13 +156,17 @@ class Filter:
         of that ring can match. None parts mean a ring that mixes keys (the overflow ring)."""
         if env is None or svc is None:
             return self
-        if self.env is not None and env != self.env:
-            return None
-        if self.svc is not None and not (
-            svc.startswith(self.svc) if self.svc_prefix else svc == self.svc
-        ):
-            return None
-        return replace(self, env=None, svc=None, svc_prefix=False)
+        ring = {"env": env, "svc": svc}
+        left = []
+        for term in self.terms:
+            if term.field in ring:
+                if term.hit(ring[term.field]) == term.negated:
+                    return None
+            else:
+                left.append(term)
+        if len(left) == len(self.terms):
+            return self
+        return replace(self, terms=tuple(left))
 
     def time_match(self, t_ns: int) -> bool:
         return (self.since_ns is None or t_ns >= self.since_ns) and (
@@ -97,41 +176,62 @@ class Filter:
     @property
     def needs_message(self) -> bool:
         """Whether matching needs more than the ring, the time and the level."""
-        return any(
-            v is not None
-            for v in (self.env, self.svc, self.fn, self.txt, self.url, self.status, self.method)
-        )
+        return bool(self.terms)
 
     def prefilter(self, data: bytes) -> bool:
-        """False only when the serialised event cannot match (exact strings must appear)."""
-        for needle in (self.fn, self.url, self.env, self.svc):
-            if needle is not None and needle.encode() not in data:
+        """False only when the serialised event cannot match: each term's strings must
+        appear as they are (txt: in the lowered bytes, where that is exact)."""
+        lowered: bytes | None = None
+        for term in self.terms:
+            if term.negated:
+                continue
+            if term.field == "txt":
+                if not all(n.isascii() for n in term.contains):
+                    continue
+                if not lowered_bytes_can_match(term.contains[0], data):
+                    continue
+                if lowered is None:
+                    lowered = data.lower()
+                if not any(n.encode() in lowered for n in term.contains):
+                    return False
+                continue
+            needles = term.needles()
+            if needles is not None and not any(n in data for n in needles):
                 return False
-        return not (
-            self.txt is not None
-            and lowered_bytes_can_match(self.txt, data)
-            and self.txt.encode() not in data.lower()
-        )
+        return True
 
     def matches(self, msg: Msg) -> bool:
         """The exact decision, on a parsed event."""
         if msg.lvl < self.lvl:
             return False
-        if self.env is not None and msg.env != self.env:
-            return False
-        if self.svc is not None and not (
-            msg.svc.startswith(self.svc) if self.svc_prefix else msg.svc == self.svc
-        ):
-            return False
-        if self.fn is not None and msg.fn != self.fn:
-            return False
-        if self.txt is not None and self.txt not in msg.txt.lower():
-            return False
-        if self.url is not None and not msg.url.startswith(self.url):
-            return False
-        if self.status is not None and msg.response_status != self.status:
-            return False
-        return self.method is None or msg.http_method == self.method
+        return all(term.hit(term.value(msg)) != term.negated for term in self.terms)
+
+
+def _weakest(needles: list[bytes]) -> tuple[int, int]:
+    """How selective a search for any of `needles` is: its shortest needle, then fewer."""
+    return min(map(len, needles)), -len(needles)
+
+
+def _term(name: str, values: list[str]) -> Term:
+    negated = name.endswith("!")
+    base = name.removesuffix("!")
+    if base.startswith(ATTR_PREFIX):
+        key = base[len(ATTR_PREFIX) :]
+        if not key or len(key) > MAX_ATTR_KEY:
+            raise FilterError(name, f"attr.KEY with a KEY of 1 to {MAX_ATTR_KEY} characters")
+    if base == "status":
+        return Term(base, exact=frozenset(_parse_status(v) for v in values), negated=negated)
+    if base == "method":
+        return Term(base, exact=frozenset(_parse_method(v) for v in values), negated=negated)
+    if base == "txt":
+        return Term(base, contains=tuple(v.lower() for v in values), negated=negated)
+    if base == "url":
+        return Term(base, prefixes=tuple(values), negated=negated)
+    if base in _PREFIXED or base.startswith(ATTR_PREFIX):
+        exact = frozenset[str | int](v for v in values if not v.endswith("*"))
+        prefixes = tuple(v[:-1] for v in values if v.endswith("*"))
+        return Term(base, exact=exact, prefixes=prefixes, negated=negated)
+    return Term(base, exact=frozenset(values), negated=negated)
 
 
 # The only non-ASCII characters whose str.lower() holds ASCII letters: KELVIN SIGN -> "k"
@@ -178,18 +278,26 @@ def _parse_status(value: str) -> int:
     return number
 
 
+def duration_ns(param: str, value: str) -> int | None:
+    """A duration (`15m`, `2h`, `1.5h`, `90s`, `250ms`, `2d`) in exact nanoseconds; None
+    when `value` is not written as one."""
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        return None
+    whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
+    if len(whole) > MAX_DIGITS or len(fraction) > MAX_DIGITS:
+        raise FilterError(param, f"a duration of at most {MAX_DIGITS} digits (15m, 2h, 90s)")
+    unit_ns = _UNIT_NS[unit]  # exact integers: a float overflows past 308 digits
+    return int(whole) * unit_ns + (
+        int(fraction) * unit_ns // 10 ** len(fraction) if fraction else 0
+    )
+
+
 def parse_time(param: str, value: str, now_ns: int) -> int:
     """RFC 3339 time, or a duration back from now (`15m`, `2h`, `90s`), as epoch ns within
     the int64 range of event times (a longer duration reaches back to the earliest)."""
-    match = _DURATION.fullmatch(value.strip())
-    if match:
-        whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
-        if len(whole) > MAX_DIGITS or len(fraction) > MAX_DIGITS:
-            raise FilterError(param, f"a duration of at most {MAX_DIGITS} digits (15m, 2h, 90s)")
-        unit_ns = _UNIT_NS[unit]  # exact integers: a float overflows past 308 digits
-        ago = int(whole) * unit_ns + (
-            int(fraction) * unit_ns // 10 ** len(fraction) if fraction else 0
-        )
+    ago = duration_ns(param, value)
+    if ago is not None:
         return _clamp(now_ns - ago)
     # datetime keeps microseconds; take the fraction apart so that nanoseconds stay exact.
     fraction = _FRACTION.search(value)

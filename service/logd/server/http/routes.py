@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from logd import __version__
 from logd.server.budget import rss_bytes
-from logd.server.filters import Filter, FilterError, whole_number
+from logd.server.filters import Filter, FilterError, is_filter_param, whole_number
 from logd.server.http.answer import write_answer
 from logd.server.http.metrics import render_metrics
 from logd.server.state import (
@@ -134,10 +135,17 @@ def authorize(request: web.Request) -> web.Response | None:
     return json_error(401, "missing or wrong read secret in the Authorization header")
 
 
-def _check_params(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+def _check_params(params: MultiMapping[str], allowed: frozenset[str]) -> None:
+    """Unknown parameters are refused; filter parameters (filters.is_filter_param) may
+    repeat (an OR), the others are given once."""
     for name in params:
+        if is_filter_param(name):
+            continue
         if name not in allowed:
-            raise FilterError(name, "no such parameter; known: " + ", ".join(sorted(allowed)))
+            known = [*sorted(allowed), "attr.KEY", "NAME! (exclude)"]
+            raise FilterError(name, "no such parameter; known: " + ", ".join(known))
+        if name != "lvl" and len(params.getall(name)) > 1:
+            raise FilterError(name, "one value (only filters may be repeated)")
     if params.get("format", "json") not in ("json", "ndjson"):
         raise FilterError("format", "json or ndjson")
 

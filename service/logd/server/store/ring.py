@@ -120,17 +120,25 @@ def _lowers_to_ascii(data: bytes | bytearray) -> tuple[bytes, ...]:
 def _searches(flt: Filter, chunk: Chunk) -> list[tuple[bytes, bytes | bytearray]] | None:
     """Substring searches whose hits cover every possible match (None: check every event).
 
-    An exact-match field must appear as is: the longest one is searched. A text needle
-    is searched in the lowered chunk when that is exact (filters.lowered_bytes_can_match);
-    events holding one of the few characters that lower to ASCII are added to be checked.
+    One term's strings must appear as they are: the term whose shortest string is longest
+    is searched, one search per OR'd value (Filter.search). Else a text needle is searched
+    in the lowered chunk when that is exact (filters.lowered_bytes_can_match); events
+    holding one of the few characters that lower to ASCII are added to be checked.
     """
     data = chunk.data
-    exact = [n.encode() for n in (flt.fn, flt.url, flt.env, flt.svc) if n]
-    if exact:
-        return [(max(exact, key=len), data)]
-    if flt.txt and flt.txt.isascii():
-        return [(flt.txt.encode(), data.lower()), *((seq, data) for seq in chunk.special())]
+    if flt.search:
+        return [(needle, data) for needle in flt.search]
+    if flt.text_search:
+        lowered = data.lower()
+        return [
+            *((needle, lowered) for needle in flt.text_search),
+            *((seq, data) for seq in chunk.special()),
+        ]
     return None
+
+
+IdRange = tuple[int, int]  # event ids from .. to, both included
+ALL_IDS: IdRange = (0, 2**64 - 1)
 
 
 class Ring:
