@@ -88,12 +88,42 @@ def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
 
 def test_file_source_reads_stages(tmp_path: Path) -> None:
     path = tmp_path / "s.env"
-    path.write_text("LOGD_READ_SECRET=r1\nLOGD_WRITE_SECRET=w2\nLOGD_WRITE_SECRET_PREVIOUS=w1\n")
+    r1, w2, w1 = ("r1" * 16, "w2" * 16, "w1" * 16)  # 32 bytes: the shortest secrets logd takes
+    path.write_text(
+        f"LOGD_READ_SECRET={r1}\nLOGD_WRITE_SECRET={w2}\nLOGD_WRITE_SECRET_PREVIOUS={w1}\n"
+    )
     path.chmod(0o600)
     ring = asyncio.run(FileSource(path).load())
     assert {(k.role, k.stage) for k in ring.keys} == {
         (Role.READ, Stage.CURRENT), (Role.WRITE, Stage.CURRENT), (Role.WRITE, Stage.PREVIOUS),
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("short", ["LOGD_READ_SECRET", "LOGD_WRITE_SECRET"])
+def test_guard_against_weak_secrets(tmp_path: Path, short: str) -> None:
+    """Under 32 bytes a secret is refused (a correct one is never throttled, so only its
+    length stands between a guesser and it), in one sentence that never shows it."""
+    values = {
+        "LOGD_READ_SECRET": "r" * 32,
+        "LOGD_WRITE_SECRET": "w" * 32,
+        short: "Guessable-31-bytes-secret-value",
+    }
+    path = tmp_path / "s.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    with pytest.raises(SecretsError) as err:
+        asyncio.run(FileSource(path).load())
+    message = str(err.value)
+    assert "31 bytes" in message
+    assert "at least 32" in message
+    assert "Guessable" not in message
+    assert message.count(".") <= 1
+    with pytest.raises(SecretsError, match="31 bytes"):
+        asyncio.run(EnvSource(read_secret=values["LOGD_READ_SECRET"],
+                              write_secret=values["LOGD_WRITE_SECRET"]).load())  # fmt: skip
+    values[short] = values[short] + "!"  # 32 bytes: enough
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    assert len(asyncio.run(FileSource(path).load()).keys) == 2
 
 
 def test_file_source_errors_are_secrets_errors(tmp_path: Path) -> None:

@@ -345,10 +345,27 @@ def test_guessing_the_read_secret_is_throttled(tmp_path: Path) -> None:
     try:
         codes = [proc.get("/", secret=f"guess-{i}")[0] for i in range(5)]
         assert codes == [401, 401, 401, 429, 429]
-        status, _, headers = proc.get("/")  # even the right secret waits its turn
+        # The right secret is never refused for others' failures from the same address...
+        assert proc.get("/")[0] == 200
+        # ...and a wrong one is still throttled.
+        status, _, headers = proc.get("/", secret="guess-5")
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
         assert proc.info()["http"]["auth_throttled"] >= 3
+    finally:
+        proc.stop()
+
+
+def test_guard_against_a_neighbour_locking_the_reader_out(tmp_path: Path) -> None:
+    """Someone failing from the same address (a shared NAT) at any rate never costs the
+    real client a read: each of its reads between the failures gets a 200."""
+    proc = start_logd(tmp_path, "--auth-fail-limit", "1")
+    try:
+        codes = []
+        for i in range(6):
+            codes.append(proc.get("/", secret=f"wrong-{i}")[0])
+            assert proc.get("/", {"limit": "1"})[0] == 200
+        assert codes == [401, 429, 429, 429, 429, 429]
     finally:
         proc.stop()
 
@@ -364,19 +381,22 @@ def test_stop_signals_exit_zero_quickly_and_end_tails(tmp_path: Path, sig: int) 
         response.read()  # the stream ended rather than hanging
 
 
+OLD_WRITE, NEW_WRITE = "old-write-secret-" + "o" * 16, "new-write-secret-" + "n" * 16
+
+
 def test_sighup_reloads_a_changed_secrets_file(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets.env"
-    secrets.write_text(f"LOGD_READ_SECRET={READ_SECRET}\nLOGD_WRITE_SECRET=old-write-secret\n")
+    secrets.write_text(f"LOGD_READ_SECRET={READ_SECRET}\nLOGD_WRITE_SECRET={OLD_WRITE}\n")
     secrets.chmod(0o600)
     proc = start_logd(tmp_path, "--secrets-file", str(secrets), secrets=False)
     try:
-        proc.write(event("old key"), secret="old-write-secret")
+        proc.write(event("old key"), secret=OLD_WRITE)
         wait_for(lambda: proc.query())
-        secrets.write_text(f"LOGD_READ_SECRET={READ_SECRET}\nLOGD_WRITE_SECRET=new-write-secret\n")
+        secrets.write_text(f"LOGD_READ_SECRET={READ_SECRET}\nLOGD_WRITE_SECRET={NEW_WRITE}\n")
         proc.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: proc.info()["secrets"]["reloads"] == 1)
-        proc.write(event("new key"), secret="new-write-secret")
-        proc.write(event("old key again"), secret="old-write-secret")
+        proc.write(event("new key"), secret=NEW_WRITE)
+        proc.write(event("old key again"), secret=OLD_WRITE)
         wait_for(lambda: proc.info()["udp"]["received"] == 3)
         assert [e["txt"] for e in proc.query()] == ["new key", "old key"]
         assert proc.info()["udp"]["rejected"]["unknown_key"] == 1
@@ -429,6 +449,22 @@ def test_config_errors_stop_start_up_with_one_sentence(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "logd: --max-age has a bad value: expected a number from 0.01 to 300"
     )
+
+
+def test_weak_secrets_stop_start_up_with_one_sentence(tmp_path: Path) -> None:
+    weak = "only-23-bytes-of-secret"
+    result = subprocess.run(
+        [sys.executable, "-m", "logd", "serve", "--udp-addr", "127.0.0.1:0",
+         "--http-addr", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, "LOGD_READ_SECRET": weak, "LOGD_WRITE_SECRET": WRITE_SECRET},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "logd: the read secret (AWSCURRENT) is 23 bytes, too short to resist guessing; "
+        "use at least 32 random bytes (openssl rand -base64 32)\n"
+    )
+    assert weak not in result.stderr + result.stdout
 
 
 def test_port_in_use_is_one_sentence(logd: LogdProcess, tmp_path: Path) -> None:

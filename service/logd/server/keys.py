@@ -29,6 +29,11 @@ class Stage(StrEnum):
     PREVIOUS = "AWSPREVIOUS"
 
 
+# A correct read secret is never throttled (a neighbour's failures must not lock a reader
+# out), so guessing is bounded by the secret alone: 32 random bytes put it out of reach.
+MIN_SECRET_BYTES = 32
+
+
 def _token_digest(secret: bytes) -> bytes:
     # HTTP tokens are compared as digests: equal length, constant time, no length leak.
     return hashlib.sha256(secret).digest()
@@ -64,14 +69,23 @@ class KeyRing:
         self._by_id = by_id
 
     @classmethod
-    def from_secrets(cls, secrets: Mapping[tuple[Role, Stage], str | bytes]) -> KeyRing:
-        """Build a ring from (role, stage) -> secret; raises SecretsError on unsafe input."""
+    def from_secrets(
+        cls, secrets: Mapping[tuple[Role, Stage], str | bytes], *, min_bytes: int = 1
+    ) -> KeyRing:
+        """Build a ring from (role, stage) -> secret; raises SecretsError on unsafe input:
+        an empty secret, one shorter than `min_bytes` (the sources ask for
+        MIN_SECRET_BYTES), the same secret for both roles."""
         keys: list[Key] = []
         seen: dict[bytes, Role] = {}
         for (role, stage), value in secrets.items():
             secret = value.encode() if isinstance(value, str) else value
             if not secret:
                 raise SecretsError(f"the {role} secret ({stage}) is empty; set a non-empty value")
+            if len(secret) < min_bytes:
+                raise SecretsError(
+                    f"the {role} secret ({stage}) is {len(secret)} bytes, too short to resist "
+                    f"guessing; use at least {min_bytes} random bytes (openssl rand -base64 32)"
+                )
             digest = _token_digest(secret)
             if seen.setdefault(digest, role) != role:
                 # A reader holding the write secret could forge events: refuse the set-up.

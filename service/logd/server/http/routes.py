@@ -115,7 +115,18 @@ def _client(request: web.Request) -> str:
 
 
 def authorize(request: web.Request) -> web.Response | None:
-    """None when the request carries an accepted read secret; else the 401/429 answer."""
+    """None when the request carries an accepted read secret; else the 401/429 answer.
+
+    The secret is checked first: a correct one is never refused because someone else
+    failed from the same address (a shared NAT, a neighbour's stale config). Failures are
+    throttled per address: past the limit a wrong secret gets 429, not another 401.
+    """
+    token = request.headers.get("Authorization", "")
+    if token[:7].lower() == "bearer ":
+        token = token[7:]
+    holder = request.app[KEYS].holder
+    if token and holder is not None and holder.ring.check_token(token) is not None:
+        return None
     limiter = request.app[LIMITER]
     now = time.monotonic()
     retry = limiter.retry_after(_client(request), now)
@@ -125,12 +136,6 @@ def authorize(request: web.Request) -> web.Response | None:
             "too many failed authentications; retry later",
             **{"Retry-After": str(max(1, round(retry)))},
         )
-    token = request.headers.get("Authorization", "")
-    if token[:7].lower() == "bearer ":
-        token = token[7:]
-    holder = request.app[KEYS].holder
-    if token and holder is not None and holder.ring.check_token(token) is not None:
-        return None
     limiter.failed(_client(request), now)
     return json_error(401, "missing or wrong read secret in the Authorization header")
 

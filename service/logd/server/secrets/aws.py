@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from logd.client.aws import boto_errors, describe_error, error_code, make_client
 from logd.errors import SecretsError, SecretsUnavailable
-from logd.server.keys import KeyRing, Role, Stage
+from logd.server.keys import MIN_SECRET_BYTES, KeyRing, Role, Stage
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -73,7 +73,7 @@ class SecretsManagerSource:
                     wanted.add((role, version_id))
         for stale in self._values.keys() - wanted:
             del self._values[stale]
-        return KeyRing.from_secrets(secrets)
+        return KeyRing.from_secrets(secrets, min_bytes=MIN_SECRET_BYTES)
 
     def _staged_versions(self, role: Role, secret_id: str) -> dict[Stage, str]:
         """Stage -> version id; a version that holds several stages counts once, under

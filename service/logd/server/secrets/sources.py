@@ -23,7 +23,7 @@ from logd.devsecrets import (
     read_secrets_file,
 )
 from logd.errors import ConfigError, SecretsError
-from logd.server.keys import KeyRing, Role, Stage
+from logd.server.keys import MIN_SECRET_BYTES, KeyRing, Role, Stage
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class EnvSource:
         }
 
     async def load(self) -> KeyRing:
-        return KeyRing.from_secrets(self._secrets)
+        return KeyRing.from_secrets(self._secrets, min_bytes=MIN_SECRET_BYTES)
 
 
 class FileSource:
@@ -87,7 +87,7 @@ class FileSource:
         for name, value in values.items():
             base = READ_NAME if name.startswith(READ_NAME) else WRITE_NAME
             by_stage[_ROLES[base], _STAGES[name[len(base) :]]] = value
-        return KeyRing.from_secrets(by_stage)
+        return KeyRing.from_secrets(by_stage, min_bytes=MIN_SECRET_BYTES)
 
 
 class DevFileSource(FileSource):
