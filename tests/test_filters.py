@@ -272,3 +272,65 @@ def test_prefilter_never_rejects_an_attr_match(
     f = Filter.from_params({name: want + ("*" if prefix else "")}, NOW)
     if f.matches(msg):
         assert f.prefilter(msg.SerializeToString())
+
+
+def _varint(n: int, pad: int = 0) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if n or pad:
+            out.append(byte | 0x80)
+            if not n:
+                pad -= 1
+                while pad:
+                    out.append(0x80)
+                    pad -= 1
+                out.append(0)
+                return bytes(out)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+@given(value=st.text(min_size=1, max_size=300), pad=st.integers(0, 3), before=text)
+def test_a_whole_field_is_found_however_its_length_is_encoded(
+    value: str, pad: int, before: str
+) -> None:
+    """A writer's own encoder may pad varints: the exact search must still find the field,
+    and the parse must agree that it is the attribute."""
+    raw = value.encode()
+    entry = b"\x0a\x01k\x12" + _varint(len(raw), pad) + raw
+    data = Msg(txt=before + value[:-1]).SerializeToString() + b"\x6a" + _varint(len(entry)) + entry
+    assert Msg.FromString(data).attrs["k"] == value
+    f = pairs(("attr.k", value))
+    assert f.whole == {raw}
+    assert f.prefilter(data)
+    from logd.server.filters import whole_field_in
+
+    assert whole_field_in(raw, data) >= 0
+
+
+def test_an_exact_value_inside_a_longer_one_is_no_candidate() -> None:
+    from logd.server.filters import whole_field_in
+
+    longer = Msg(attrs={"request_id": "r-50"}, txt="xr-5y").SerializeToString()
+    assert b"r-5" in longer
+    assert whole_field_in(b"r-5", longer) == -1
+    assert not pairs(("attr.request_id", "r-5")).prefilter(longer)
+    assert pairs(("attr.request_id", "r-5*")).prefilter(longer)  # a prefix: any occurrence
+    both = pairs(("attr.request_id", "r-5"), ("attr.request_id", "r-5*"))
+    assert both.whole == frozenset()  # r-5 is a prefix too: not only a whole field
+
+
+def test_the_ring_search_finds_a_padded_exact_field_and_skips_longer_ones() -> None:
+    from logd.server.store.ring import Ring
+
+    ring = Ring("p/a", "p", "a", 1 << 20)
+    for i in range(2000):
+        ring.append(i, 3, Msg(attrs={"request_id": f"r-5{i}"}).SerializeToString())
+    entry = b"\x0a\x0arequest_id\x12" + _varint(3, 2) + b"r-5"
+    padded = b"\x6a" + _varint(len(entry)) + entry
+    ring.append(2000, 3, padded)
+    ring.append(2001, 3, Msg(attrs={"request_id": "r-5"}).SerializeToString())
+    found = [hit[1] for hit in ring.scan(pairs(("attr.request_id", "r-5")))]
+    assert found == [Msg(attrs={"request_id": "r-5"}).SerializeToString(), padded]

@@ -103,6 +103,13 @@ class Term:
             return [self.key.encode()]  # attr.KEY=*: the key must be there
         return found if all(found) else None
 
+    def whole(self) -> frozenset[bytes]:
+        """The needles that are a whole string field of a matching event (exact values, the
+        key of attr.KEY=*), not only part of one: see filters.whole_field_in."""
+        if self.field == "attrs" and "" in self.prefixes:
+            return frozenset({self.key.encode()})
+        return frozenset(str(v).encode() for v in self.exact) - {p.encode() for p in self.prefixes}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filter:
@@ -114,6 +121,7 @@ class Filter:
     until_ns: int | None = None
     # Derived from `terms`, for the scans: the C-speed search (store/ring.py) and prefilter.
     search: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    whole: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
     text_search: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,8 +129,10 @@ class Filter:
         for term in self.terms:
             needles = term.needles()
             if needles and (best is None or _weakest(needles) > _weakest(best)):
-                best = needles
+                best, whole = needles, term.whole()
         object.__setattr__(self, "search", tuple(best) if best else None)
+        if best:
+            object.__setattr__(self, "whole", whole)
         texts = [t for t in self.terms if t.field == "txt" and not t.negated and t.contains]
         if texts and all(n.isascii() for n in texts[0].contains):
             object.__setattr__(self, "text_search", tuple(n.encode() for n in texts[0].contains))
@@ -196,7 +206,10 @@ class Filter:
                     return False
                 continue
             needles = term.needles()
-            if needles is not None and not any(n in data for n in needles):
+            if needles is None:
+                continue
+            whole = term.whole()
+            if not any(whole_field_in(n, data) >= 0 if n in whole else n in data for n in needles):
                 return False
         return True
 
@@ -205,6 +218,23 @@ class Filter:
         if msg.lvl < self.lvl:
             return False
         return all(term.hit(term.value(msg)) != term.negated for term in self.terms)
+
+
+def whole_field_in(needle: bytes, data: bytes | bytearray, start: int = 0, end: int = -1) -> int:
+    """Where `needle` may be a whole length-delimited field of the protobuf in `data` (within
+    start..end), or -1: where the byte before it can end a varint holding len(needle). Any
+    encoding of that length ends in the last byte of its shortest form, or in 0x00 when
+    padded, so this never misses a field that equals `needle`, however it was encoded; an
+    occurrence inside a longer string ("r-5" in "r-50") is skipped at C speed."""
+    length = len(needle)
+    last = length
+    while last >= 0x80:
+        last >>= 7
+    end = len(data) if end < 0 else end
+    pos = data.find(needle, start, end)
+    while pos >= 0 and (pos == 0 or data[pos - 1] not in (last, 0)):
+        pos = data.find(needle, pos + 1, end)
+    return pos
 
 
 def _weakest(needles: list[bytes]) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from logd import __version__
 from logd.server.budget import rss_bytes
 from logd.server.filters import Filter, FilterError, is_filter_param, whole_number
 from logd.server.http.answer import write_answer
+from logd.server.http.hits import handler as hits_handler
 from logd.server.http.metrics import render_metrics
 from logd.server.state import (
     BUDGET,
@@ -359,6 +360,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", query, allow_head=False)
     app.router.add_get("/tail", tail, allow_head=False)
+    hits = hits_handler(authorize=authorize, check_params=_check_params)
+    app.router.add_get("/hits", hits, allow_head=False)
     app.router.add_get("/info", info, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/healthz", healthz)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
 from logd.server.store.scan import Found
+from logd.server.store.tally import Tally
 from logd.server.tail import Subscription, TailHub
 
 
@@ -66,6 +67,9 @@ class Store(Protocol):
         self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
     ) -> Found:
         """Matching events, newest first; fewer when their bytes would pass `max_bytes`."""
+
+    async def hits(self, flt: Filter, tally: Tally) -> None:
+        """Count the matching events into `tally` (GET /hits); may raise TooManyBuckets."""
 
     def end_batch(self) -> None:
         """Ingest drained a batch of datagrams: a remote backend sends what it buffered."""

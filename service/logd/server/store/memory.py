@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
 from logd.server.store.base import RingBudgets, RingStats, StoreStats
+from logd.server.store.count import count_rings
 from logd.server.store.ring import RECORD_OVERHEAD, Ring
 from logd.server.store.scan import Cursor, Found, Yielder, merge
+from logd.server.store.tally import Tally
 from logd.server.tail import Subscription, TailHub
 
 __all__ = ["OVERFLOW_KEY", "RECORD_OVERHEAD", "MemoryStore", "Ring", "ring_key"]
@@ -122,6 +124,10 @@ class MemoryStore:
             if ring_filter is not None:
                 cursors.append(ring.cursor(ring_filter, pause))
         return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
+
+    async def hits(self, flt: Filter, tally: Tally) -> None:
+        """Count the matching events into `tally` (GET /hits), giving the loop back."""
+        await count_rings(self._all_rings(), flt, tally, Yielder())
 
     def restore(self, env: str | None, svc: str | None, records: Iterable[_Record]) -> None:
         """Put back events loaded from disk, oldest first (env None: the overflow ring).

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 
 from logd._pb.logd_pb2 import Msg
-from logd.server.filters import LOWERS_TO_ASCII, Filter
+from logd.server.filters import LOWERS_TO_ASCII, Filter, whole_field_in
 from logd.server.store.scan import Hit
 
 RECORD_OVERHEAD = 13  # end offset (4) + time (8) + level (1) beside each event's bytes
@@ -67,21 +67,30 @@ class Chunk:
         if searches is not None:
             found: set[int] = set()
             for needle, haystack in searches:
-                found.update(self._containing(needle, haystack))
+                found.update(self._containing(needle, haystack, needle in flt.whole))
             return iter(sorted(found, reverse=True))
         if flt.lvl:
             return self._at_least(flt.lvl)
         return iter(range(len(self.ends) - 1, -1, -1))
 
-    def _containing(self, needle: bytes, haystack: bytes | bytearray) -> list[int]:
-        """Indexes of the events whose bytes may contain `needle` (one find per event)."""
+    def _containing(
+        self, needle: bytes, haystack: bytes | bytearray, whole: bool = False
+    ) -> list[int]:
+        """Indexes of the events whose bytes may contain `needle` (one find per event);
+        `whole`: as a whole field (filters.whole_field_in)."""
         ends = self.ends
         found: list[int] = []
-        pos = haystack.find(needle)
+        pos = whole_field_in(needle, haystack) if whole else haystack.find(needle)
         while pos >= 0:
             i = bisect_right(ends, pos)
             found.append(i)
-            pos = haystack.find(needle, ends[i]) if i + 1 < len(ends) else -1
+            if i + 1 >= len(ends):
+                break
+            pos = (
+                whole_field_in(needle, haystack, ends[i])
+                if whole
+                else haystack.find(needle, ends[i])
+            )
         return found
 
     def _at_least(self, lvl: int) -> Iterator[int]:

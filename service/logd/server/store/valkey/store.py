@@ -36,7 +36,9 @@ from logd.server.logsetup import QuietLogger
 from logd.server.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.server.store.memory import OVERFLOW_KEY, ring_key
 from logd.server.store.scan import Found, merge
+from logd.server.store.tally import Tally
 from logd.server.store.valkey.client import connect, redact
+from logd.server.store.valkey.count import count_stream
 from logd.server.store.valkey.query import Cursor
 from logd.server.store.valkey.tail import StreamFollower
 from logd.server.tail import Subscription, TailHub
@@ -295,6 +297,17 @@ class ValkeyStore:
                     cursors.append(Cursor(self.client, key, ring_filter))
             await asyncio.gather(*(c.fill() for c in cursors))
             return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
+        except BACKEND_ERRORS as err:
+            self._failed(err)
+            raise StoreUnavailable("the log store is unreachable; retry later") from None
+
+    async def hits(self, flt: Filter, tally: Tally) -> None:
+        try:
+            await self._refresh_rings()
+            for key, names in list(self._rings.items()):
+                ring_filter = flt.for_ring(*names) if names else flt
+                if ring_filter is not None:
+                    await count_stream(self.client, key, names, ring_filter, tally)
         except BACKEND_ERRORS as err:
             self._failed(err)
             raise StoreUnavailable("the log store is unreachable; retry later") from None
