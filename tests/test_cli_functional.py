@@ -251,6 +251,44 @@ def test_query_errors_are_one_sentence(events: LogdProcess) -> None:
     assert "LOGD_HOST must be an http(s) URL" in one_sentence(done.stderr)
 
 
+# --- hits ---------------------------------------------------------------------------
+
+
+def test_hits_draws_bars_by_level(events: LogdProcess) -> None:
+    env = client_env(events, COLUMNS="100")  # the bars fit the terminal: 60 columns at most
+    done = run(env, "hits", "--since", "1h", "--by", "lvl", "--svc", "shop")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "3 events, 1m buckets"
+    assert lines[1] == "\u2588 ERROR  \u2588 INFO  \u2588 WARN"  # the legend, heaviest first
+    assert len(lines) - 2 in (60, 61)  # one line per minute, oldest first
+    (last,) = [line for line in lines[2:] if "#" in line]
+    assert last.endswith(" 3 " + "#" * 60 + "  ERROR 1, INFO 1, WARN 1")
+    narrow = run({**env, "COLUMNS": "60"}, "hits", "--since", "1h", "--svc", "shop")
+    assert " 3 " + "#" * 37 in narrow.stdout
+    assert ESC not in done.stdout  # not a TTY: plain
+    on_tty = run_on_tty(env, "hits", "--since", "1h", "--by", "lvl", "--svc", "shop")
+    assert f"{ESC}[31m\u2588" in on_tty  # ERROR's part of the bar, in red
+    assert f"{ESC}[33m\u2588" in on_tty  # WARN, yellow
+    plain = run_on_tty({**env, "NO_COLOR": "1"}, "hits", "--since", "1h", "--by", "lvl")
+    assert ESC not in plain
+    assert "ERROR 1, INFO 1, WARN 1" in plain
+
+
+def test_hits_json_and_filters_and_errors(events: LogdProcess) -> None:
+    env = client_env(events)
+    done = run(env, "hits", "--json", "--svc", "shop", "--not-fn", "List", "--step", "1h")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert (body["step_s"], body["total"]) == (3600, 2)
+    done = run(env, "hits", "--by", "color")
+    assert done.returncode == 1
+    assert "bad parameter 'by': expected lvl, env, svc, fn or attr.KEY" in one_sentence(done.stderr)
+    done = run(env, "hits", "--step", "0s")
+    assert done.returncode == 1
+    assert "bad parameter 'step'" in one_sentence(done.stderr)
+
+
 def test_dev_mode_secrets_when_nothing_is_set(tmp_path: Path) -> None:
     logd = start_logd(tmp_path, secrets=False)  # dev mode: makes ~/.config/logd/dev-secrets.env
     try:

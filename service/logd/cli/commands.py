@@ -1,4 +1,4 @@
-"""The client commands of `logd`: send, query, tail, ping, info.
+"""The client commands of `logd`: send, query, tail, hits, ping, info.
 
 Environment (as in the original logd): LOGD_HOST is the HTTP base URL for reads,
 writes go to the same host on LOGD_UDP_PORT; LOGD_READ_SECRET / LOGD_WRITE_SECRET,
@@ -22,6 +22,7 @@ from logd.cli.output import (
     clean,
     format_dropped,
     format_event,
+    format_hits,
     format_info,
     format_truncated,
     use_color,
@@ -342,6 +343,45 @@ def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]],
             stream.close()
 
 
+# --- hits -------------------------------------------------------------------------
+
+
+@click.command()
+@_filter_options(query=False)
+@click.option("--until", metavar="WHEN", help="RFC 3339 time, or a duration ago.")
+@click.option("--step", metavar="DURATION", help="Bucket width: 30s, 1m, 1h [server: <=300].")
+@click.option("--by", metavar="FIELD", help="Split by lvl, env, svc, fn or attr.KEY.")
+@click.option("--json", "as_json", is_flag=True, help="The raw /hits JSON.")
+@color_option
+@host_option
+def hits(
+    step: str | None,
+    by: str | None,
+    as_json: bool,
+    color: str,
+    host: str | None,
+    **filters: Any,
+) -> None:
+    """Count matching events over time and draw them as bars, oldest first."""
+
+    def run() -> None:
+        import json
+        import shutil
+
+        client = _read_client(host)
+        params = _params(filters) + [(k, v) for k, v in (("step", step), ("by", by)) if v]
+        body = client.hits(params)
+        if as_json:
+            click.echo(json.dumps(body, ensure_ascii=False))
+            return
+        paint = use_color(color, sys.stdout)
+        width = shutil.get_terminal_size((80, 24)).columns
+        for line in format_hits(body, color=paint, width=width):
+            click.echo(line, color=paint)
+
+    _guarded(run)
+
+
 # --- ping -------------------------------------------------------------------------
 
 
@@ -399,4 +439,4 @@ def info(as_json: bool, host: str | None) -> None:
     _guarded(run)
 
 
-COMMANDS = (send, query, tail, ping, info)
+COMMANDS = (send, query, tail, hits, ping, info)

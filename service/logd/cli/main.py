@@ -41,7 +41,7 @@ def main() -> None:
     """logd: cheap, real-time, secure logging. Writes are signed UDP, reads are HTTP."""
 
 
-for _command in COMMANDS:  # send, query, tail, ping, info
+for _command in COMMANDS:  # send, query, tail, hits, ping, info
     main.add_command(_command)
 
 

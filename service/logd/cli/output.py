@@ -90,6 +90,87 @@ def format_truncated(marker: dict[str, Any]) -> str:
     )
 
 
+_GROUP_STYLES = ("34", "35", "36", "32", "33", "31", "94", "95", "96", "92", "2")  # by order
+
+
+def format_hits(body: Mapping[str, Any], *, color: bool, width: int = 80) -> list[str]:
+    """GET /hits as a bar per bucket, oldest first: local start time, total, a bar split
+    by group (each group its colour; levels their own), then the group counts in words so
+    that nothing depends on colour."""
+    buckets = [b for b in body.get("buckets") or [] if isinstance(b, Mapping)]
+    step = int(body.get("step_s") or 1)
+    groups: dict[str, int] = {}
+    for bucket in buckets:
+        for name, n in (bucket.get("by") or {}).items():
+            groups[str(name)] = groups.get(str(name), 0) + int(n)
+    order = sorted(groups, key=lambda g: (g == "other", -groups[g], g))
+    styles = {
+        g: _LEVEL_STYLE.get(g) or _GROUP_STYLES[i % len(_GROUP_STYLES)] for i, g in enumerate(order)
+    }
+    if "other" in styles:
+        styles["other"] = "2"
+    lines = [f"{body.get('total', 0)} events, {_step(step)} buckets"]
+    if order:
+        lines.append("  ".join(_paint("\u2588", styles[g], color) + " " + clean(g) for g in order))
+    peak = max((int(b.get("total", 0)) for b in buckets), default=0) or 1
+    digits = len(str(peak))
+    room = max(10, min(60, width - 22 - digits))
+    for bucket in buckets:
+        total = int(bucket.get("total", 0))
+        label = _bucket_time(str(bucket.get("t", "")), step)
+        by = {str(k): int(v) for k, v in (bucket.get("by") or {}).items()}
+        bar = _bar(total, by, order, styles, peak, room, color)
+        words = ", ".join(f"{clean(g)} {by[g]}" for g in order if by.get(g))
+        lines.append(f"{label} {total:>{digits}} {bar}" + (f"  {words}" if words else ""))
+    return lines
+
+
+def _bar(
+    total: int,
+    by: Mapping[str, int],
+    order: list[str],
+    styles: Mapping[str, str],
+    peak: int,
+    room: int,
+    color: bool,
+) -> str:
+    """A bar of `total` scaled to `room` columns, split by group; `#` without colour."""
+    cells = round(total * room / peak) if total else 0
+    if total and not cells:
+        cells = 1
+    if not color or not by:
+        return ("\u2588" if color else "#") * cells
+    parts, used, seen = [], 0, 0
+    for g in order:
+        n = by.get(g, 0)
+        if not n:
+            continue
+        seen += n
+        upto = round(seen * cells / total)
+        if upto > used:
+            parts.append(_paint("\u2588" * (upto - used), styles[g], color))
+            used = upto
+    return "".join(parts)
+
+
+def _bucket_time(stamp: str, step_s: int) -> str:
+    """A bucket's start in local time, to the second only when the step needs it."""
+    try:
+        when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return clean(stamp)
+    if step_s % 86400 == 0:
+        return when.strftime("%Y-%m-%d")
+    return when.strftime("%Y-%m-%d %H:%M" if step_s % 60 == 0 else "%Y-%m-%d %H:%M:%S")
+
+
+def _step(step_s: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if step_s % size == 0:
+            return f"{step_s // size}{unit}"
+    return f"{step_s}s"
+
+
 def format_dropped(count: int) -> str:
     return f"logd: {count} events were not shown: this tail fell behind the server"
 

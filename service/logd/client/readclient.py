@@ -45,9 +45,18 @@ class ReadClient:
         with self._open("/", params, accept=NDJSON if ndjson else "application/json") as resp:
             return self._read(resp)
 
+    def hits(self, params: Params) -> dict[str, Any]:
+        """The body of GET /hits."""
+        with self._open("/hits", params, accept="application/json") as resp:
+            body = self._read(resp)
+        return self._json_object(body)
+
     def info(self) -> dict[str, Any]:
         with self._open("/info", {}, accept="application/json", auth=False) as resp:
             body = self._read(resp)
+        return self._json_object(body)
+
+    def _json_object(self, body: bytes) -> dict[str, Any]:
         try:
             data = json.loads(body)
         except ValueError:
