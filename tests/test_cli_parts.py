@@ -157,3 +157,27 @@ def test_udp_host_and_port() -> None:
     for bad in ("0", "70000", "x", "-1"):
         with pytest.raises(ConfigError, match="LOGD_UDP_PORT"):
             clientenv.udp_port(bad)
+
+
+def test_hits_bars_escape_group_names_and_scale_to_the_busiest_bucket() -> None:
+    from logd.cli.output import format_hits
+
+    body = {
+        "step_s": 60,
+        "total": 6,
+        "buckets": [
+            {"t": "2026-12-01T20:00:00Z", "total": 4, "by": {"\x1b[2J": 3, "other": 1}},
+            {"t": "2026-12-01T20:01:00Z", "total": 0, "by": {}},
+            {"t": "2026-12-01T20:02:00Z", "total": 2, "by": {"\x1b[2J": 2}},
+        ],
+    }
+    lines = format_hits(body, color=False, width=42)
+    assert "\x1b" not in "".join(lines)  # a writer's attribute value cannot drive the terminal
+    assert lines[0] == "6 events, 1m buckets"
+    assert lines[1] == "\u2588 \\x1b[2J  \u2588 other"
+    assert lines[2].endswith(" 4 " + "#" * 19 + "  \\x1b[2J 3, other 1")
+    assert lines[3].endswith(" 0 ")
+    assert lines[4].endswith(" 2 " + "#" * 10 + "  \\x1b[2J 2")  # half the busiest: round(9.5)
+    painted = format_hits(body, color=True, width=42)
+    assert "\x1b[" in painted[2]
+    assert "\x1b[2J" not in "".join(painted)

@@ -207,3 +207,20 @@ def test_hits_by_level_names_levels(run: Callable[[Check], None]) -> None:
                       "FATAL": 250}  # fmt: skip
 
     run(check)
+
+
+def test_hits_on_an_unreachable_valkey_is_store_unavailable() -> None:
+    from logd.server.store.base import StoreUnavailable
+
+    async def main() -> None:
+        store = ValkeyStore(
+            url="redis://127.0.0.1:1/0", password=None, buffer_events=10, timeout=0.5, **ARGS
+        )
+        try:
+            with pytest.raises(StoreUnavailable, match="unreachable"):
+                await hits(store, [("lvl", "warn")], grouping=Grouping("lvl"))
+        finally:
+            await store.client.aclose()
+            await store._follower.close()
+
+    asyncio.run(main())
