@@ -349,7 +349,9 @@ def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]],
 @click.command()
 @_filter_options(query=False)
 @click.option("--until", metavar="WHEN", help="RFC 3339 time, or a duration ago.")
-@click.option("--step", metavar="DURATION", help="Bucket width: 30s, 1m, 1h [server: <=300].")
+@click.option(
+    "--step", metavar="DURATION", help="Bucket width: 30s, 1m, 1h [default: at most 300 buckets]."
+)
 @click.option("--by", metavar="FIELD", help="Split by lvl, env, svc, fn or attr.KEY.")
 @click.option("--json", "as_json", is_flag=True, help="The raw /hits JSON.")
 @color_option
