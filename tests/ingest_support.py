@@ -120,7 +120,7 @@ class Rig:
     def stored(self) -> list[tuple[str, list[tuple[int, Msg]]]]:
         rings = []
         for ring in self.store._all_rings():
-            events = [(t_ns, msg or Msg.FromString(data)) for t_ns, data, msg in
+            events = [(t_ns, msg or Msg.FromString(data)) for t_ns, data, msg, _ in
                       ring.scan(Filter())]  # fmt: skip
             rings.append((ring.key, events))
         return sorted(rings, key=lambda r: r[0])

@@ -12,7 +12,7 @@ import pytest
 from ingest_support import ACCEPTED, NOW, Rig, S, key_ring
 from logd._pb.logd_pb2 import INFO, PING, PONG, WRITE, Cmd, Msg
 from logd.server.filters import Filter
-from logd.server.ingest.accept import Reject
+from logd.server.ingest.accept import MAX_NAME, Reject
 from logd.server.ingest.engine import Impl, restart_floor
 from logd.wire import Signer
 
@@ -174,7 +174,7 @@ def test_out_of_range_levels_are_stored_and_filtered_as_no_level(
     leveled = [
         Msg.FromString(data).txt
         for ring in checker.rig.store._all_rings()
-        for _, data, _ in ring.scan(Filter(lvl=1))
+        for _, data, _, _ in ring.scan(Filter(lvl=1))
     ]
     assert leveled == ["wide"]
 
@@ -218,8 +218,38 @@ def test_reject_order_is_protocol_order(checker: Checker) -> None:
     assert checker.check(wrong_version, NOW) is Reject.BAD_FRAME
 
 
-def test_exactly_nine_reasons() -> None:
+def test_exactly_ten_reasons() -> None:
     assert [r.value for r in Reject] == [
         "bad_frame", "unknown_key", "bad_mac", "stale", "future", "replay", "overload",
-        "bad_payload", "forbidden",
+        "bad_payload", "forbidden", "long_name",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["env", "svc", "fn", "attr", "batch_env", "multibyte_svc"],
+)
+def test_guard_against_names_past_their_cap(checker: Checker, field: str) -> None:
+    """env, svc, fn and attribute keys become ring keys, labels and groups: past MAX_NAME
+    bytes the frame is refused (both engines) and counted; at the cap it is stored."""
+    long, at_cap = "n" * (MAX_NAME + 1), "n" * MAX_NAME
+
+    def write(name: str) -> bytes:
+        msg = Msg(env="prod", svc="api", txt="x")
+        if field in ("env", "svc", "fn"):
+            setattr(msg, field, name)
+        elif field == "attr":
+            msg.attrs[name] = "v"
+        elif field == "multibyte_svc":  # 44 characters, 132 bytes
+            msg.svc = "\u20ac" * (len(name) // 3 + (len(name) > MAX_NAME))
+        cmd = Cmd(name=WRITE, msg=Msg(env="prod", svc="api", txt="first"))
+        if field == "batch_env":
+            cmd.batch.add(env=name, svc="api", txt="x")
+        else:
+            cmd.batch.append(msg)
+        return sign(cmd.SerializeToString(), at=NOW - len(name))
+
+    assert checker.check(write(long), NOW) is Reject.LONG_NAME
+    assert checker.rig.texts() == []  # nothing of the frame is stored
+    assert checker.check(write(at_cap), NOW) == ACCEPTED
+    assert checker.rig.counts()["rejected"][Reject.LONG_NAME] == 1

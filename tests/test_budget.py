@@ -8,17 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from logd._pb.logd_pb2 import Msg
 from logd.errors import ConfigError
 from logd.server.budget import (
     FIXED_BYTES,
     REPLAY_ENTRY_BYTES,
     RING_DEFAULT_MAX,
+    RING_SLACK,
+    TAIL_SNDBUF,
     machine_memory,
     plan,
     rss_bytes,
 )
 from logd.server.config import Config
-from support import LogdProcess
+from support import LogdProcess, start_logd, wait_for
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -35,8 +38,8 @@ def test_the_parts_sum_to_what_the_limit_must_hold(tmp_path: Path) -> None:
     b = plan(c, engine="c")
     assert (b.limit, b.source, b.ring_bytes) == (4 * GiB, "LOGD_MEMORY_LIMIT", 2 * MiB)
     assert b.parts() == {
-        "rings": 101 * 2 * MiB,  # every ring slot and the overflow ring
-        "tails": 10 * MiB,
+        "rings": int(101 * 2 * MiB * RING_SLACK),  # every ring slot and the overflow ring
+        "tails": 10 * (2 * MiB + TAIL_SNDBUF),  # queue, chunk in flight, kernel buffer
         "queries": 3 * 2 * 4 * MiB,  # the events found and the part being rendered
         "replay_guard": 1000 * REPLAY_ENTRY_BYTES["c"],
         "fixed": FIXED_BYTES,
@@ -49,7 +52,7 @@ def test_per_ring_sizes_count_at_their_worst(tmp_path: Path) -> None:
     )
     c = config(tmp_path, memory_limit="4GiB", ring_bytes="2MiB", max_rings="10")
     # prod/api is one ring; any of the other 9 slots may be a dev/* ring of 8MiB.
-    assert plan(c, engine="c").rings == 32 * MiB + 9 * 8 * MiB + 4 * MiB
+    assert plan(c, engine="c").rings == int((32 * MiB + 9 * 8 * MiB + 4 * MiB) * RING_SLACK)
 
 
 def test_the_default_ring_size_is_derived_to_fit(tmp_path: Path) -> None:
@@ -68,25 +71,35 @@ def test_a_configuration_that_cannot_fit_is_refused_with_the_numbers(tmp_path: P
     with pytest.raises(ConfigError) as err:
         plan(c, engine="c")
     sentence = str(err.value)
-    assert sentence.startswith("the configuration needs 65")
+    assert sentence.startswith("the configuration needs 72")
     assert "the memory limit is 1024MiB (LOGD_MEMORY_LIMIT)" in sentence
-    assert "rings 65600MiB (1024 + 1 of up to 64MiB)" in sentence
+    assert "rings 72160MiB (1024 + 1 of up to 64MiB)" in sentence  # with RING_SLACK
     assert "lower LOGD_MAX_RINGS" in sentence
     assert "\n" not in sentence
 
 
 def test_the_limit_defaults_to_a_share_of_the_cgroup_or_the_machine(tmp_path: Path) -> None:
-    cgroup, meminfo = tmp_path / "cg", tmp_path / "meminfo"
-    cgroup.mkdir()
+    cgroup, meminfo, own = tmp_path / "cg", tmp_path / "meminfo", tmp_path / "self-cgroup"
     meminfo.write_text("MemTotal:       2048000 kB\nMemFree: 1 kB\n")
-    (cgroup / "memory.max").write_text("max\n")  # no cgroup limit: the machine's
-    assert machine_memory(cgroup, meminfo) == (2048000 * 1024, "MemTotal")
-    (cgroup / "memory.max").write_text(f"{1536 * MiB}\n")
-    total = machine_memory(cgroup, meminfo)
-    assert total == (1536 * MiB, f"cgroup {cgroup / 'memory.max'}")
+    unit = cgroup / "system.slice" / "logd.service"
+    unit.mkdir(parents=True)
+    own.write_text("0::/system.slice/logd.service\n")
+    (unit / "memory.max").write_text("max\n")  # no cgroup limit: the machine's
+    assert machine_memory(cgroup, meminfo, own) == (2048000 * 1024, "MemTotal")
+    (unit / "memory.max").write_text(f"{1536 * MiB}\n")  # systemd's MemoryMax=75%
+    (cgroup / "system.slice" / "memory.max").write_text(f"{1800 * MiB}\n")  # a looser parent
+    total = machine_memory(cgroup, meminfo, own)
+    assert total == (1536 * MiB, f"cgroup {unit / 'memory.max'}")
     b = plan(config(tmp_path, max_rings="16"), engine="python", memory=total)
     assert b.limit == int(1536 * MiB * 0.7)
     assert b.source.startswith("70% of cgroup")
+    # cgroup v1, as on this machine: memory:/<path> and memory.limit_in_bytes.
+    v1 = cgroup / "memory" / "job"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{512 * MiB}\n")
+    (cgroup / "memory" / "memory.limit_in_bytes").write_text(f"{1 << 62}\n")  # no limit
+    own.write_text("4:memory:/job\n1:cpu:/\n")
+    assert machine_memory(cgroup, meminfo, own) == (512 * MiB, f"cgroup {v1}/memory.limit_in_bytes")
 
 
 def test_rss_is_read_from_proc() -> None:
@@ -119,3 +132,30 @@ def test_info_and_metrics_show_the_budget(logd: LogdProcess) -> None:
     assert f"logd_memory_limit_bytes {memory['limit_bytes']}" in text
     assert 'logd_memory_reserved_bytes{part="rings"}' in text
     assert 'logd_memory_used_bytes{part="tails"} 0' in text
+
+
+def test_a_restart_with_a_smaller_budget_loads_only_what_fits(tmp_path: Path) -> None:
+    """The data dir holds more than the new budget's ring: only the newest part comes back."""
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--max-rings", "2", "--max-tails", "2",
+              "--max-queries", "1", "--replay-capacity", "1000"]  # fmt: skip
+    big = start_logd(tmp_path, "--memory-limit", "1GiB", *common)
+    try:
+        for start in range(0, 2000, 10):  # ~8 MB into one ring
+            big.write(*(Msg(env="p", svc="a", txt=f"{i:05d} " + "x" * 4000)
+                        for i in range(start, start + 10)))  # fmt: skip
+            wait_for(lambda n=start + 10: big.info()["store"]["writes"] >= n)
+        assert big.info()["store"]["rings"][0]["bytes"] > 7 * MiB
+    finally:
+        assert big.stop() == 0
+    small = start_logd(tmp_path, "--memory-limit", "128MiB", *common)
+    try:
+        info = small.info()
+        (ring,) = info["store"]["rings"]
+        assert ring["capacity_bytes"] == info["memory"]["ring_bytes_default"] < 7 * MiB
+        assert ring["bytes"] <= ring["capacity_bytes"]
+        assert info["memory"]["used"]["rings"] <= info["memory"]["reserved"]["rings"]
+        newest = small.query(limit="1")[0]["txt"]
+        assert newest.startswith("01999 ")  # the newest events are the ones kept
+    finally:
+        small.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -464,3 +465,87 @@ def test_tail_cannot_connect_fails_at_once(env: dict[str, str]) -> None:
     done = run({**env, "LOGD_READ_SECRET": "nope"}, "tail")
     assert done.returncode == 1
     assert "refused the read secret" in one_sentence(done.stderr)
+
+
+def test_tail_shows_a_backlog_first_like_tail_f(logd: LogdProcess, tails: list[Tail]) -> None:
+    logd.write(*(Msg(svc="hist", txt=f"old {i}") for i in range(15)))
+    wait_for(lambda: len(logd.query(svc="hist")) == 15)
+    default = Tail(client_env(logd), "--json", "--svc", "hist")
+    tails.append(default)
+    assert [json.loads(default.line())["txt"] for _ in range(10)] == [
+        f"old {i}" for i in range(5, 15)
+    ]  # the newest 10, oldest first
+    three = Tail(client_env(logd), "--json", "-n", "3", "--svc", "hist")
+    tails.append(three)
+    assert [json.loads(three.line())["txt"] for _ in range(3)] == ["old 12", "old 13", "old 14"]
+    wait_for(lambda: subscribers(logd) == 2)
+    logd.write(Msg(svc="hist", txt="new"))
+    assert json.loads(three.line())["txt"] == "new"  # then it follows: no gap, no repeat
+    assert json.loads(default.line())["txt"] == "new"
+
+
+class Relay:
+    """A TCP relay to logd's HTTP port whose connections the test can cut: a network drop
+    while the server stays up."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open = []
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def test_tail_resumes_after_a_network_drop_with_nothing_missed(
+    logd: LogdProcess, tails: list[Tail]
+) -> None:
+    host, port = logd.http_url.removeprefix("http://").split(":")
+    relay = Relay((host, int(port)))
+    try:
+        tail = Tail(client_env(logd, LOGD_HOST=relay.address), "--json", "-n", "0", "--svc", "r")
+        tails.append(tail)
+        wait_for(lambda: subscribers(logd) == 1)
+        logd.write(Msg(svc="r", txt="before"))
+        assert json.loads(tail.line())["txt"] == "before"
+        relay.cut()  # the network drops; the server keeps running and storing
+        assert tail.line(tail.err).endswith("; reconnecting")
+        logd.write(Msg(svc="r", txt="during 1"), Msg(svc="r", txt="during 2"))
+        wait_for(lambda: len(logd.query(svc="r")) == 3)
+        got = [json.loads(tail.line())["txt"] for _ in range(2)]
+        assert got == ["during 1", "during 2"]  # sent while it was away, not missed
+        assert tail.line(tail.err).startswith("logd: reconnected to ")
+        logd.write(Msg(svc="r", txt="after"))
+        assert json.loads(tail.line())["txt"] == "after"
+    finally:
+        relay.close()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from ingest_support import S, key_ring
+from logd.client import encoder
 from logd.events import LEVEL_VALUES, MAX_LEVEL
 from logd.server.ingest import accept, drain, engine, fastpath
 from logd.server.ingest.replay import ReplayGuard
@@ -46,6 +47,8 @@ def test_the_extensions_constants_are_the_protocols() -> None:
     assert ext.RECV_SIZE == engine.RECV_SIZE
     assert (ext.MIN_T_S, ext.MAX_T_S) == (drain.MIN_T_S, drain.MAX_T_S)
     assert ext.MAX_LVL == MAX_LEVEL == max(LEVEL_VALUES.values())
+    assert ext.MAX_NAME == accept.MAX_NAME  # longer names: the C reader defers to Python
+    assert encoder.MAX_NAME == accept.MAX_NAME  # the writer checks the same cap
     # The engine counts the checks before the payload, by the names and in the order of
     # accept.py; the payload checks (bad_payload, forbidden) are Python's.
     assert tuple(r.value for r in accept.Reject)[: len(ext.REASONS)] == ext.REASONS

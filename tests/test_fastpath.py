@@ -20,8 +20,9 @@ from logd.server.filters import Filter
 from logd.server.ingest.engine import available
 from logd.server.ingest.replay import ReplayGuard
 from logd.server.keys import KeyRing, Role, Stage
-from logd.server.store.ring import Ring
+from logd.server.store.ring import EventIds, Ring
 from logd.wire import HEADER_LEN, Signer
+from support import wait_for
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="the C engine is not built (LOGD_PURE_PYTHON=1)"
@@ -227,7 +228,10 @@ def test_replay_table_needs_a_capacity() -> None:
     split=st.integers(1, 10),
 )
 def test_extend_stores_what_append_would(sizes: list[int], capacity: int, split: int) -> None:
-    one, many = Ring("a/b", "a", "b", capacity), Ring("a/b", "a", "b", capacity)
+    one, many = (
+        Ring("a/b", "a", "b", capacity, EventIds(1)),
+        Ring("a/b", "a", "b", capacity, EventIds(1)),
+    )
     events = [(NOW + i, i % 7, bytes([65 + i % 26]) * n) for i, n in enumerate(sizes)]
     for t_ns, lvl, data in events:
         one.append(t_ns, lvl, data)
@@ -304,3 +308,33 @@ def test_pings_over_ipv6_are_answered_through_the_c_path() -> None:
     assert READER.verify(pong)
     assert Cmd.FromString(pong[HEADER_LEN:]).name == PONG
     assert (side.ingest.stats.pongs, side.ingest.stats.received) == (1, 1)
+
+
+def test_frames_left_to_python_count_toward_the_drains_bound() -> None:
+    """Batches past the C reader's MAX_EVENTS go to Python: a drain still stores about
+    DRAIN_EVENTS events (one frame past them at most), and what it read beyond waits, in
+    order, for the next drain (a burst of them once held the loop for 13.8 s)."""
+    from logd.server.ingest.drain import DRAIN_EVENTS
+
+    rig = Rig("c", _ring())
+    try:
+        per_frame = _fastpath.MAX_EVENTS + 500  # about 50 KB a frame
+        frames = [
+            WRITER.sign(Cmd(batch=[Msg(txt=f"{f}.{i}") for i in range(per_frame)])
+                        .SerializeToString(), NOW - f)
+            for f in range(6)
+        ]  # fmt: skip
+        for frame in frames:
+            rig.sender.sendto(frame, rig.sock.getsockname())
+        wait_for(lambda: rig.ingest.drain() or rig.ingest.stats.received == 6)
+        stored = [rig.ingest.stats.events]
+        while rig.ingest.stats.events < 6 * per_frame:
+            rig.ingest.drain()
+            stored.append(rig.ingest.stats.events)
+        steps = [b - a for a, b in zip([0, *stored], stored, strict=False)]
+        assert max(steps) <= DRAIN_EVENTS + per_frame
+        assert len(stored) >= 3  # it took several drains, not one
+        in_order = [f"{f}.{i}" for f in range(6) for i in range(per_frame)]
+        assert rig.texts() == in_order[::-1]  # all of them, newest first
+    finally:
+        rig.close()

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from logd.server.budget import plan
 from logd.server.config import Config
 
 from infra.app import WheelhouseError, build_app, check_wheelhouse
@@ -138,6 +139,22 @@ def test_unit_settings_are_ones_logd_accepts(tmp_path: Path) -> None:
     assert config.http_addr == ("0.0.0.0", 6101)
     assert config.udp_rcvbuf == UDP_RCVBUF
     assert config.data_dir == Path("/var/lib/logd")
+    assert config.max_rings == 64
+
+
+def test_the_hosts_memory_budget_fits_its_memory_max_and_leaves_rings_room(
+    tmp_path: Path,
+) -> None:
+    """On the 2 GiB t4g.small, logd's budget is 70% of the unit's MemoryMax (75%): it plans
+    the unit's settings without refusing them, with rings of a useful size."""
+    unit = _directives(render_unit(BOOT))
+    environ = dict(item.split("=", 1) for item in unit["Environment"])
+    logd_env = {name: value for name, value in environ.items() if name.startswith("LOGD_")}
+    config = Config.load(file=None, environ=logd_env, argv={}, cwd=tmp_path)
+    memory_max = int(2 * 1024**3 * 0.75)
+    budget = plan(config, engine="c", memory=(memory_max, "cgroup memory.max"))
+    assert sum(budget.parts().values()) <= budget.limit < memory_max
+    assert budget.ring_bytes >= 8 * 1024 * 1024
 
 
 def test_user_data_is_valid_bash_that_stops_at_the_first_error() -> None:

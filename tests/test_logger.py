@@ -358,7 +358,9 @@ def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="max_frame"):
         Logger(write_secret="s", max_frame=100)
     with pytest.raises(ValueError, match="env, svc and fn take"):
-        Logger(write_secret="s", max_frame=512, svc="s" * 400)
+        Logger(write_secret="s", max_frame=512, env="e" * 100, svc="s" * 100, fn="f" * 100)
+    with pytest.raises(ValueError, match="svc is 400 bytes; a server refuses names over 128"):
+        Logger(write_secret="s", svc="s" * 400)
     with pytest.raises(ConfigError, match="LOGD_UDP_PORT"):
         Logger(write_secret="s", port=0)
 

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from logd._pb.logd_pb2 import INFO, WARN, Cmd, Msg
 from logd.client.encoder import (
+    MAX_NAME,
     MIN_FRAME,
     Encoder,
     field_size,
@@ -103,3 +104,11 @@ def test_rate_limit_token_bucket() -> None:
     assert [limit.allow(10.0) for _ in range(3)] == [True, True, False]  # never above burst
     with pytest.raises(ValueError, match="positive"):
         RateLimit(0, now=0.0)
+
+
+@pytest.mark.parametrize("field", ["env", "svc", "fn"])
+def test_a_name_past_the_servers_cap_is_refused_when_the_encoder_is_made(field: str) -> None:
+    names = {"env": "prod", "svc": "api", "fn": ""} | {field: "n" * (MAX_NAME + 1)}
+    with pytest.raises(ValueError, match=f"{field} is 129 bytes; a server refuses names over 128"):
+        Encoder(**names, max_frame=1400)
+    Encoder(**(names | {field: "é" * (MAX_NAME // 2)}), max_frame=1400)  # 128 bytes: fine

@@ -51,6 +51,7 @@ def test_attrs_and_stack_traces_arrive(logd: LogdProcess) -> None:
     events = wait_for(lambda: len(logd.query(svc="billing")) == 2 and logd.query(svc="billing"))
     failed, charged = events
     assert charged == {
+        "id": charged["id"],
         "t": charged["t"],
         "env": "prod",
         "svc": "billing",

@@ -32,7 +32,8 @@ def test_an_answer_past_its_bytes_ends_with_the_truncation_marker(tmp_path: Path
         fill(proc, 100, 2000)  # ~200 KB of events
         events = proc.query(svc="big", limit="100")
         marker = events[-1]
-        assert set(marker) == {"truncated", "max_bytes", "events", "until", "offset"}
+        assert set(marker) == {"truncated", "max_bytes", "events", "until", "offset", "before"}
+        assert marker["before"] == events[-2]["id"]  # the last event shown
         assert marker["truncated"] is True
         assert marker["max_bytes"] == 64 * KiB
         shown = events[:-1]
@@ -55,7 +56,12 @@ def test_an_answer_past_its_bytes_ends_with_the_truncation_marker(tmp_path: Path
         few = proc.query(svc="big", limit="5")
         assert all("truncated" not in e for e in few)
         assert len(few) == 5
-        assert proc.info()["queries"]["truncated"] == 3
+        assert proc.info()["queries"]["truncated"] == 3  # the first, its NDJSON twin, a page
+        status, body, _ = proc.get("/", {"before": "not-an-id"})
+        assert status == 400
+        assert body["error"] == (
+            "bad parameter 'before': expected an event id this server gave (the `id` of an event)"
+        )
         # `logd query` shows what came and says on stderr how to get the rest.
         env = {**os.environ, "LOGD_HOST": proc.http_url, "LOGD_READ_SECRET": proc.read_secret}
         cli = subprocess.run(
@@ -68,6 +74,12 @@ def test_an_answer_past_its_bytes_ends_with_the_truncation_marker(tmp_path: Path
             f"LOGD_QUERY_MAX_BYTES (65536 bytes); for older ones add --until {marker['until']} "
             f"--offset {marker['offset']}\n"
         )
+        # `before` pages the same way by id, unmoved by events written meanwhile.
+        fill_more = [Msg(svc="big", txt="newer")]
+        proc.write(*fill_more)
+        wait_for(lambda: proc.info()["store"]["writes"] == 101)
+        by_id = proc.query(svc="big", limit="100", before=marker["before"])
+        assert by_id == older
     finally:
         proc.stop()
 

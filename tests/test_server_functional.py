@@ -85,6 +85,8 @@ def test_every_filter(filled: LogdProcess, params: dict[str, str], expected: lis
 
 def test_event_shape(filled: LogdProcess) -> None:
     (ev,) = filled.query(fn="Charge")
+    assert list(ev)[:2] == ["id", "t"]  # the server's id first
+    assert ev.pop("id").isdigit()
     assert ev.pop("t").endswith("Z")
     assert ev == {
         "env": "prod", "svc": "api", "fn": "Charge", "lvl": "ERROR", "txt": "card declined",
@@ -214,7 +216,8 @@ def test_each_reject_reason_is_counted_and_stores_nothing(logd: LogdProcess) -> 
         for frame in batch:
             logd.send_frame(frame)
     expected = {"bad_frame": 2, "unknown_key": 1, "bad_mac": 1, "stale": 1, "future": 1,
-                "replay": 1, "overload": 0, "bad_payload": 1, "forbidden": 1}  # fmt: skip
+                "replay": 1, "overload": 0, "bad_payload": 1, "forbidden": 1,
+                "long_name": 0}  # fmt: skip
     udp = wait_for(lambda: (u := logd.info()["udp"])["received"] == 10 and u)
     assert udp["rejected"] == expected
     assert udp["accepted"] == 1
@@ -316,9 +319,10 @@ def test_tail_streams_sse(logd: LogdProcess) -> None:
         _wait_subscribers(logd, 1)
         logd.write(event("live"))
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        line = response.readline()
+        id_line, line = response.readline(), response.readline()
         assert line.startswith(b"data: ")
         assert json.loads(line[6:])["txt"] == "live"
+        assert id_line == f"id: {json.loads(line[6:])['id']}\n".encode()
 
 
 def test_tail_rejects_query_only_parameters(logd: LogdProcess) -> None:

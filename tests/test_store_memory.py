@@ -39,7 +39,7 @@ def test_ring_evicts_oldest_first_and_stays_within_budget() -> None:
     for i in range(5000):
         ring.append(i, 0, i.to_bytes(4, "big") * 25)
         assert ring.bytes <= capacity
-    kept = [t for t, _, _ in ring.scan(Filter())]
+    kept = [t for t, _, _, _ in ring.scan(Filter())]
     assert kept == list(range(4999, 4999 - len(kept), -1))  # the newest, in order, no gaps
     assert ring.evicted == 5000 - len(kept)
     # Eviction drops one chunk (at most 1/16 of the budget and its bookkeeping) at a time.
@@ -63,13 +63,13 @@ def test_scan_finds_needles_across_chunk_boundaries_exactly() -> None:
         ring.append(i, msg.lvl, msg.SerializeToString())
     assert len(ring._chunks) > 4
     assert ring.evicted == 0
-    hits = [t for t, _, _ in ring.scan(Filter.from_params({"fn": "F"}, 0))]
+    hits = [t for t, _, _, _ in ring.scan(Filter.from_params({"fn": "F"}, 0))]
     assert hits == [i for i in range(2999, -1, -1) if i % 7 == 0]
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "EVENT 12"}, 0))] == [
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"txt": "EVENT 12"}, 0))] == [
         i for i in range(2999, -1, -1) if "event 12" in f"event {i}"
     ]
-    assert [t for t, _, _ in ring.scan(Filter(lvl=5))] == list(range(2990, -1, -10))
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"lvl": "5", "fn": "F"}, 0))] == list(
+    assert [t for t, _, _, _ in ring.scan(Filter(lvl=5))] == list(range(2990, -1, -10))
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"lvl": "5", "fn": "F"}, 0))] == list(
         range(2940, -1, -70)
     )
 
@@ -78,7 +78,7 @@ def test_non_ascii_text_matches_case_insensitively() -> None:
     ring = Ring("a/b", "a", "b", capacity=1 << 20)
     for i, txt in enumerate(["Ünïcode ÉVÉNEMENT", "plain", "événement"]):
         ring.append(i, 0, Msg(txt=txt).SerializeToString())
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "ÉVÉNEMENT"}, 0))] == [2, 0]
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"txt": "ÉVÉNEMENT"}, 0))] == [2, 0]
 
 
 def test_rings_are_keyed_env_svc_with_placeholders() -> None:
@@ -151,9 +151,11 @@ def test_characters_that_lower_to_ascii_are_found_in_packed_chunks() -> None:
     texts = ["plain"] * 50 + ["\u212aelvin"] + ["plain"] * 50 + ["\u0130stanbul"] + ["x"] * 10
     for i, txt in enumerate(texts):
         ring.append(i, 0, Msg(txt=txt).SerializeToString())
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "kelvin"}, 0))] == [50]
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "istanbul"}, 0))] == []
-    assert [t for t, _, _ in ring.scan(Filter.from_params({"txt": "i\u0307stanbul"}, 0))] == [101]
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"txt": "kelvin"}, 0))] == [50]
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"txt": "istanbul"}, 0))] == []
+    assert [t for t, _, _, _ in ring.scan(Filter.from_params({"txt": "i\u0307stanbul"}, 0))] == [
+        101
+    ]
 
 
 def test_a_long_scan_gives_the_event_loop_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import pytest
@@ -11,14 +12,16 @@ from logd.server.filters import Filter
 from logd.server.tail import TailClosed, TailHub, TooManyTails
 from support import tail_batch
 
+IDS = itertools.count(1)  # event ids, as the store gives them
+
 
 def test_matching_subscribers_get_events_in_order() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=4, queue_len=10)
         errors = hub.subscribe(Filter(lvl=ERROR))
         everything = hub.subscribe(Filter())
-        hub.publish(Msg(txt="a", lvl=INFO))
-        hub.publish(Msg(txt="b", lvl=ERROR))
+        hub.publish(Msg(txt="a", lvl=INFO), next(IDS))
+        hub.publish(Msg(txt="b", lvl=ERROR), next(IDS))
         lines, dropped = await tail_batch(everything, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["a", "b"]
         assert dropped == 0
@@ -33,7 +36,7 @@ def test_slow_subscriber_loses_events_and_is_told() -> None:
         hub = TailHub(max_subscribers=4, queue_len=3)
         sub = hub.subscribe(Filter())
         for i in range(10):
-            hub.publish(Msg(txt=str(i)))
+            hub.publish(Msg(txt=str(i)), next(IDS))
         lines, dropped = await tail_batch(sub, 1)
         assert len(lines) == 3
         assert dropped == 7
@@ -63,7 +66,7 @@ def test_a_burst_is_one_flush_whose_bytes_every_subscriber_shares() -> None:
         hub = TailHub(max_subscribers=4, queue_len=10)
         subs = [hub.subscribe(Filter()) for _ in range(3)]
         for i in range(5):
-            hub.publish(Msg(txt=str(i)))
+            hub.publish(Msg(txt=str(i)), next(IDS))
         chunks = [await sub.next_chunk(1, sse=False) for sub in subs]
         assert [json.loads(x)["txt"] for x in chunks[0].splitlines()] == list("01234")
         assert all(chunk is chunks[0] for chunk in chunks)  # encoded once for all three
@@ -76,7 +79,7 @@ def test_the_first_event_after_a_quiet_spell_is_not_held_back() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=1, queue_len=10, coalesce_s=3600)
         sub = hub.subscribe(Filter())
-        hub.publish(Msg(txt="now"))
+        hub.publish(Msg(txt="now"), next(IDS))
         lines, _ = await tail_batch(sub, 60)  # an hour's coalescing would not answer
         assert [json.loads(x)["txt"] for x in lines] == ["now"]
 
@@ -88,13 +91,19 @@ def test_chunks_put_the_dropped_notice_first_in_both_formats() -> None:
         hub = TailHub(max_subscribers=2, queue_len=2)
         ndjson, sse = hub.subscribe(Filter()), hub.subscribe(Filter())
         for i in range(5):
-            hub.publish(Msg(txt=str(i)))
+            hub.publish(Msg(txt=str(i)), next(IDS))
         first, *lines = (await ndjson.next_chunk(1, sse=False)).decode().splitlines()
         assert json.loads(first) == {"dropped": 3}
         assert [json.loads(x)["txt"] for x in lines] == ["0", "1"]
         events = (await sse.next_chunk(1, sse=True)).decode().split("\n\n")
         assert events[0] == 'event: dropped\ndata: {"dropped": 3}'
-        assert [json.loads(e.removeprefix("data: "))["txt"] for e in events[1:3]] == ["0", "1"]
+        messages = [e.split("\n") for e in events[1:3]]  # each: its id, then its data
+        assert [json.loads(data.removeprefix("data: "))["txt"] for _, data in messages] == [
+            "0",
+            "1",
+        ]
+        for id_line, data in messages:
+            assert id_line == "id: " + json.loads(data.removeprefix("data: "))["id"]
         assert events[3:] == [""]
         assert hub.dropped == 6
 
@@ -116,7 +125,7 @@ def test_a_full_queue_keeps_its_oldest_lines_across_flushes() -> None:
         hub = TailHub(max_subscribers=1, queue_len=3, coalesce_s=0)
         sub = hub.subscribe(Filter())
         for i in range(4):
-            hub.publish(Msg(txt=str(i)))
+            hub.publish(Msg(txt=str(i)), next(IDS))
             hub.flush()  # one flush per event, as under light load
         lines, dropped = await tail_batch(sub, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["0", "1", "2"]
@@ -129,9 +138,9 @@ def test_a_subscriber_does_not_get_what_was_published_before_it_came() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=2, queue_len=10)
         early = hub.subscribe(Filter())
-        hub.publish(Msg(txt="before"))  # not flushed yet
+        hub.publish(Msg(txt="before"), next(IDS))  # not flushed yet
         late = hub.subscribe(Filter())
-        hub.publish(Msg(txt="after"))
+        hub.publish(Msg(txt="after"), next(IDS))
         lines, _ = await tail_batch(late, 1)
         assert [json.loads(x)["txt"] for x in lines] == ["after"]
         lines, _ = await tail_batch(early, 1)
@@ -158,8 +167,8 @@ def test_filtered_subscribers_share_the_rendering_not_the_batch() -> None:
         hub = TailHub(max_subscribers=3, queue_len=10)
         errors = hub.subscribe(Filter(lvl=ERROR))
         everything = hub.subscribe(Filter())
-        hub.publish(Msg(txt="a", lvl=INFO))
-        hub.publish(Msg(txt="b", lvl=ERROR))
+        hub.publish(Msg(txt="a", lvl=INFO), next(IDS))
+        hub.publish(Msg(txt="b", lvl=ERROR), next(IDS))
         (err,) = (await errors.next_chunk(1, sse=False)).splitlines()
         lines = (await everything.next_chunk(1, sse=False)).splitlines()
         assert lines[1] == err
@@ -175,7 +184,7 @@ def test_guard_against_large_events_filling_a_queue_past_its_bytes() -> None:
         hub = TailHub(max_subscribers=2, queue_len=10_000, queue_bytes=64 * 1024)
         sub = hub.subscribe(Filter())
         for i in range(100):
-            hub.publish(Msg(txt=f"{i:04d}" + "x" * 8000))
+            hub.publish(Msg(txt=f"{i:04d}" + "x" * 8000), next(IDS))
         hub.flush()
         assert sub.queued_bytes <= 64 * 1024
         assert hub.queued_bytes == sub.queued_bytes
@@ -207,12 +216,12 @@ def test_guard_against_a_stuck_filtered_tail_costing_work_per_event() -> None:
         flt = CountingFilter(terms=Filter.from_params({"txt": "match"}, 0).terms)
         stuck = hub.subscribe(flt)
         for i in range(4):
-            hub.publish(Msg(txt=f"match {i}"))
+            hub.publish(Msg(txt=f"match {i}"), next(IDS))
         hub.flush()
         assert stuck.full
         assert flt.calls == 4
         for i in range(1000):
-            hub.publish(Msg(txt=f"match {i}" if i % 2 else "other"))
+            hub.publish(Msg(txt=f"match {i}" if i % 2 else "other"), next(IDS))
         hub.flush()
         assert flt.calls == 4  # the 1,000 were not matched one by one
         lines, dropped = await tail_batch(stuck, 1)
@@ -227,13 +236,40 @@ def test_events_waiting_for_a_flush_are_bounded_in_bytes() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=1, queue_len=100_000, queue_bytes=1 << 30, coalesce_s=3600)
         sub = hub.subscribe(Filter())
-        hub.publish(Msg(txt="first"))  # after a quiet spell: flushed on the next loop turn
+        hub.publish(
+            Msg(txt="first"), next(IDS)
+        )  # after a quiet spell: flushed on the next loop turn
         await asyncio.sleep(0)
         big = "y" * 60_000
         for _ in range(40):  # 2.4 MB: past PENDING_MAX_BYTES, flushed at once
-            hub.publish(Msg(txt=big))
+            hub.publish(Msg(txt=big), next(IDS))
         assert hub.flushes == 2
         lines, _ = await tail_batch(sub, 1)
         assert len(lines) == 1 + 35  # the 35th event crossed 2 MiB and flushed them all
+
+    asyncio.run(run())
+
+
+def test_guard_against_a_stuck_tail_whose_queue_never_fills_to_the_byte() -> None:
+    """8 KB lines in a 20 KB queue: two fit, the third does not, and the queue stops short
+    of its bound. Having lost an event, the subscriber is skipped until it reads."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=10_000, queue_bytes=20 * 1024)
+        flt = CountingFilter(terms=Filter.from_params({"txt": "orders"}, 0).terms)
+        CountingFilter.calls = 0
+        stuck = hub.subscribe(flt)
+        for i in range(3):
+            hub.publish(Msg(txt=f"orders {i} " + "x" * 8000), next(IDS))
+        hub.flush()
+        assert stuck.queued_bytes < 20 * 1024
+        assert stuck.full
+        for i in range(500):
+            hub.publish(Msg(txt=f"orders {i} " + "x" * 8000), next(IDS))
+        hub.flush()
+        assert flt.calls == 3  # the 500 cost no matching
+        lines, dropped = await tail_batch(stuck, 1)
+        assert (len(lines), dropped) == (2, 501)
+        assert not stuck.full
 
     asyncio.run(run())

@@ -54,11 +54,11 @@ def test_every_subscriber_gets_a_burst_whole_and_in_order(logd: LogdProcess) -> 
             assert got == texts
         got = []
         while len(got) < len(texts):
-            line = sse.readline()
-            if line.startswith(b"data: "):
-                got.append(json.loads(line[6:])["txt"])
-            else:
-                assert line == b"\n"  # the blank line that ends each SSE event
+            id_line, data, end = sse.readline(), sse.readline(), sse.readline()
+            event = json.loads(data.removeprefix(b"data: "))
+            assert id_line == f"id: {event['id']}\n".encode()  # what a reconnect sends back
+            assert end == b"\n"  # the blank line that ends each SSE event
+            got.append(event["txt"])
         assert got == texts
     assert logd.info()["tail"]["dropped"] == 0
 
@@ -75,6 +75,7 @@ def test_an_overflow_is_told_in_band_before_the_lines_kept(tmp_path: Path, accep
                 assert response.readline() == b"event: dropped\n"
                 assert response.readline() == f'data: {{"dropped": {PER_FRAME - 1}}}\n'.encode()
                 assert response.readline() == b"\n"
+                assert response.readline().startswith(b"id: ")
                 assert json.loads(response.readline().removeprefix(b"data: "))["txt"] == "e0"
             else:
                 assert json.loads(response.readline()) == {"dropped": PER_FRAME - 1}

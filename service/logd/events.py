@@ -34,9 +34,11 @@ def msg_time_ns(msg: Msg) -> int:
     return msg.t.seconds * 1_000_000_000 + msg.t.nanos
 
 
-def msg_to_json(msg: Msg) -> dict[str, Any]:
-    """The event object of docs/http-api.md; empty fields are left out."""
-    out: dict[str, Any] = {"t": format_time(msg_time_ns(msg))}
+def msg_to_json(msg: Msg, event_id: str | None = None) -> dict[str, Any]:
+    """The event object of docs/http-api.md, its server-assigned `id` first; empty fields
+    are left out."""
+    out: dict[str, Any] = {} if event_id is None else {"id": event_id}
+    out["t"] = format_time(msg_time_ns(msg))
     for name in ("env", "svc", "fn"):
         value = getattr(msg, name)
         if value:

@@ -286,13 +286,28 @@ def query(fmt: str | None, color: str, host: str | None, **filters: Any) -> None
 # --- tail -------------------------------------------------------------------------
 
 
+TAIL_BACKLOG = 10  # events `logd tail` shows first, as `tail -f` does lines
+GAP_NOTE = "logd: some events were lost here: the server no longer held them"
+
+
 @click.command()
 @_filter_options(query=False)
+@click.option(
+    "-n",
+    "--lines",
+    "lines",
+    metavar="N",
+    type=click.IntRange(0, 10_000),
+    help=f"Show the newest N matching events first [default: {TAIL_BACKLOG}, or all since "
+    "--since; 0: only new ones].",
+)
 @click.option("--json", "--ndjson", "as_json", is_flag=True, help="One JSON object per line.")
 @color_option
 @host_option
-def tail(as_json: bool, color: str, host: str | None, **filters: Any) -> None:
-    """Follow new events as they arrive; reconnects if the server restarts. Ctrl-C stops."""
+def tail(as_json: bool, lines: int | None, color: str, host: str | None, **filters: Any) -> None:
+    """Show recent events, then follow new ones as they arrive, like `tail -f`. Reconnects
+    if the server restarts or the network drops, resuming after the last event shown (what
+    was sent meanwhile is not missed while the server holds it). Ctrl-C stops."""
 
     def run() -> None:
         import json
@@ -305,31 +320,46 @@ def tail(as_json: bool, color: str, host: str | None, **filters: Any) -> None:
                 click.echo(json.dumps(item, ensure_ascii=False))
             elif "dropped" in item and "t" not in item:
                 click.echo(format_dropped(int(item["dropped"])), err=True)
+            elif item.get("gap") is True and "t" not in item:
+                click.echo(GAP_NOTE, err=True)
             else:
                 click.echo(format_event(item, color=paint), color=paint)
             sys.stdout.flush()
 
+        params = _params(filters)
+        backlog = lines if lines is not None else (None if filters.get("since") else TAIL_BACKLOG)
+        if backlog is not None:
+            params.append(("n", str(backlog)))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
-            _follow(client, _params(filters), show)
+            _follow(client, params, show)
 
     _guarded(run)
 
 
 def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]], None]) -> None:
     """Stream events to `show`; after a first good connection, reconnect with backoff
-    (jittered, doubling up to 5 s) whenever the stream breaks."""
+    (jittered, doubling up to 5 s) whenever the stream breaks, asking for the events
+    after the last one shown (`after=`) instead of the first backlog."""
     from logd.client.readclient import Disconnected
 
     connected_once = outage = False
     delay = _BACKOFF_FIRST_S
+    last_id: str | None = None
     while True:
-        stream = client.tail(params)
+        if last_id is None:
+            asked = params
+        else:
+            asked = [(k, v) for k, v in params if k != "n"]
+            asked.append(("after", last_id))
+        stream = client.tail(asked)
         try:
             next(stream)  # connects, or raises
             if outage:
                 click.echo(f"logd: reconnected to {client.base}", err=True)
             connected_once, outage, delay = True, False, _BACKOFF_FIRST_S
             for item in stream:
+                if isinstance(item.get("id"), str):
+                    last_id = item["id"]
                 show(item)
         except Disconnected as err:
             if not connected_once:

@@ -52,6 +52,9 @@ def write_payload(msgs: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+MAX_NAME = 128  # bytes of env, svc, fn or an attribute key that a server accepts
+
+
 def msg_budget(max_frame: int) -> int:
     """The largest serialised Msg that fits alone in a frame of `max_frame` bytes."""
     room = max_frame - HEADER_LEN
@@ -64,6 +67,12 @@ class Encoder:
     __slots__ = ("_prefix", "_prefix_fn", "budget", "truncated")
 
     def __init__(self, *, env: str, svc: str, fn: str, max_frame: int) -> None:
+        for field, name in (("env", env), ("svc", svc), ("fn", fn)):
+            if len(name.encode()) > MAX_NAME:
+                raise ValueError(
+                    f"{field} is {len(name.encode())} bytes; a server refuses names over "
+                    f"{MAX_NAME} bytes (docs/protocol.md)"
+                )
         self._prefix = Msg(env=env, svc=svc).SerializeToString()
         self._prefix_fn = Msg(env=env, svc=svc, fn=fn).SerializeToString()
         self.budget = msg_budget(max_frame)

@@ -3,8 +3,11 @@
 Every buffer of the server has a bound in bytes, and their sum must fit the limit:
 
 - rings: every ring's capacity, in the worst case (every ring slot used, each at
-  the largest size a key could get), plus the overflow ring;
-- tails: each subscriber's queue (LOGD_TAIL_BUFFER_BYTES) times LOGD_MAX_TAILS;
+  the largest size a key could get), plus the overflow ring, and RING_SLACK for what
+  a ring holds beyond the bytes it counts (the arrays' and the open chunk's spare room);
+- tails: each subscriber's queue (LOGD_TAIL_BUFFER_BYTES) twice (the queue, and the
+  chunk taken from it that a client which does not read leaves half-written), plus
+  its socket's send buffer (TAIL_SNDBUF), times LOGD_MAX_TAILS;
 - queries: each answer (LOGD_QUERY_MAX_BYTES) held twice (the events found, and
   the rendered part being written) times LOGD_MAX_QUERIES;
 - the replay guard: its capacity times what an entry may cost;
@@ -34,6 +37,8 @@ RING_MIN = 256 * 1024  # the smallest derived default (a chunk is 1/16 of a ring
 # Worst case per remembered MAC: the C table's open-addressing slots at low load; the
 # Python guard's dict entry, key and expiry.
 REPLAY_ENTRY_BYTES = {"c": 100, "python": 200}
+RING_SLACK = 1.10  # measured: full rings took 8% more than they count
+TAIL_SNDBUF = 256 * 1024  # the kernel's send buffer of a tail connection (the handler sets it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +64,50 @@ class Budget:
 
 
 def machine_memory(
-    cgroup: Path = Path("/sys/fs/cgroup"), meminfo: Path = Path("/proc/meminfo")
+    cgroup: Path = Path("/sys/fs/cgroup"),
+    meminfo: Path = Path("/proc/meminfo"),
+    self_cgroup: Path = Path("/proc/self/cgroup"),
 ) -> tuple[int, str]:
-    """The memory this process may have: its cgroup's limit, else the machine's."""
-    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+    """The memory this process may have: the tightest limit of its cgroup and the cgroups
+    above it (v2 `memory.max`, v1 `memory.limit_in_bytes`), else the machine's MemTotal."""
+    limits = []
+    for path in _cgroup_limit_files(cgroup, self_cgroup):
         try:
             text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 1 << 60:  # v1 says "no limit" with a huge number
-            return int(text), f"cgroup {path}"
+            limits.append((int(text), f"cgroup {path}"))
+    if limits:
+        return min(limits)
     for line in meminfo.read_text().splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024, "MemTotal"
     raise ConfigError("cannot tell this machine's memory; set LOGD_MEMORY_LIMIT")
+
+
+def _cgroup_limit_files(cgroup: Path, self_cgroup: Path) -> list[Path]:
+    """The limit files of this process's memory cgroup and of each cgroup above it."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    files = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            base, name = cgroup, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = cgroup / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        here = base / path.strip("/")
+        while True:
+            files.append(here / name)
+            if here == base:
+                break
+            here = here.parent
+    return files
 
 
 def _rings_worst_case(config: Config, default: int) -> int:
@@ -82,7 +117,8 @@ def _rings_worst_case(config: Config, default: int) -> int:
     prefixes = [v for k, v in config.rings.items() if k.endswith("*")]
     named = [v for k, v in exact.items() if k != OVERFLOW_KEY][: config.max_rings]
     largest = max([default, *prefixes])
-    return sum(named) + (config.max_rings - len(named)) * largest + sizes(OVERFLOW_KEY)
+    counted = sum(named) + (config.max_rings - len(named)) * largest + sizes(OVERFLOW_KEY)
+    return int(counted * RING_SLACK)
 
 
 def plan(config: Config, *, engine: str, memory: tuple[int, str] | None = None) -> Budget:
@@ -92,7 +128,7 @@ def plan(config: Config, *, engine: str, memory: tuple[int, str] | None = None) 
     else:
         total, where = memory if memory is not None else machine_memory()
         limit, source = int(total * SHARE), f"{SHARE:.0%} of {where}"
-    tails = config.max_tails * config.tail_buffer_bytes
+    tails = config.max_tails * (2 * config.tail_buffer_bytes + TAIL_SNDBUF)
     queries = config.max_queries * 2 * config.query_max_bytes
     replay = config.replay_capacity * REPLAY_ENTRY_BYTES[engine]
     fixed = FIXED_BYTES

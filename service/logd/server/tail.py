@@ -39,6 +39,10 @@ KEEPALIVE_NDJSON = b"\n"
 KEEPALIVE_SSE = b": keep-alive\n\n"
 
 
+def _line(msg: Msg, event_id: int | str) -> bytes:
+    return _render(msg_to_json(msg, str(event_id))).encode()
+
+
 class TooManyTails(Exception):
     """The cap on concurrent tail subscribers is reached."""
 
@@ -48,13 +52,15 @@ class TailClosed(Exception):
 
 
 class _Batch:
-    """Rendered JSON lines of one flush (UTF-8), and their NDJSON / SSE bytes, encoded at
-    most once however many subscribers send them."""
+    """Rendered JSON lines of one flush (UTF-8) and their events' ids, and their NDJSON /
+    SSE bytes (each SSE message with its `id:`), encoded at most once however many
+    subscribers send them."""
 
-    __slots__ = ("_ndjson", "_sse", "lines", "nbytes")
+    __slots__ = ("_ndjson", "_sse", "ids", "lines", "nbytes")
 
-    def __init__(self, lines: list[bytes]) -> None:
+    def __init__(self, lines: list[bytes], ids: list[bytes]) -> None:
         self.lines = lines
+        self.ids = ids
         self.nbytes = sum(map(len, lines)) + len(lines)  # as NDJSON
         self._ndjson: bytes | None = None
         self._sse: bytes | None = None
@@ -62,7 +68,8 @@ class _Batch:
     def encoded(self, *, sse: bool) -> bytes:
         if sse:
             if self._sse is None:
-                self._sse = b"".join([b"data: " + line + b"\n\n" for line in self.lines])
+                pairs = zip(self.ids, self.lines, strict=True)
+                self._sse = b"".join([b"id: " + i + b"\ndata: " + x + b"\n\n" for i, x in pairs])
             return self._sse
         if self._ndjson is None:
             self._ndjson = b"\n".join(self.lines) + b"\n"
@@ -104,7 +111,13 @@ class Subscription:
 
     @property
     def full(self) -> bool:
-        return self._queued >= self._maxlen or self.queued_bytes >= self._max_bytes
+        """No room, or it lost events since it last read: it is not keeping up, so a flush
+        skips it (O(1)) until it reads again."""
+        return (
+            self._dropped > 0
+            or self._queued >= self._maxlen
+            or self.queued_bytes >= self._max_bytes
+        )
 
     def _lose(self, n: int) -> None:
         self._dropped += n
@@ -125,7 +138,7 @@ class Subscription:
             self._lose(n - keep)
             if not keep:
                 return
-            batch = _Batch(batch.lines[:keep])
+            batch = _Batch(batch.lines[:keep], batch.ids[:keep])
             n = keep
         self._batches.append(batch)
         self._queued += n
@@ -191,7 +204,7 @@ class TailHub:
         self._queue_len = queue_len
         self._queue_bytes = queue_bytes
         self._coalesce_s = coalesce_s
-        self._pending: list[Msg] = []
+        self._pending: list[tuple[Msg, int | str]] = []
         self._pending_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = float("-inf")  # loop time
@@ -218,11 +231,11 @@ class TailHub:
     def discard(self, sub: Subscription) -> None:
         self.subscribers.discard(sub)
 
-    def publish(self, msg: Msg) -> None:
+    def publish(self, msg: Msg, event_id: int | str) -> None:
         """Queue one event for the next flush (O(1), whatever the subscribers)."""
         if not self.subscribers:
             return
-        self._pending.append(msg)
+        self._pending.append((msg, event_id))
         self._pending_bytes += msg.ByteSize()
         if self._pending_bytes >= PENDING_MAX_BYTES:
             self.flush()
@@ -249,6 +262,7 @@ class TailHub:
         self._last_flush = asyncio.get_running_loop().time()
         self.flushes += 1
         rendered: list[bytes | None] = [None] * len(msgs)
+        ids = [str(event_id).encode() for _, event_id in msgs]
         shared: _Batch | None = None
         for sub in self.subscribers:
             if sub.full:  # a reader that does not keep up: no matching, no rendering
@@ -256,20 +270,22 @@ class TailHub:
                 continue
             if sub.everything:
                 if shared is None:
-                    shared = _Batch([_render(msg_to_json(m)).encode() for m in msgs])
+                    shared = _Batch([_line(m, i) for m, i in msgs], ids)
                     rendered = list(shared.lines)
                 sub._take(shared)
                 continue
             flt = sub.filter
             lines: list[bytes] = []
-            for i, m in enumerate(msgs):
+            line_ids: list[bytes] = []
+            for k, (m, event_id) in enumerate(msgs):
                 if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
-                    line = rendered[i]
+                    line = rendered[k]
                     if line is None:
-                        line = rendered[i] = _render(msg_to_json(m)).encode()
+                        line = rendered[k] = _line(m, event_id)
                     lines.append(line)
+                    line_ids.append(ids[k])
             if lines:
-                sub._take(_Batch(lines))
+                sub._take(_Batch(lines, line_ids))
         self.published += sum(line is not None for line in rendered)
 
     def close_all(self) -> None:

@@ -8,11 +8,12 @@ giving the event loop back. Past the bound, the answer ends with a truncation
 marker, the last element of the JSON array or the last NDJSON line:
 
     {"truncated": true, "max_bytes": 8388608, "events": 130,
-     "until": "2026-12-01T20:59:59.123456789Z", "offset": 3}
+     "until": "2026-12-01T20:59:59.123456789Z", "offset": 3, "before": "1887..."}
 
-`until` and `offset` page on: the same query with both gets the next, older, events
-(the first `offset` events at the `until` time were in this answer). An event never
-has a `truncated` field.
+`before` pages on: the same query with `before=` that id gets the next, older, events,
+unmoved by new writes (the memory store; on Valkey, `until` and `offset` do the same:
+the first `offset` events at the `until` time were in this answer). An event never has
+a `truncated` field.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def truncation_marker(found: Found, written: int, max_bytes: int) -> dict[str, o
         "events": written,
         "until": format_time(times[-1]),
         "offset": same,
+        "before": found.ids[written - 1],
     }
 
 
@@ -97,8 +99,8 @@ async def write_answer(
         out = bytearray() if ndjson else bytearray(b"[")
         total = written = 0
         truncated = found.truncated
-        for msg in found.events:
-            line = _render(msg_to_json(msg)).encode()
+        for msg, event_id in zip(found.events, found.ids, strict=True):
+            line = _render(msg_to_json(msg, event_id)).encode()
             if written and total + len(line) > max_bytes:
                 truncated = True
                 break

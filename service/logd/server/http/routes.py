@@ -6,6 +6,7 @@ Every error is JSON `{"error": "..."}`; nothing a client sends gives a 500.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -14,8 +15,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from logd import __version__
-from logd.server.budget import rss_bytes
+from logd.server.budget import TAIL_SNDBUF, rss_bytes
 from logd.server.filters import Filter, FilterError, is_filter_param, whole_number
+from logd.server.http import backlog
 from logd.server.http.answer import write_answer
 from logd.server.http.hits import handler as hits_handler
 from logd.server.http.metrics import render_metrics
@@ -58,9 +60,10 @@ QUERY_PARAMS = frozenset(
         "since",
         "until",
         "format",
+        "before",
     }
 )
-TAIL_PARAMS = QUERY_PARAMS - {"limit", "offset", "until"}
+TAIL_PARAMS = (QUERY_PARAMS - {"limit", "offset", "until", "before"}) | {"n", "after"}
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
@@ -180,8 +183,15 @@ async def query(request: web.Request) -> web.StreamResponse:
         limit = _int_param(params, "limit", 100, request.app[QUERY_LIMIT_MAX], lo=1)
         offset = _int_param(params, "offset", 0, 10**9)
         flt = Filter.from_params(params, time.time_ns())
+        before = backlog.parse_id("before", params["before"]) if "before" in params else None
     except FilterError as err:
         return json_error(400, str(err))
+    store = request.app[STORE]
+    ids = {}
+    if before is not None:
+        if not isinstance(store, backlog.History):
+            return json_error(400, "before= needs the memory store for now")
+        ids = {"ids": (0, before - 1)}  # stable paging: older than that event
     gate = request.app[QUERIES]
     if not gate.enter():
         return json_error(
@@ -192,9 +202,7 @@ async def query(request: web.Request) -> web.StreamResponse:
     try:
         max_bytes = request.app[CONFIG].query_max_bytes
         try:
-            found = await request.app[STORE].query(
-                flt, limit=limit, offset=offset, max_bytes=max_bytes
-            )
+            found = await store.query(flt, limit=limit, offset=offset, max_bytes=max_bytes, **ids)
         except StoreUnavailable as err:
             return json_error(503, str(err), **{"Retry-After": "2"})
         ndjson = _wants(request, NDJSON, "ndjson")
@@ -218,15 +226,31 @@ async def tail(request: web.Request) -> web.StreamResponse:
     try:
         _check_params(params, TAIL_PARAMS)
         flt = Filter.from_params(params, time.time_ns(), allow_until=False)
+        ask = backlog.parse_ask(params, request.headers)
     except FilterError as err:
         return json_error(400, str(err))
+    store = request.app[STORE]
+    if ask is not None and not isinstance(store, backlog.History) and not params.get("since"):
+        return json_error(400, "n, after and Last-Event-ID need the memory store for now")
     try:
-        sub = request.app[STORE].subscribe(flt)
+        sub = store.subscribe(flt)
     except TooManyTails:
         return json_error(429, "too many live tails; retry later", **{"Retry-After": "5"})
     except StoreUnavailable as err:
         return json_error(503, str(err), **{"Retry-After": "2"})
     sse = SSE in request.headers.get("Accept", "")
+    first = b""
+    if ask is not None and isinstance(store, backlog.History):
+        # Subscribed first: what is stored up to this id is history, the rest comes live.
+        last_id = store.last_id()
+        try:
+            found, gap = await backlog.history(
+                store, flt, ask, last_id, request.app[CONFIG].query_max_bytes
+            )
+        except BaseException:
+            sub.close()
+            raise
+        first = backlog.render(found, gap=gap, sse=sse)
     response = web.StreamResponse(
         headers={
             "Content-Type": SSE if sse else NDJSON,
@@ -235,8 +259,13 @@ async def tail(request: web.Request) -> web.StreamResponse:
         }
     )
     response.headers.update(streamed_cors(request))
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:  # a client that does not read holds at most this in the kernel
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TAIL_SNDBUF // 2)
     try:
         await response.prepare(request)
+        if first:
+            await response.write(first)
         while True:
             try:
                 chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)

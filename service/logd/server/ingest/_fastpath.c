@@ -40,6 +40,7 @@
 #define NS 1000000000LL
 #define MIN_T_S (-9223372036LL) /* event times kept: int64 nanoseconds, as ingest.py */
 #define MAX_T_S 9223372035LL
+#define MAX_NAME 128       /* bytes of env, svc, fn or an attribute key; longer: Python refuses */
 #define MAX_LVL 6 /* FATAL: a level outside 0..6 goes to Python, which stores it as 0 */
 
 /* The order and names of accept.Reject's first seven members (the checks before the payload). */
@@ -430,7 +431,7 @@ static int rd_attr(const uint8_t *p, const uint8_t *end) {
         const uint8_t *s;
         size_t n;
         if (!rd_tag(&p, end, &field, &wire) || wire != 2 || (field != 1 && field != 2)) return 0;
-        if (!rd_string(&p, end, &s, &n)) return 0;
+        if (!rd_string(&p, end, &s, &n) || (field == 1 && n > MAX_NAME)) return 0;
     }
     return 1;
 }
@@ -455,11 +456,16 @@ static int rd_msg(const uint8_t *p, size_t len, Event *ev) {
             break;
         case 3: /* env */
             if (wire != 2 || !rd_string(&p, end, &ev->env, &ev->env_len)) return 0;
+            if (ev->env_len > MAX_NAME) return 0;
             break;
         case 4: /* svc */
             if (wire != 2 || !rd_string(&p, end, &ev->svc, &ev->svc_len)) return 0;
+            if (ev->svc_len > MAX_NAME) return 0;
             break;
-        case 5: case 7: case 8: case 10: /* fn, txt, stack_trace, url */
+        case 5: /* fn */
+            if (wire != 2 || !rd_string(&p, end, &s, &n) || n > MAX_NAME) return 0;
+            break;
+        case 7: case 8: case 10: /* txt, stack_trace, url */
             if (wire != 2 || !rd_string(&p, end, &s, &n)) return 0;
             break;
         case 6: /* lvl: a level of the enum; other values go through Python */
@@ -533,6 +539,7 @@ typedef struct {
     int n_keys;
     /* counters since the last take_counts() */
     unsigned long long received, rejected[N_REASONS], frames, events, key_frames[MAX_KEYS];
+    unsigned long long deferred; /* this drain: events the frames left to Python may hold */
     /* receive buffers, allocated on the first drain */
     uint8_t *bufs;
     struct mmsghdr msgs[BATCH];
@@ -764,6 +771,9 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     int count = self->keys[slot].may_write ? rd_write(f + HEADER_LEN, n - HEADER_LEN, self->parsed)
                                            : -1;
     if (count < 0) { /* authenticated and fresh; Python parses, authorises and acts */
+        /* Toward the drain's bound, as many events as its payload could hold (2 bytes
+         * each, at least): frames that Python stores must not escape the bound. */
+        self->deferred += (unsigned long long)(n - HEADER_LEN) / 2 + 1;
         if (close_run(self, items) < 0) return -1;
         PyObject *item = Py_BuildValue("(iy#NiL)", ITEM_FRAME, (const char *)f, (Py_ssize_t)n,
                                        make_addr(addr), slot, (long long)signed_at);
@@ -802,7 +812,8 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
     Py_ssize_t left = max_frames;
     int err = 0;
     self->in_run = 0;
-    while (left > 0 && self->events < events_max) {
+    self->deferred = 0;
+    while (left > 0 && self->events + self->deferred < events_max) {
         unsigned int want = left < BATCH ? (unsigned int)left : BATCH;
         for (unsigned int i = 0; i < want; i++) {
             memset(&self->msgs[i].msg_hdr, 0, sizeof self->msgs[i].msg_hdr);
@@ -897,6 +908,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         PyModule_AddIntConstant(m, "HEADER_LEN", HEADER_LEN) < 0 ||
         PyModule_AddIntConstant(m, "MAC_LEN", MAC_LEN) < 0 ||
         PyModule_AddIntConstant(m, "RECV_SIZE", RECV_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_NAME", MAX_NAME) < 0 ||
         PyModule_AddObject(m, "MIN_T_S", PyLong_FromLongLong(MIN_T_S)) < 0 ||
         PyModule_AddObject(m, "MAX_T_S", PyLong_FromLongLong(MAX_T_S)) < 0) {
         Py_DECREF(m);

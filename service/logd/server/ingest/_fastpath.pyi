@@ -9,6 +9,7 @@ SIGNED_LEN: int
 HEADER_LEN: int
 MAC_LEN: int
 RECV_SIZE: int
+MAX_NAME: int
 MIN_T_S: int
 MAX_T_S: int
 REASONS: tuple[str, ...]

@@ -30,6 +30,7 @@ class Reject(StrEnum):
     OVERLOAD = "overload"  # the replay guard is full: a fresh frame refused, failing closed
     BAD_PAYLOAD = "bad_payload"
     FORBIDDEN = "forbidden"
+    LONG_NAME = "long_name"  # an env, svc, fn or attribute key past MAX_NAME bytes
 
 
 # Which roles may send each command; anything else (PONG, unknown names) is forbidden.
@@ -105,4 +106,20 @@ def read_payload(key: Key, frame: bytes, mac: bytes, signed_at: int) -> Accepted
         return Reject.BAD_PAYLOAD
     if key.role not in _ALLOWED.get(cmd.name, _NOBODY):
         return Reject.FORBIDDEN
+    if cmd.name == WRITE and _long_name(cmd):
+        return Reject.LONG_NAME
     return Accepted(key, cmd, mac, signed_at)
+
+
+# Names become ring keys, /info and /metrics labels and /hits groups: each is bounded,
+# so that what a writer sends cannot grow them (docs/protocol.md).
+MAX_NAME = 128
+
+
+def _long_name(cmd: Cmd) -> bool:
+    for msg in (cmd.msg, *cmd.batch) if cmd.HasField("msg") else cmd.batch:
+        for name in (msg.env, msg.svc, msg.fn, *msg.attrs):
+            # A str of n characters is at least n bytes and at most 4n in UTF-8.
+            if len(name) > MAX_NAME // 4 and len(name.encode()) > MAX_NAME:
+                return True
+    return False

@@ -95,7 +95,8 @@ class UdpIngest:
         now = self._clock()
         self._expire(now)
         self.stats.keys.roll(now)
-        self._engine.drain(self._sock, now, self._drain_max, DRAIN_EVENTS, self)
+        if self._engine.drain(self._sock, now, self._drain_max, DRAIN_EVENTS, self) and self._loop:
+            self._loop.call_soon(self.drain)  # the rest of what was read, after a turn
         guard = self._shared_guard
         if guard is not None and self._held:
             held, self._held = self._held, []

@@ -29,8 +29,9 @@ class Engine(Protocol):
     @property
     def name(self) -> Impl: ...
 
-    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
-        """Read up to `max_frames` datagrams, fewer once `max_events` more are stored."""
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
+        """Read up to `max_frames` datagrams, fewer once about `max_events` more are stored;
+        True when some of what was read waits for the next call."""
         ...
 
 
@@ -100,7 +101,7 @@ class PythonEngine:
         self._checker = checker
         self._clock = clock
 
-    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
         recv, check, clock = sock.recvfrom, self._checker.check, self._clock
         stats = sink.stats
         events_max = stats.events + max_events
@@ -121,3 +122,4 @@ class PythonEngine:
                 sink.reject(verdict)
             else:
                 sink.accepted(verdict, addr, now)
+        return False  # what it did not read stays in the socket

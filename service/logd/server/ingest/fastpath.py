@@ -20,6 +20,10 @@ from logd.server.store.base import Store
 from logd.server.store.memory import MemoryStore
 from logd.wire import HEADER_LEN, SIGNED_LEN
 
+# (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max), or a frame for Python:
+# (ITEM_FRAME, frame, addr, its Key, signed_at_ns, the receive time)
+Item = tuple[Any, ...]
+
 try:
     from logd.server.ingest import _fastpath
 except ImportError:  # built with LOGD_PURE_PYTHON=1
@@ -81,6 +85,7 @@ class CEngine:
         self._ring: KeyRing | None = None
         self._keys: tuple[Key, ...] = ()
         self._write_run = store.write_run
+        self._held: list[Item] = []  # read past a drain's bound: the next drain's first
 
     def _sync_keys(self) -> None:
         """Hand the engine the current key ring when a reload swapped it."""
@@ -94,33 +99,59 @@ class CEngine:
         )
         self._ring, self._keys = ring, ring.keys
 
-    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> None:
+    def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
+        """Store what the socket holds, at most about `max_events` events in all: frames
+        left to Python count too (a few frames of 30,000 events would hold the loop for
+        seconds). What is read past the bound waits, in order, for the next call; True
+        while some does."""
         self._sync_keys()
-        items, err = self._engine.drain(sock.fileno(), now_ns, max_frames, max_events)
-        write_run, keys, item_run = self._write_run, self._keys, self._item_run
-        for item in items:
+        room = max_events
+        if self._held:
+            held, self._held = self._held, []
+            room = self._take(held, room, sink)
+            if self._held:
+                return True
+        items, err = self._engine.drain(sock.fileno(), now_ns, max_frames, room)
+        keys = self._keys
+        self._take([(*i[:3], keys[i[3]], i[4], now_ns) if i[0] != self._item_run else i
+                    for i in items], room, sink)  # fmt: skip
+        self._fold_counts(sink)
+        if err:
+            sink.recv_failed(err)
+        return bool(self._held)
+
+    def _take(self, items: list[Item], room: int, sink: Sink) -> int:
+        """Store runs and finish frames until `room` events are used; hold the rest."""
+        write_run, item_run, stats = self._write_run, self._item_run, sink.stats
+        for at, item in enumerate(items):
+            if room <= 0:
+                self._held = items[at:]
+                return 0
             if item[0] == item_run:
                 _, env, svc, data, ends, times, lvls, t_min, t_max = item
                 write_run(env, svc, data, ends, times, lvls, t_min, t_max)
-            else:
-                _, frame, addr, slot, signed_at = item
-                key = keys[slot]
-                verdict = read_payload(key, frame, frame[SIGNED_LEN:HEADER_LEN], signed_at)
-                if isinstance(verdict, Reject):
-                    sink.reject(verdict)
-                else:
-                    sink.accepted(verdict, addr, now_ns)
+                room -= len(ends) // 4
+                continue
+            _, frame, addr, key, signed_at, now_ns = item
+            verdict = read_payload(key, frame, frame[SIGNED_LEN:HEADER_LEN], signed_at)
+            if isinstance(verdict, Reject):
+                sink.reject(verdict)
+                continue
+            before = stats.events
+            sink.accepted(verdict, addr, now_ns)
+            room -= max(1, stats.events - before)
+        return room
+
+    def _fold_counts(self, sink: Sink) -> None:
         received, rejected, frames, events, key_frames = self._engine.take_counts()
         stats = sink.stats
         stats.received += received
         stats.accepted += frames  # stored by C; frames left to Python are counted there
         stats.events += events
         current = stats.keys.current
-        for key, n in zip(keys, key_frames, strict=True):
+        for key, n in zip(self._keys, key_frames, strict=True):
             if n:
                 current[key.signer.key_id] = current.get(key.signer.key_id, 0) + n
         for reason, n in zip(self._reasons, rejected, strict=True):
             if n:
                 sink.reject(reason, n)
-        if err:
-            sink.recv_failed(err)

@@ -14,7 +14,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
 from logd.server.store.base import RingBudgets, RingStats, StoreStats
 from logd.server.store.count import count_rings
-from logd.server.store.ring import RECORD_OVERHEAD, Ring
+from logd.server.store.ring import ALL_IDS, RECORD_OVERHEAD, EventIds, IdRange, Ring
 from logd.server.store.scan import Cursor, Found, Yielder, merge
 from logd.server.store.tally import Tally
 from logd.server.tail import Subscription, TailHub
@@ -43,6 +43,7 @@ class MemoryStore:
         tail_bytes: int = 1024 * 1024,
     ) -> None:
         self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
+        self.ids = EventIds()  # one counter for every ring: ids in arrival order
         self._max_rings = max_rings
         self._rings: dict[tuple[str, str], Ring] = {}
         self._overflow: Ring | None = None
@@ -55,14 +56,15 @@ class MemoryStore:
     def _ring_for(self, env: str, svc: str, events: int = 1) -> Ring:
         if len(self._rings) < self._max_rings:
             key = ring_key(env, svc)
-            ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key))
+            ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key), self.ids)
             return ring
         self.overflow_events += events
         return self._overflow_ring()
 
     def _overflow_ring(self) -> Ring:
         if self._overflow is None:
-            self._overflow = Ring(OVERFLOW_KEY, None, None, self.capacity_for(OVERFLOW_KEY))
+            capacity = self.capacity_for(OVERFLOW_KEY)
+            self._overflow = Ring(OVERFLOW_KEY, None, None, capacity, self.ids)
         return self._overflow
 
     def write(self, msg: Msg, t_ns: int) -> None:
@@ -71,12 +73,13 @@ class MemoryStore:
             ring = self._ring_for(msg.env, msg.svc)
         data = msg.SerializeToString()
         lvl = msg.lvl
+        event_id = self.ids.next
         ring.append(t_ns, lvl, data)
         if self.pending is not None:  # O(1); the persister writes these in batches
             self.pending[ring].append((t_ns, lvl, data))
         self.writes += 1
         if self.hub.subscribers:  # checked here: most writes have no live tail to feed
-            self.hub.publish(msg)
+            self.hub.publish(msg, event_id)
 
     def write_run(
         self,
@@ -100,6 +103,7 @@ class MemoryStore:
             ring = self._ring_for(env, svc, count)
         at = array("q")
         at.frombytes(times)
+        first_id = self.ids.next
         ring.extend(data, ends_at, at, lvls, t_min, t_max)
         self.writes += count
         if self.pending is None and not self.hub.subscribers:
@@ -108,22 +112,36 @@ class MemoryStore:
         if self.pending is not None:
             self.pending[ring].extend(zip(at, lvls, records, strict=True))
         if self.hub.subscribers:
-            for record in records:
-                self.hub.publish(Msg.FromString(record))
+            for event_id, record in enumerate(records, first_id):
+                self.hub.publish(Msg.FromString(record), event_id)
 
     def end_batch(self) -> None:
         """Nothing to send: the rings are here."""
 
     async def query(
-        self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
+        self,
+        flt: Filter,
+        *,
+        limit: int,
+        offset: int,
+        max_bytes: int | None = None,
+        ids: IdRange = ALL_IDS,
     ) -> Found:
         pause = Yielder()
         cursors: list[Cursor] = []
         for ring in self._all_rings():
             ring_filter = flt.for_ring(ring.env, ring.svc)
             if ring_filter is not None:
-                cursors.append(ring.cursor(ring_filter, pause))
+                cursors.append(ring.cursor(ring_filter, pause, ids))
         return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
+
+    def last_id(self) -> int:
+        """The id of the newest event stored so far: later ones reach live tails."""
+        return self.ids.next - 1
+
+    def evicted_after(self, flt: Filter, after: int) -> bool:
+        """Whether a ring that `flt` may match evicted events newer than id `after`."""
+        return any(r.evicted_id > after for r in self._all_rings() if flt.for_ring(r.env, r.svc))
 
     async def hits(self, flt: Filter, tally: Tally) -> None:
         """Count the matching events into `tally` (GET /hits), giving the loop back."""

@@ -1,8 +1,8 @@
 """Ring: a FIFO of serialised events bounded in bytes, packed into chunks.
 
 Events are packed back to back into chunks of up to 64 KiB: one bytes object
-per chunk, with per-event end offsets, times and levels in compact arrays. A
-stored event costs its serialised size plus 13 bytes (RECORD_OVERHEAD), not a
+per chunk, with per-event end offsets, times, levels and ids in compact arrays. A
+stored event costs its serialised size plus 21 bytes (RECORD_OVERHEAD), not a
 few Python objects, and a query can search a whole chunk with one C-level
 `bytes.find` before it parses anything. The oldest chunk is dropped when the
 ring is over budget, so memory never exceeds `capacity` and at least
@@ -12,6 +12,7 @@ ring is over budget, so memory never exceeds `capacity` and at least
 from __future__ import annotations
 
 import sys
+import time
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -21,18 +22,21 @@ from logd._pb.logd_pb2 import Msg
 from logd.server.filters import LOWERS_TO_ASCII, Filter, whole_field_in
 from logd.server.store.scan import Hit
 
-RECORD_OVERHEAD = 13  # end offset (4) + time (8) + level (1) beside each event's bytes
+RECORD_OVERHEAD = 21  # end offset (4) + time (8) + level (1) + id (8) beside its bytes
 CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
 MAX_CHUNK = 64 * 1024
 
 
 class Chunk:
-    __slots__ = ("data", "dead", "ends", "lowers_to_ascii", "lvls", "t_max", "t_min", "times")
+    __slots__ = (
+        "data", "dead", "ends", "ids", "lowers_to_ascii", "lvls", "t_max", "t_min", "times",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.data: bytes | bytearray = bytearray()
         self.ends = array("I")
         self.times = array("q")
+        self.ids = array("Q")
         self.lvls: bytes | bytearray = bytearray()
         self.t_min = 2**63 - 1
         self.t_max = -(2**63)
@@ -150,14 +154,36 @@ IdRange = tuple[int, int]  # event ids from .. to, both included
 ALL_IDS: IdRange = (0, 2**64 - 1)
 
 
+class EventIds:
+    """The server's event ids: one counter for all its rings, so ids increase in arrival
+    order. It starts at the boot time in milliseconds times 2**20, so a restarted server
+    goes on above the ids it gave before (unless it took more than a million events per
+    millisecond); with a data dir, above every id it loaded too."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, start: int | None = None) -> None:
+        self.next = start if start is not None else (time.time_ns() // 1_000_000) << 20
+
+
 class Ring:
     """A FIFO of events bounded in bytes; the oldest chunk goes first."""
 
     __slots__ = (
-        "_chunk_bytes", "_chunks", "bytes", "capacity", "env", "events", "evicted", "key", "svc",
+        "_chunk_bytes", "_chunks", "_ids", "bytes", "capacity", "env", "events", "evicted",
+        "evicted_id", "key", "svc",
     )  # fmt: skip
 
-    def __init__(self, key: str, env: str | None, svc: str | None, capacity: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        env: str | None,
+        svc: str | None,
+        capacity: int,
+        ids: EventIds | None = None,
+    ) -> None:
+        self._ids = ids if ids is not None else EventIds()
+        self.evicted_id = -1  # the newest id evicted: a reader after it missed events
         self.key = key
         self.env = env  # None: the overflow ring, which mixes keys
         self.svc = svc
@@ -185,6 +211,9 @@ class Ring:
         chunk.data += data  # the open chunk holds a bytearray
         chunk.ends.append(len(chunk.data))
         chunk.times.append(t_ns)
+        ids = self._ids
+        chunk.ids.append(ids.next)
+        ids.next += 1
         chunk.lvls.append(lvl if 0 <= lvl < 256 else 0)  # type: ignore[union-attr]
         if t_ns < chunk.t_min:
             chunk.t_min = t_ns
@@ -218,6 +247,9 @@ class Ring:
             chunk.ends.frombytes(_shifted(ends[start:stop], len(chunk.data) - offset))
             chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
             chunk.times.extend(times[start:stop])
+            ids = self._ids
+            chunk.ids.extend(range(ids.next, ids.next + stop - start))
+            ids.next += stop - start
             chunk.lvls += lvls[start:stop]
             chunk.t_min = min(chunk.t_min, t_min)  # bounds of the run: wider is still correct
             chunk.t_max = max(chunk.t_max, t_max)
@@ -231,6 +263,8 @@ class Ring:
         while self.bytes > self.capacity and len(chunks) > 1:
             old = chunks.popleft()
             old.dead = True
+            if old.ids:
+                self.evicted_id = old.ids[-1]
             self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
             self.evicted += len(old)
             self.events -= len(old)
@@ -240,10 +274,13 @@ class Ring:
         for chunk in reversed(self._chunks):
             yield from chunk_hits(chunk, flt)
 
-    def cursor(self, flt: Filter, pause: Callable[[], Awaitable[None]]) -> RingCursor:
-        """Matching events, newest first, found a chunk at a time by `fill()`, which awaits
-        `pause()` between chunks: the ring may change meanwhile (see RingCursor)."""
-        return RingCursor(list(self._chunks), flt, pause)
+    def cursor(
+        self, flt: Filter, pause: Callable[[], Awaitable[None]], ids: IdRange = ALL_IDS
+    ) -> RingCursor:
+        """Matching events with ids in `ids`, newest first, found a chunk at a time by
+        `fill()`, which awaits `pause()` between chunks: the ring may change meanwhile
+        (see RingCursor)."""
+        return RingCursor(list(self._chunks), flt, pause, ids)
 
 
 class RingCursor:
@@ -251,13 +288,18 @@ class RingCursor:
     some before the query reaches them; those are skipped (their events are gone), and
     events appended since are not seen (they are newer than the query)."""
 
-    __slots__ = ("_chunks", "_flt", "_pause", "done", "hits")
+    __slots__ = ("_chunks", "_flt", "_ids", "_pause", "done", "hits")
 
     def __init__(
-        self, chunks: list[Chunk], flt: Filter, pause: Callable[[], Awaitable[None]]
+        self,
+        chunks: list[Chunk],
+        flt: Filter,
+        pause: Callable[[], Awaitable[None]],
+        ids: IdRange = ALL_IDS,
     ) -> None:
         self._chunks = chunks  # oldest first; taken from the end
         self._flt = flt
+        self._ids = ids
         self._pause = pause
         self.hits: deque[Hit] = deque()
         self.done = False
@@ -267,32 +309,35 @@ class RingCursor:
         while not self.hits and chunks:
             chunk = chunks.pop()
             if not chunk.dead:
-                self.hits.extend(chunk_hits(chunk, self._flt))
+                self.hits.extend(chunk_hits(chunk, self._flt, self._ids))
             await self._pause()
         self.done = not chunks
 
 
-def chunk_hits(chunk: Chunk, flt: Filter) -> list[Hit]:
-    """The chunk's matching events, newest first."""
+def chunk_hits(chunk: Chunk, flt: Filter, ids: IdRange = ALL_IDS) -> list[Hit]:
+    """The chunk's matching events with ids in `ids`, newest first."""
     since = flt.since_ns if flt.since_ns is not None else -(2**63)
     until = flt.until_ns if flt.until_ns is not None else 2**63 - 1
     if chunk.t_max < since or chunk.t_min > until:
         return []
+    lo, hi = ids
+    if ids != ALL_IDS and (not chunk.ids or chunk.ids[-1] < lo or chunk.ids[0] > hi):
+        return []  # ids grow within a chunk
     exact = flt.needs_message
     lvl_min = flt.lvl
-    times, lvls = chunk.times, chunk.lvls
+    times, lvls, ids_of = chunk.times, chunk.lvls, chunk.ids
     hits: list[Hit] = []
     for i in chunk.candidates(flt):
         t_ns = times[i]
-        if lvls[i] < lvl_min or not since <= t_ns <= until:
+        if lvls[i] < lvl_min or not since <= t_ns <= until or not lo <= ids_of[i] <= hi:
             continue
         data = chunk.record(i)
         if not exact:
-            hits.append((t_ns, data, None))
+            hits.append((t_ns, data, None, ids_of[i]))
             continue
         if not flt.prefilter(data):
             continue
         msg = Msg.FromString(data)
         if flt.matches(msg):
-            hits.append((t_ns, data, msg))
+            hits.append((t_ns, data, msg, ids_of[i]))
     return hits

@@ -21,7 +21,8 @@ from logd._pb.logd_pb2 import Msg
 
 SLICE_S = 0.002  # the longest the event loop is held between two awaits of a query
 
-Hit = tuple[int, bytes, Msg | None]  # (t_ns, serialised Msg, the message when already parsed)
+# (t_ns, serialised Msg, the message when already parsed, the event's id)
+Hit = tuple[int, bytes, Msg | None, int | str]
 
 
 class Cursor(Protocol):
@@ -36,6 +37,7 @@ class Cursor(Protocol):
 @dataclass(frozen=True, slots=True)
 class Found:
     events: list[Msg]  # newest first
+    ids: list[str]  # each event's id, beside it
     truncated: bool  # more matched, past max_bytes
     nbytes: int  # the events' serialised bytes
 
@@ -65,21 +67,23 @@ async def merge(
     heap = [(-c.hits[0][0], i) for i, c in enumerate(cursors) if c.hits]
     heapq.heapify(heap)
     out: list[Msg] = []
+    ids: list[str] = []
     held = 0
     room = max_bytes if max_bytes is not None else 1 << 62
     while heap and len(out) < limit:
         _, i = heapq.heappop(heap)
         cursor = cursors[i]
-        _t_ns, data, msg = cursor.hits.popleft()
+        _t_ns, data, msg, event_id = cursor.hits.popleft()
         if offset:
             offset -= 1
         else:
             held += len(data)
             if held > room and out:
-                return Found(out, truncated=True, nbytes=held - len(data))
+                return Found(out, ids, truncated=True, nbytes=held - len(data))
             out.append(msg if msg is not None else Msg.FromString(data))
+            ids.append(str(event_id))
         if not cursor.hits:
             await cursor.fill()
         if cursor.hits:
             heapq.heappush(heap, (-cursor.hits[0][0], i))
-    return Found(out, truncated=False, nbytes=held)
+    return Found(out, ids, truncated=False, nbytes=held)

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, cast
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
+from logd.server.store.scan import Hit
+from logd.server.store.valkey.client import event_id
 
 if TYPE_CHECKING:
     from logd.server.store.valkey.client import Client
 
 PAGE = 500  # entries per XREVRANGE call
 
-_Hit = tuple[int, bytes, Msg | None]
 _StreamEntry = tuple[bytes, dict[bytes, bytes]]  # replies are bytes: no decode_responses
 
 
@@ -28,7 +29,7 @@ class Cursor:
         self._key = key
         self._flt = flt
         self._max = b"+"
-        self.hits: deque[_Hit] = deque()
+        self.hits: deque[Hit] = deque()
         self.done = False
 
     async def fill(self) -> None:
@@ -42,13 +43,13 @@ class Cursor:
             self.done = len(entries) < PAGE
             if entries:
                 self._max = b"(" + entries[-1][0]
-            for _id, fields in entries:
+            for entry_id, fields in entries:
                 t_ns, lvl, data = int(fields[b"t"]), int(fields[b"l"]), fields[b"d"]
                 if lvl < flt.lvl or not flt.time_match(t_ns):
                     continue
                 if not exact:
-                    self.hits.append((t_ns, data, None))
+                    self.hits.append((t_ns, data, None, event_id(self._key, entry_id)))
                 elif flt.prefilter(data):
                     msg = Msg.FromString(data)
                     if flt.matches(msg):
-                        self.hits.append((t_ns, data, msg))
+                        self.hits.append((t_ns, data, msg, event_id(self._key, entry_id)))

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.logsetup import QuietLogger
+from logd.server.store.valkey.client import event_id
 from logd.server.tail import TailHub
 from logd.server.tasks import wait_event
 
@@ -104,7 +105,7 @@ class StreamFollower:
             for key, entries in replies:
                 for entry_id, fields in entries:
                     ids[key] = entry_id
-                    self._hub.publish(Msg.FromString(fields[b"d"]))
+                    self._hub.publish(Msg.FromString(fields[b"d"]), event_id(key, entry_id))
             if not replies and isinstance(self._client, RedisCluster):
                 await asyncio.sleep(POLL_S)
 

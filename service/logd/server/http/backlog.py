@@ -1,0 +1,110 @@
+"""A tail's history: the held events it sends before it follows.
+
+- `n=N`: the newest N matching events, oldest first (at most TAIL_BACKLOG_MAX);
+- `since=`: the matching events from then on (as many, the newest kept);
+- `after=ID`, or the `Last-Event-ID` header a browser's EventSource sends when it
+  reconnects: the held matching events after that id.
+
+The tail subscribes first and takes the id of the newest stored event at that very
+moment (`last_id`): the history is the events up to it, the live stream the ones
+after, so there is no gap and no duplicate between the two. When events that the
+history should have held are gone (evicted, or more than the cap), an in-band
+notice says so first: `{"gap": true}` (NDJSON) or `event: gap` (SSE).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from logd.events import msg_to_json
+from logd.server.filters import Filter, FilterError, whole_number
+from logd.server.store.ring import IdRange
+from logd.server.store.scan import Found
+
+TAIL_BACKLOG_MAX = 10_000
+
+
+@runtime_checkable
+class History(Protocol):
+    """A store whose events have ids that a tail can start from (the memory store)."""
+
+    async def query(
+        self,
+        flt: Filter,
+        *,
+        limit: int,
+        offset: int,
+        max_bytes: int | None = None,
+        ids: IdRange = ...,
+    ) -> Found: ...
+    def last_id(self) -> int: ...
+    def evicted_after(self, flt: Filter, after: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    limit: int  # most events
+    after: int | None  # only events after this id
+    whole: bool  # all of them were asked for (after=, since=): more than `limit` is a gap
+
+
+def parse_ask(params: Mapping[str, str], headers: Mapping[str, str]) -> Ask | None:
+    """What history a tail asks for, or None; a bad `n` or id is a FilterError."""
+    n_text, after_text = params.get("n"), params.get("after")
+    last_event_id = headers.get("Last-Event-ID")
+    if after_text is None and last_event_id is not None:
+        after_text, after_name = last_event_id, "Last-Event-ID"
+    else:
+        after_name = "after"
+    after = None if after_text is None else parse_id(after_name, after_text)
+    if n_text is not None:
+        n = whole_number(n_text)
+        if n is None or not 0 <= n <= TAIL_BACKLOG_MAX:
+            raise FilterError("n", f"a whole number from 0 to {TAIL_BACKLOG_MAX}")
+        return Ask(n, after, whole=after is not None)
+    if after is not None or params.get("since"):
+        return Ask(TAIL_BACKLOG_MAX, after, whole=True)
+    return None
+
+
+def parse_id(param: str, text: str) -> int:
+    """An event id this server gave, sent back (`after`, `before`, `Last-Event-ID`)."""
+    number = whole_number(text.strip())
+    if number is None or number >= 2**64:
+        raise FilterError(param, "an event id this server gave (the `id` of an event)")
+    return number
+
+
+async def history(
+    store: History, flt: Filter, ask: Ask, last_id: int, max_bytes: int
+) -> tuple[Found, bool]:
+    """The held events the tail sends first (newest first), and whether some are missing."""
+    lo = 0 if ask.after is None else ask.after + 1
+    extra = 1 if ask.whole else 0  # one more than asked: were there more than the cap?
+    found = await store.query(
+        flt, limit=ask.limit + extra, offset=0, max_bytes=max_bytes, ids=(lo, last_id)
+    )
+    gap = found.truncated
+    if ask.whole and len(found.events) > ask.limit:
+        found = Found(found.events[:-1], found.ids[:-1], truncated=True, nbytes=found.nbytes)
+        gap = True
+    if ask.after is not None and store.evicted_after(flt, ask.after):
+        gap = True
+    return found, gap
+
+
+def render(found: Found, *, gap: bool, sse: bool) -> bytes:
+    """The history as the stream's first bytes, oldest first."""
+    parts: list[bytes] = []
+    if gap:
+        parts.append(b'event: gap\ndata: {"gap": true}\n\n' if sse else b'{"gap": true}\n')
+    for msg, event_id in zip(reversed(found.events), reversed(found.ids), strict=True):
+        line = json.dumps(msg_to_json(msg, event_id), ensure_ascii=False).encode()
+        if sse:
+            parts.append(b"id: " + event_id.encode() + b"\ndata: " + line + b"\n\n")
+        else:
+            parts.append(line + b"\n")
+    return b"".join(parts)
