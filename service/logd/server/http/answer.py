@@ -53,6 +53,15 @@ class QueryGate:
     def leave(self) -> None:
         self.running -= 1
 
+    def refusal(self) -> web.Response:
+        """The answer to a query that found every slot taken (`enter` was False)."""
+        cap = f"LOGD_MAX_QUERIES={self.max_queries}"
+        return web.json_response(
+            {"error": f"too many queries at once ({cap}); retry later"},
+            status=429,
+            headers={"Retry-After": "1"},
+        )
+
     def info(self) -> dict[str, int]:
         return {
             "running": self.running,

@@ -5,10 +5,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from logd.server.filters import (
     ATTR_PREFIX,
@@ -17,6 +15,7 @@ from logd.server.filters import (
     FilterError,
     duration_ns,
 )
+from logd.server.http.requests import authorize, check_params, json_error
 from logd.server.state import QUERIES, STORE
 from logd.server.store.base import StoreUnavailable
 from logd.server.store.tally import (
@@ -59,56 +58,35 @@ def parse_by(value: str | None) -> Grouping | None:
     return grouping
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def handler(
-    *,
-    authorize: Callable[[web.Request], web.Response | None],
-    check_params: Callable[[MultiMapping[str], frozenset[str]], None],
-) -> Handler:
-    """The GET /hits handler, with routes.py's secret check and parameter check (passed in:
-    routes.py imports this module)."""
-
-    async def hits(request: web.Request) -> web.StreamResponse:
-        denied = authorize(request)
-        if denied is not None:
-            return denied
-        params = request.query
-        now_ns = time.time_ns()
-        try:
-            check_params(params, HITS_PARAMS)
-            flt = Filter.from_params(params, now_ns)
-            tally = Tally(
-                step_s=parse_step(params.get("step")),
-                since_ns=flt.since_ns,
-                until_ns=flt.until_ns,
-                now_ns=now_ns,
-                grouping=parse_by(params.get("by")),
-            )
-        except FilterError as err:
-            return json_error(400, str(err))
-        except TooManyBuckets as err:
-            return json_error(400, str(FilterError("step", str(err))))
-        gate = request.app[QUERIES]
-        if not gate.enter():
-            return json_error(
-                429,
-                f"too many queries at once (LOGD_MAX_QUERIES={gate.max_queries}); retry later",
-                **{"Retry-After": "1"},
-            )
-        try:
-            await request.app[STORE].hits(flt, tally)
-        except TooManyBuckets as err:
-            return json_error(400, str(FilterError("step", str(err))))
-        except StoreUnavailable as err:
-            return json_error(503, str(err), **{"Retry-After": "2"})
-        finally:
-            gate.leave()
-        return web.json_response(tally.result())
-
-    return hits
+async def hits(request: web.Request) -> web.StreamResponse:
+    denied = authorize(request)
+    if denied is not None:
+        return denied
+    params = request.query
+    now_ns = time.time_ns()
+    try:
+        check_params(params, HITS_PARAMS)
+        flt = Filter.from_params(params, now_ns)
+        tally = Tally(
+            step_s=parse_step(params.get("step")),
+            since_ns=flt.since_ns,
+            until_ns=flt.until_ns,
+            now_ns=now_ns,
+            grouping=parse_by(params.get("by")),
+        )
+    except FilterError as err:
+        return json_error(400, str(err))
+    except TooManyBuckets as err:
+        return json_error(400, str(FilterError("step", str(err))))
+    gate = request.app[QUERIES]
+    if not gate.enter():
+        return gate.refusal()
+    try:
+        await request.app[STORE].hits(flt, tally)
+    except TooManyBuckets as err:
+        return json_error(400, str(FilterError("step", str(err))))
+    except StoreUnavailable as err:
+        return json_error(503, str(err), **{"Retry-After": "2"})
+    finally:
+        gate.leave()
+    return web.json_response(tally.result())

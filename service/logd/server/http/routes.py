@@ -8,19 +8,19 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from logd import __version__
 from logd.server.budget import TAIL_SNDBUF, rss_bytes
-from logd.server.filters import Filter, FilterError, is_filter_param, whole_number
+from logd.server.filters import Filter, FilterError
 from logd.server.http import backlog
 from logd.server.http.answer import write_answer
-from logd.server.http.hits import handler as hits_handler
+from logd.server.http.hits import hits
 from logd.server.http.metrics import render_metrics
+from logd.server.http.requests import authorize, check_params, int_param, json_error
 from logd.server.state import (
     BUDGET,
     CONFIG,
@@ -70,10 +70,6 @@ SSE = "text/event-stream"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """JSON bodies for aiohttp's own errors (404, 405, ...) and for a bug (a 500, logged with
@@ -114,61 +110,6 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str]:
     return {"Allow": allow} if allow else {}
 
 
-def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def authorize(request: web.Request) -> web.Response | None:
-    """None when the request carries an accepted read secret; else the 401/429 answer.
-
-    The secret is checked first: a correct one is never refused because someone else
-    failed from the same address (a shared NAT, a neighbour's stale config). Failures are
-    throttled per address: past the limit a wrong secret gets 429, not another 401.
-    """
-    token = request.headers.get("Authorization", "")
-    if token[:7].lower() == "bearer ":
-        token = token[7:]
-    holder = request.app[KEYS].holder
-    if token and holder is not None and holder.ring.check_token(token) is not None:
-        return None
-    limiter = request.app[LIMITER]
-    now = time.monotonic()
-    retry = limiter.retry_after(_client(request), now)
-    if retry is not None:
-        return json_error(
-            429,
-            "too many failed authentications; retry later",
-            **{"Retry-After": str(max(1, round(retry)))},
-        )
-    limiter.failed(_client(request), now)
-    return json_error(401, "missing or wrong read secret in the Authorization header")
-
-
-def _check_params(params: MultiMapping[str], allowed: frozenset[str]) -> None:
-    """Unknown parameters are refused; filter parameters (filters.is_filter_param) may
-    repeat (an OR), the others are given once."""
-    for name in params:
-        if is_filter_param(name):
-            continue
-        if name not in allowed:
-            known = [*sorted(allowed), "attr.KEY", "NAME! (exclude)"]
-            raise FilterError(name, "no such parameter; known: " + ", ".join(known))
-        if name != "lvl" and len(params.getall(name)) > 1:
-            raise FilterError(name, "one value (only filters may be repeated)")
-    if params.get("format", "json") not in ("json", "ndjson"):
-        raise FilterError("format", "json or ndjson")
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, hi: int, lo: int = 0) -> int:
-    text = params.get(name)
-    if text is None or text == "":
-        return default
-    number = whole_number(text)
-    if number is None or not lo <= number <= hi:
-        raise FilterError(name, f"a whole number from {lo} to {hi}")
-    return number
-
-
 def _wants(request: web.Request, media: str, fmt: str) -> bool:
     return request.query.get("format") == fmt or media in request.headers.get("Accept", "")
 
@@ -179,9 +120,9 @@ async def query(request: web.Request) -> web.StreamResponse:
         return denied
     params = request.query
     try:
-        _check_params(params, QUERY_PARAMS)
-        limit = _int_param(params, "limit", 100, request.app[QUERY_LIMIT_MAX], lo=1)
-        offset = _int_param(params, "offset", 0, 10**9)
+        check_params(params, QUERY_PARAMS)
+        limit = int_param(params, "limit", 100, request.app[QUERY_LIMIT_MAX], lo=1)
+        offset = int_param(params, "offset", 0, 10**9)
         flt = Filter.from_params(params, time.time_ns())
         before = backlog.parse_id("before", params["before"]) if "before" in params else None
     except FilterError as err:
@@ -194,11 +135,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         ids = {"ids": (0, before - 1)}  # stable paging: older than that event
     gate = request.app[QUERIES]
     if not gate.enter():
-        return json_error(
-            429,
-            f"too many queries at once (LOGD_MAX_QUERIES={gate.max_queries}); retry later",
-            **{"Retry-After": "1"},
-        )
+        return gate.refusal()
     try:
         max_bytes = request.app[CONFIG].query_max_bytes
         try:
@@ -224,7 +161,7 @@ async def tail(request: web.Request) -> web.StreamResponse:
         return denied
     params = request.query
     try:
-        _check_params(params, TAIL_PARAMS)
+        check_params(params, TAIL_PARAMS)
         flt = Filter.from_params(params, time.time_ns(), allow_until=False)
         ask = backlog.parse_ask(params, request.headers)
     except FilterError as err:
@@ -389,7 +326,6 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", query, allow_head=False)
     app.router.add_get("/tail", tail, allow_head=False)
-    hits = hits_handler(authorize=authorize, check_params=_check_params)
     app.router.add_get("/hits", hits, allow_head=False)
     app.router.add_get("/info", info, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
