@@ -549,3 +549,18 @@ def test_tail_resumes_after_a_network_drop_with_nothing_missed(
         assert json.loads(tail.line())["txt"] == "after"
     finally:
         relay.close()
+
+
+def test_query_pages_past_the_servers_cap_by_itself(logd: LogdProcess) -> None:
+    """`--limit 22000` against the server's cap of 10,000 a query: three pages, each asking
+    for the events before the last one it got; no gap, no repeat, newest first."""
+    for start in range(0, 25_000, 50):
+        logd.write(*(Msg(svc="p", txt=f"e{i:05d}") for i in range(start, start + 50)))
+        if start % 2000 == 1950:  # let the 1 MiB receive buffer drain
+            wait_for(lambda n=start + 50: logd.info()["store"]["writes"] >= n)
+    wait_for(lambda: logd.info()["store"]["writes"] == 25_000)
+    out = run(client_env(logd), "query", "--svc", "p", "--limit", "22000", "--json")
+    assert out.returncode == 0, out.stderr
+    texts = [e["txt"] for e in json.loads(out.stdout)]
+    assert texts == [f"e{i:05d}" for i in range(24_999, 2_999, -1)]
+    assert out.stderr == ""  # progress only on a terminal

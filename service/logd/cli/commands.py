@@ -267,20 +267,63 @@ def query(fmt: str | None, color: str, host: str | None, **filters: Any) -> None
         import json
 
         client = _read_client(host)
-        body = client.query(_params(filters), ndjson=fmt == "ndjson")
-        if fmt:
-            out = body.decode("utf-8", "replace")
-            click.echo(out if out.endswith("\n") else out + "\n", nl=False)
-            return
+        params = _params(filters)
+        limit = filters.get("limit")
+        if limit and limit.isdigit() and int(limit) > PAGE:
+            events, marker = _pages(client, params, int(limit))
+            if fmt == "json":
+                click.echo(json.dumps(events, ensure_ascii=False))
+                return
+            if fmt == "ndjson":
+                for event in events:
+                    click.echo(json.dumps(event, ensure_ascii=False))
+                return
+        else:
+            body = client.query(params, ndjson=fmt == "ndjson")
+            if fmt:
+                out = body.decode("utf-8", "replace")
+                click.echo(out if out.endswith("\n") else out + "\n", nl=False)
+                return
+            events = json.loads(body)
+            marker = events.pop() if events and "truncated" in events[-1] else None
         paint = use_color(color, sys.stdout)
-        events = json.loads(body)
-        marker = events.pop() if events and "truncated" in events[-1] else None
         for event in reversed(events):
             click.echo(format_event(event, color=paint), color=paint)
         if marker is not None:
             click.echo(format_truncated(marker), err=True)
 
     _guarded(run)
+
+
+PAGE = 10_000  # events per request past a server's default cap on `limit`
+
+
+def _pages(client: ReadClient, params: Params, limit: int) -> tuple[list[Any], Any]:
+    """Up to `limit` events, newest first, a page at a time: each page asks for the events
+    before the last one it got (`before=`), so new writes do not shift the pages. Progress
+    goes to stderr on a terminal. The marker is that of a page that made no progress."""
+    import json
+
+    events: list[Any] = []
+    show = sys.stderr.isatty()
+    rest = [(k, v) for k, v in params if k != "limit"]
+    stuck = None
+    while len(events) < limit:
+        want = min(PAGE, limit - len(events))
+        before = [("before", str(events[-1]["id"]))] if events else []
+        page = json.loads(client.query([*rest, ("limit", str(want)), *before]))
+        marker = page.pop() if page and "truncated" in page[-1] else None
+        events += page
+        if show:
+            click.echo(f"\rlogd: {len(events):,} of {limit:,} events", err=True, nl=False)
+        if not page:
+            stuck = marker
+            break
+        if len(page) < want and marker is None:
+            break  # nothing older matches
+    if show:
+        click.echo(err=True)
+    return events, stuck
 
 
 # --- tail -------------------------------------------------------------------------
