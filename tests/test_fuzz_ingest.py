@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_support import Rig, S, key_ring
 from logd._pb.logd_pb2 import INFO, PING, Cmd, Msg
-from logd.server.ingest.accept import Reject
+from logd.server.ingest.accept import MAX_NAME, Reject
 from logd.server.ingest.engine import Impl
 from logd.wire import HEADER_LEN, Signer
 
@@ -92,7 +92,10 @@ def test_guard_against_wrong_versions(impl: Impl, version: int, msg: Msg) -> Non
         frame = WRITER.sign(Cmd(msg=msg).SerializeToString(), h.now)
         h.feed(bytes([version]) + frame[1:])
         h.check_invariants()
-        assert h.store.writes == (1 if version == 1 else 0)
+        names_fit = all(len(n.encode()) <= MAX_NAME for n in (msg.env, msg.svc, msg.fn, *msg.attrs))
+        assert h.store.writes == (1 if version == 1 and names_fit else 0)
+        if version == 1 and not names_fit:
+            assert h.ingest.stats.rejected[Reject.LONG_NAME] == 1
 
 
 @FUZZ

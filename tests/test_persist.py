@@ -29,18 +29,18 @@ from logd.server.store.segments import (
 
 MiB = 1024 * 1024
 RECORDS: list[Record] = [
-    (1, 3, b"first"),
-    (-5, -1, b""),  # an empty Msg, a negative time and an unknown level
-    (2**62, 6, bytes(range(256)) * 200),
-    (4, 2, b"fourth"),
-    (5, 5, b"last"),
+    (1, 3, b"first", 101),
+    (-5, -1, b"", 102),  # an empty Msg, a negative time and an unknown level
+    (2**62, 6, bytes(range(256)) * 200, 103),
+    (4, 2, b"fourth", 2**64 - 1),  # the largest id
+    (5, 5, b"last", 105),
 ]
 
 
 def offsets(records: list[Record]) -> list[int]:
     """Where each record starts in `encode(records)`."""
     out, pos = [], 0
-    for _t, _l, data in records:
+    for _t, _l, data, _id in records:
         out.append(pos)
         pos += HEAD.size + len(data)
     return out
@@ -136,7 +136,7 @@ def test_segment_with_a_checksummed_but_malformed_header_is_not_trusted(
     tmp_path: Path, name: bytes
 ) -> None:
     path = tmp_path / "000000000001.seg"
-    path.write_bytes(MAGIC + encode([(0, 0, name)]) + encode(RECORDS))
+    path.write_bytes(MAGIC + encode([(0, 0, name, 0)]) + encode(RECORDS))
     segment = read_segment(path)
     assert (segment.ring, segment.parsed.records, segment.parsed.corrupt) == (None, [], 1)
 
@@ -154,7 +154,8 @@ def test_rotation_keeps_disk_within_budget_and_everything_memory_holds(tmp_path:
     files = RingFiles(tmp_path, RingId("prod", "api"), MiB)
     written: list[Record] = []
     for batch in range(60):
-        records = [(batch * 1000 + i, 3, os.urandom(900 + batch)) for i in range(50)]
+        records = [(batch * 1000 + i, 3, os.urandom(900 + batch), batch * 1000 + i + 1)
+                   for i in range(50)]  # fmt: skip
         files.append(records)
         written += records
         on_disk = read_back(files.path)
@@ -241,7 +242,7 @@ def test_flush_then_load_restores_every_ring_in_order(tmp_path: Path) -> None:
 
 
 def test_load_keeps_only_what_the_ring_can_hold(tmp_path: Path) -> None:
-    records = [(i, 3, Msg(env="a", svc="b", txt=f"{i:08d}" * 50).SerializeToString())
+    records = [(i, 3, Msg(env="a", svc="b", txt=f"{i:08d}" * 50).SerializeToString(), i + 1)
                for i in range(20_000)]  # fmt: skip
     RingFiles(tmp_path, RingId("a", "b"), 64 * MiB).append(records)
 
@@ -253,7 +254,7 @@ def test_load_keeps_only_what_the_ring_can_hold(tmp_path: Path) -> None:
         [ring] = store.stats().rings
         assert ring.events >= fits * 0.9  # the ring evicts whole chunks (1/16 of its budget)
         restored = [m.SerializeToString() for m in await everything(store)]
-        assert restored[::-1] == [data for _t, _l, data in records[-ring.events :]]
+        assert restored[::-1] == [data for _t, _l, data, _id in records[-ring.events :]]
         assert persister.loaded == fits  # the older segments are not even read
 
     asyncio.run(scenario())
@@ -263,11 +264,12 @@ def test_damage_is_skipped_counted_and_logged_at_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     files = RingFiles(tmp_path, RingId("a", "b"), MiB)
-    records = [(i, 3, Msg(env="a", svc="b", txt=f"e{i}").SerializeToString()) for i in range(10)]
+    records = [(i, 3, Msg(env="a", svc="b", txt=f"e{i}").SerializeToString(), i + 1)
+               for i in range(10)]  # fmt: skip
     files.append(records)
     [(_seq, path)] = list_segments(files.path)
     with path.open("ab") as f:
-        f.write(encode([(99, 3, b"torn")])[:-2])
+        f.write(encode([(99, 3, b"torn", 1)])[:-2])
 
     async def scenario() -> Persister:
         persister = Persister(store=new_store(), data_dir=tmp_path, interval=60)
@@ -286,12 +288,14 @@ def test_checksummed_but_malformed_records_and_headers_are_skipped_at_load(
     """CRC-valid garbage (a bug, or a hand-edited file) never stops start-up nor breaks a
     query on its ring: each such record is skipped, counted and logged."""
     files = RingFiles(tmp_path, RingId("a", "b"), MiB)
-    good = [(i, 3, Msg(env="a", svc="b", txt=f"e{i}").SerializeToString()) for i in range(4)]
-    files.append([good[0], (1, 3, b"\xff\xff\xff"), good[1], (2, 3, b"\x0a\x05ab"), *good[2:]])
+    good = [(i, 3, Msg(env="a", svc="b", txt=f"e{i}").SerializeToString(), i + 1)
+            for i in range(4)]  # fmt: skip
+    files.append([good[0], (1, 3, b"\xff\xff\xff", 10), good[1], (2, 3, b"\x0a\x05ab", 11),
+                  *good[2:]])  # fmt: skip
     odd = tmp_path / "odd"  # a ring directory whose only segment has a malformed header
     odd.mkdir()
     (odd / "000000000001.seg").write_bytes(
-        MAGIC + encode([(0, 0, b'{"env": 1, "svc": 2}')]) + encode(good)
+        MAGIC + encode([(0, 0, b'{"env": 1, "svc": 2}', 0)]) + encode(good)
     )
 
     async def scenario() -> tuple[Persister, list[Msg], list[Msg]]:

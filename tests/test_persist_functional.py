@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import signal
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from logd._pb.logd_pb2 import Msg
-from logd.server.store.segments import HEAD, MAGIC, encode, list_segments
+from logd.server.store.segments import HEAD, MAGIC, RingId, encode, list_segments
 from support import LogdProcess, start_logd, wait_for
 
 pytestmark = pytest.mark.functional
@@ -78,7 +81,7 @@ def test_a_damaged_record_costs_only_itself_at_restart(tmp_path: Path) -> None:
     assert len(starts) == 30
     blob[starts[5] + 4] ^= 0x40  # a length bit of record 5
     blob[starts[12] + 30 : starts[12] + 130] = bytes(100)  # zeros inside record 12
-    bogus = encode([(time.time_ns(), 3, b"\xff\xff\xff")])
+    bogus = encode([(time.time_ns(), 3, b"\xff\xff\xff", 1)])
     path.write_bytes(bytes(blob) + bogus)
     again = start_logd(tmp_path, "--data-dir", str(data))
     try:
@@ -176,3 +179,58 @@ def test_full_disk_keeps_serving_and_rewrites_the_torn_batch(tmp_path: Path) -> 
         assert persistence(again)["corrupt_records_skipped"] == 0  # the torn part was cut off
     finally:
         again.stop()
+
+
+def test_a_restart_gives_events_back_their_ids(tmp_path: Path) -> None:
+    """Readers resume by id (after=, Last-Event-ID, before=): the disk keeps each event's id,
+    and new events go on above them."""
+    data = tmp_path / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data))
+    now = time.time_ns()
+    for i, svc in enumerate(("api", "web", "api")):  # times apart: one order by time and id
+        msg = Msg(env="prod", svc=svc, txt=svc)
+        msg.t.FromNanoseconds(now + i * 1_000_000)
+        proc.write(msg)
+        wait_for(lambda n=i + 1: proc.info()["store"]["writes"] == n)
+    wait_for(lambda: proc.info()["store"]["writes"] == 3)
+    before = proc.query()
+    assert proc.stop() == 0
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        assert again.query() == before  # ids included
+        again.write(Msg(env="prod", svc="api", txt="new"))
+        newest = wait_for(lambda: (q := again.query(limit="1")) and q[0]["txt"] == "new" and q)
+        assert int(newest[0]["id"]) > max(int(e["id"]) for e in before)
+        status, body, _ = again.get("/", {"before": before[0]["id"]})
+        assert status == 200
+        assert body == before[1:]
+    finally:
+        again.stop()
+
+
+def test_a_data_dir_from_before_ids_still_loads(tmp_path: Path) -> None:
+    """A LOGDSEG1 segment (no id field): its events load and get new, increasing ids."""
+    ring_dir = tmp_path / "data" / RingId("prod", "old").dir_name()
+    ring_dir.mkdir(parents=True)
+
+    def record(t_ns: int, data: bytes) -> bytes:  # crc | length | t_ns | lvl | data
+        packed = struct.pack("<Iqi", len(data), t_ns, 3)
+        return struct.pack("<I", zlib.crc32(data, zlib.crc32(packed))) + packed + data
+
+    name = json.dumps({"env": "prod", "svc": "old"}).encode()
+    now = time.time_ns()
+    (ring_dir / "000000000001.seg").write_bytes(
+        b"LOGDSEG1" + record(0, name) + b"".join(
+            record(now + i, Msg(env="prod", svc="old", txt=f"v1 {i}").SerializeToString())
+            for i in range(3)
+        )
+    )  # fmt: skip
+    proc = start_logd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        events = proc.query()
+        assert [e["txt"] for e in events] == ["v1 2", "v1 1", "v1 0"]
+        ids = [int(e["id"]) for e in events]
+        assert ids == sorted(ids, reverse=True)
+        assert len(set(ids)) == 3
+    finally:
+        proc.stop()

@@ -24,7 +24,7 @@ __all__ = ["OVERFLOW_KEY", "RECORD_OVERHEAD", "MemoryStore", "Ring", "ring_key"]
 PLACEHOLDER = "-"
 OVERFLOW_KEY = "_overflow"
 
-_Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg)
+_Record = tuple[int, int, bytes, int]  # (t_ns, lvl, serialised Msg, id; 0: none kept)
 
 
 def ring_key(env: str, svc: str) -> str:
@@ -76,7 +76,7 @@ class MemoryStore:
         event_id = self.ids.next
         ring.append(t_ns, lvl, data)
         if self.pending is not None:  # O(1); the persister writes these in batches
-            self.pending[ring].append((t_ns, lvl, data))
+            self.pending[ring].append((t_ns, lvl, data, event_id))
         self.writes += 1
         if self.hub.subscribers:  # checked here: most writes have no live tail to feed
             self.hub.publish(msg, event_id)
@@ -110,7 +110,8 @@ class MemoryStore:
             return
         records = [data[start:end] for start, end in zip((0, *ends_at), ends_at, strict=False)]
         if self.pending is not None:
-            self.pending[ring].extend(zip(at, lvls, records, strict=True))
+            ids = range(first_id, first_id + count)
+            self.pending[ring].extend(zip(at, lvls, records, ids, strict=True))
         if self.hub.subscribers:
             for event_id, record in enumerate(records, first_id):
                 self.hub.publish(Msg.FromString(record), event_id)
@@ -155,8 +156,16 @@ class MemoryStore:
         else:
             found = self._rings.get((env, svc))
             ring = found if found is not None else self._ring_for(env, svc)
-        for t_ns, lvl, data in records:
-            ring.append(t_ns, lvl, data)
+        last = ring.last_id
+        for t_ns, lvl, data, event_id in records:
+            # An event keeps the id it had, unless the disk kept none (a LOGDSEG1 file) or
+            # it would not follow the ring's last one: then it gets a new one, which is
+            # above every id of an earlier run.
+            kept = event_id if event_id > last else None
+            ring.append(t_ns, lvl, data, kept)
+            last = ring.last_id
+            if last >= self.ids.next:
+                self.ids.next = last + 1  # new events go on above every id loaded
 
     def subscribe(self, flt: Filter) -> Subscription:
         return self.hub.subscribe(flt)

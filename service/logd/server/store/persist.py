@@ -65,7 +65,7 @@ def well_formed(records: list[Record]) -> tuple[list[Record], int]:
     file), which would break every query on its ring. A level outside the enum is stored
     as none, as ingest does."""
     kept: list[Record] = []
-    for t_ns, _lvl, data in records:  # the level is the event's own, as ingest stored it
+    for t_ns, _lvl, data, event_id in records:  # the level is the event's own, as stored
         try:
             msg = Msg.FromString(data)
         except DecodeError:
@@ -73,7 +73,7 @@ def well_formed(records: list[Record]) -> tuple[list[Record], int]:
         if not 0 <= msg.lvl <= MAX_LEVEL:
             msg.ClearField("lvl")
             data = msg.SerializeToString()
-        kept.append((t_ns, msg.lvl, data))
+        kept.append((t_ns, msg.lvl, data, event_id))
     return kept, len(records) - len(kept)
 
 

@@ -198,7 +198,14 @@ class Ring:
     def __len__(self) -> int:
         return self.events
 
-    def append(self, t_ns: int, lvl: int, data: bytes) -> None:
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event held, or -1."""
+        chunks = self._chunks
+        return chunks[-1].ids[-1] if chunks and chunks[-1].ids else -1
+
+    def append(self, t_ns: int, lvl: int, data: bytes, event_id: int | None = None) -> None:
+        """Store one event; its id is the next of the store's unless given (a reload)."""
         chunks = self._chunks
         chunk = chunks[-1] if chunks else None
         if chunk is None or (len(chunk.data) + len(data) > self._chunk_bytes and chunk.ends):
@@ -211,9 +218,11 @@ class Ring:
         chunk.data += data  # the open chunk holds a bytearray
         chunk.ends.append(len(chunk.data))
         chunk.times.append(t_ns)
-        ids = self._ids
-        chunk.ids.append(ids.next)
-        ids.next += 1
+        if event_id is None:
+            ids = self._ids
+            event_id = ids.next
+            ids.next += 1
+        chunk.ids.append(event_id)
         chunk.lvls.append(lvl if 0 <= lvl < 256 else 0)  # type: ignore[union-attr]
         if t_ns < chunk.t_min:
             chunk.t_min = t_ns

@@ -5,9 +5,11 @@ append-only segments (`000000000001.seg`, ...). A segment is MAGIC, a header
 record naming the ring (JSON `{"env": ..., "svc": ...}`, both null for the
 overflow ring), then one record per event:
 
-    crc32 u32 | length u32 | t_ns i64 | lvl i32 | length bytes: the serialised Msg
+    crc32 u32 | length u32 | t_ns i64 | lvl i32 | id u64 | length bytes: the serialised Msg
 
-little-endian; the CRC covers everything after itself, length included. CRC-32
+little-endian; the CRC covers everything after itself, length included. `id` is the
+event's id, so a restart gives the events back the ids readers saw (LOGDSEG1 files, from
+before ids, have no `id` field: their events get new ids at load). CRC-32
 is enough because it guards against accidents, not attackers: a torn write, the
 zero-filled blocks a power loss can leave, a flipped bit. It catches every error
 burst up to 32 bits and misses random damage with probability 2**-32 per record;
@@ -32,10 +34,11 @@ from pathlib import Path
 
 from logd.server.store.memory import RECORD_OVERHEAD
 
-MAGIC = b"LOGDSEG1"
-HEAD = struct.Struct("<IIqi")  # crc, length, t_ns, lvl
+MAGIC = b"LOGDSEG2"
+HEAD = struct.Struct("<IIqiQ")  # crc, length, t_ns, lvl, id
+OLD_MAGIC, OLD_HEAD = b"LOGDSEG1", struct.Struct("<IIqi")  # before ids: still read
 _CRC = struct.Struct("<I")
-_BODY = struct.Struct("<Iqi")  # what the CRC covers before the data
+_BODY = struct.Struct("<IqiQ")  # what the CRC covers before the data
 MAX_RECORD = 1 << 20  # far above one event (a datagram); a larger length is damage
 SEGMENTS_PER_BUDGET = 8  # rotate at 1/8 of the budget: deleting one frees that much
 MIN_SEGMENT = 64 * 1024
@@ -46,7 +49,8 @@ _SEGMENT_NAME = re.compile(r"^(\d{12})\.seg$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 
-Record = tuple[int, int, bytes]  # (t_ns, lvl, serialised Msg), as the memory ring keeps it
+# (t_ns, lvl, serialised Msg, id), as the memory ring keeps it; id 0: none kept (LOGDSEG1)
+Record = tuple[int, int, bytes, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,7 @@ class RingId:
 
     def header(self) -> bytes:
         name = json.dumps({"env": self.env, "svc": self.svc}).encode()
-        return MAGIC + encode([(0, 0, name)])
+        return MAGIC + encode([(0, 0, name, 0)])
 
 
 def _slug(text: str) -> str:
@@ -80,8 +84,8 @@ def _slug(text: str) -> str:
 def encode(records: Sequence[Record]) -> bytearray:
     out = bytearray()
     body, crc_head, crc32 = _BODY.pack, _CRC.pack, zlib.crc32
-    for t_ns, lvl, data in records:
-        head = body(len(data), t_ns, lvl)
+    for t_ns, lvl, data, event_id in records:
+        head = body(len(data), t_ns, lvl, event_id)
         out += crc_head(crc32(data, crc32(head)))
         out += head
         out += data
@@ -102,27 +106,27 @@ class Parsed:
             self.first_bad = pos
 
 
-def parse(buf: bytes, pos: int = 0) -> Parsed:
+def parse(buf: bytes, pos: int = 0, head: struct.Struct = HEAD) -> Parsed:
     """Every intact record from `pos` on. Damage costs only the records it touched: a
     record whose checksum fails is skipped alone when its length leads to an intact record
     (a flipped data bit); otherwise (a flipped length bit, a zeroed block) parsing resyncs
     on the next offset where two intact records follow each other, or one ends the file.
     Each damaged stretch counts once; what no intact record follows is a lost tail."""
     out = Parsed()
-    append, unpack, crc32 = out.records.append, HEAD.unpack_from, zlib.crc32
-    view, size, hl = memoryview(buf), len(buf), HEAD.size
+    append, unpack, crc32 = out.records.append, head.unpack_from, zlib.crc32
+    view, size, hl = memoryview(buf), len(buf), head.size
     while pos + hl <= size:
-        crc, length, t_ns, lvl = unpack(buf, pos)
+        crc, length, t_ns, lvl, *event_id = unpack(buf, pos)
         end = pos + hl + length
         if length <= MAX_RECORD and end <= size and crc32(view[pos + 4 : end]) == crc:
-            append((t_ns, lvl, buf[pos + hl : end]))
+            append((t_ns, lvl, buf[pos + hl : end], event_id[0] if event_id else 0))
             pos = end
             continue
         out.damaged(pos)
-        if length <= MAX_RECORD and end <= size and (end == size or _starts_run(buf, end)):
+        if length <= MAX_RECORD and end <= size and (end == size or _starts_run(buf, end, head)):
             pos = end  # the length holds: only this record's bytes are bad
             continue
-        found = _resync(buf, pos + 1)
+        found = _resync(buf, pos + 1, head)
         if found is None:
             return out  # nothing intact follows: the rest of the file is lost
         pos = found
@@ -131,29 +135,29 @@ def parse(buf: bytes, pos: int = 0) -> Parsed:
     return out
 
 
-def _starts_run(buf: bytes, pos: int) -> bool:
+def _starts_run(buf: bytes, pos: int, head: struct.Struct) -> bool:
     """Whether an intact record starts at `pos` and is followed by another or ends the file:
     two checksums in a row, so damage is not mistaken for a record (2**-64 per offset)."""
-    end = _intact_end(buf, pos)
-    return end is not None and (end == len(buf) or _intact_end(buf, end) is not None)
+    end = _intact_end(buf, pos, head)
+    return end is not None and (end == len(buf) or _intact_end(buf, end, head) is not None)
 
 
-def _resync(buf: bytes, pos: int) -> int | None:
+def _resync(buf: bytes, pos: int, head: struct.Struct) -> int | None:
     """The first offset from `pos` where records start again (see `_starts_run`)."""
-    unpack, size, hl = HEAD.unpack_from, len(buf), HEAD.size
+    unpack, size, hl = head.unpack_from, len(buf), head.size
     for at in range(pos, size - hl + 1):
         length = unpack(buf, at)[1]  # most offsets fail here, before any checksum
-        if length <= MAX_RECORD and at + hl + length <= size and _starts_run(buf, at):
+        if length <= MAX_RECORD and at + hl + length <= size and _starts_run(buf, at, head):
             return at
     return None
 
 
-def _intact_end(buf: bytes, pos: int) -> int | None:
+def _intact_end(buf: bytes, pos: int, head: struct.Struct = HEAD) -> int | None:
     """Where the record at `pos` ends, or None when it is torn or fails its checksum."""
-    if pos + HEAD.size > len(buf):
+    if pos + head.size > len(buf):
         return None
-    crc, length, _t_ns, _lvl = HEAD.unpack_from(buf, pos)
-    end: int = pos + HEAD.size + length
+    crc, length = head.unpack_from(buf, pos)[:2]
+    end: int = pos + head.size + length
     if length > MAX_RECORD or end > len(buf) or zlib.crc32(memoryview(buf)[pos + 4 : end]) != crc:
         return None
     return end
@@ -167,15 +171,16 @@ class Segment:
 
 def read_segment(path: Path) -> Segment:
     buf = path.read_bytes()
-    if not buf.startswith(MAGIC):
+    head = HEAD if buf.startswith(MAGIC) else OLD_HEAD if buf.startswith(OLD_MAGIC) else None
+    if head is None:
         return Segment(None, Parsed(corrupt=1, first_bad=0))
-    end = _intact_end(buf, len(MAGIC))
+    end = _intact_end(buf, len(MAGIC), head)
     if end is None:
         return Segment(None, Parsed(corrupt=1, first_bad=len(MAGIC)))
-    ring = _ring_of(buf[len(MAGIC) + HEAD.size : end])
+    ring = _ring_of(buf[len(MAGIC) + head.size : end])
     if ring is None:  # checksummed, yet not a header logd writes: trust nothing in it
         return Segment(None, Parsed(corrupt=1, first_bad=len(MAGIC)))
-    return Segment(ring, parse(buf, end))
+    return Segment(ring, parse(buf, end, head))
 
 
 def _ring_of(header: bytes) -> RingId | None:
