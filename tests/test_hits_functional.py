@@ -3,9 +3,12 @@ returns for the same filters, the body of HTTP_API.md, and a 400 for each bad in
 
 from __future__ import annotations
 
+import http.client
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, WARN, Msg
@@ -152,3 +155,73 @@ def test_hits_needs_the_read_secret(filled: LogdProcess) -> None:
     status, body, _ = filled.get("/hits", {}, secret="wrong")
     assert status == 401
     assert "read secret" in body["error"]
+
+
+def test_hits_after_a_restart_with_a_data_dir_equal_the_query(tmp_path: Path) -> None:
+    """The persisted store: events written, logd stopped, started again on the same data
+    dir; /hits still counts what GET / returns."""
+    data = tmp_path / "data"
+    proc = start_logd(tmp_path, "--data-dir", str(data), "--flush-interval", "3600")
+    now = time.time_ns()
+    msgs = []
+    for i in range(300):
+        msg = Msg(env="prod", svc=["api", "web"][i % 2], lvl=[INFO, ERROR][i % 3 % 2],
+                  txt=f"e{i}", attrs={"k": f"v{i % 4}"})  # fmt: skip
+        msg.t.FromNanoseconds(now - i * 7 * S)
+        msgs.append(msg)
+    for start in range(0, 300, 50):
+        proc.write(*msgs[start : start + 50])
+    wait_for(lambda: proc.info()["store"]["writes"] == 300)
+    assert proc.stop() == 0
+    again = start_logd(tmp_path, "--data-dir", str(data))
+    try:
+        for params in ([], [("svc!", "web")], [("attr.k", "v1"), ("lvl", "error")]):
+            events = query_all(again, params)
+            body = hits(again, [*params, ("by", "lvl"), ("step", "1m")])
+            assert body["total"] == len(events) > 0
+            by: Counter[str] = Counter()
+            for bucket in body["buckets"]:  # type: ignore[attr-defined]
+                by.update(bucket["by"])
+            assert by == Counter(str(e["lvl"]) for e in events)
+    finally:
+        again.stop()
+
+
+def test_hits_counts_against_the_query_limit(tmp_path: Path) -> None:
+    """/hits is a query: past LOGD_MAX_QUERIES at once it is a 429, as GET / is."""
+    import threading
+
+    proc = start_logd(tmp_path, "--max-queries", "1")
+    try:
+        msgs = [Msg(svc="a", txt=f"e{i}", attrs={"k": f"v{i}"}) for i in range(20_000)]
+        for start in range(0, len(msgs), 100):
+            proc.write(*msgs[start : start + 100])
+        wait_for(lambda: proc.info()["store"]["writes"] == len(msgs))
+        statuses: list[int] = []
+        slow = [("by", "attr.k"), ("attr.k", "v*")]  # parses every event: a long scan
+
+        target = "/hits?" + urllib.parse.urlencode(slow)
+        host, port = urllib.parse.urlsplit(proc.http_url).netloc.split(":")
+
+        def busy() -> None:
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            try:
+                for _ in range(20):
+                    conn.request("GET", target, headers={"Authorization": proc.read_secret})
+                    response = conn.getresponse()
+                    response.read()
+                    statuses.append(response.status)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=busy) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert set(statuses) <= {200, 429}
+        assert 429 in statuses
+        assert 200 in statuses
+        assert proc.get("/hits", {"step": "0s"})[0] == 400  # refused before taking a place
+    finally:
+        proc.stop()
