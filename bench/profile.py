@@ -26,7 +26,7 @@ MiB = 1 << 20
 _LINE = re.compile(r":\d+\)$")  # "func (file.py:12)" -> "func (file.py)"
 
 
-def record(seconds: float, batch: int, sender: Path, out: Path) -> None:
+def record(seconds: float, batch: int, sender: Path, out: Path, keys: int = 0) -> None:
     spy = shutil.which("py-spy")
     if spy is None:
         raise RuntimeError("py-spy is not on PATH; install it with `pip install py-spy`")
@@ -36,7 +36,7 @@ def record(seconds: float, batch: int, sender: Path, out: Path) -> None:
     flags += ["--replay-capacity=5000000"]
     with tempfile.TemporaryDirectory(prefix="logd-profile-") as tmp:
         server = LogdServer(Path(tmp), cpu=cores.server, flags=flags)
-        load = Load(seconds=seconds + 2.0, batch=batch)
+        load = Load(seconds=seconds + 2.0, batch=batch, keys=keys)
         running = Sender(sender, server.udp_port, server.write_secret, load, cores.load)
         try:
             time.sleep(1.0)
@@ -80,12 +80,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1, help="events per frame")
+    parser.add_argument("--keys", type=int, default=0, help="services interleaved (0: one)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sender", type=Path, default=HERE / "build" / "sender")
     parser.add_argument("--out", type=Path, default=HERE / "build" / "profile.txt")
     args = parser.parse_args()
     try:
-        record(args.seconds, args.batch, args.sender, args.out)
+        record(args.seconds, args.batch, args.sender, args.out, args.keys)
     except (RuntimeError, subprocess.SubprocessError) as err:
         print(f"bench.profile: {err}", file=sys.stderr)
         return 1

@@ -84,6 +84,14 @@ ROWS = [
     Row("batched.cpu_us_per_event", "batched ingest: CPU per event", _us, ""),
     Row("batched.events_per_cpu_s", "batched ingest: events per CPU-second", _rate,
         ">= 1,000,000 (one core)", lambda v: v >= 1_000_000),
+    Row("mix.cpu_us_per_event", "per-frame ingest, 8 rings interleaved: CPU per event", _us,
+        ""),
+    Row("mix.ratio", "per-frame ingest: CPU per event, 8 rings / 1 ring", _times, "<= 1.2x",
+        lambda v: v <= 1.2),
+    Row("mix.batched_events_per_s", "batched ingest, 8 rings interleaved", _rate, ""),
+    Row("mix.batched_cpu_us_per_event", "batched ingest, 8 rings: CPU per event", _us, ""),
+    Row("mix.batched_ratio", "batched ingest: CPU per event, 8 rings / 1 ring", _times,
+        "<= 1.5x", lambda v: v <= 1.5),
     Row("query.newest_100.p50_ms", "query: newest 100, p50", _ms, "<= 5 ms (ring of 1M)",
         lambda v: v <= 5),
     Row("query.newest_100.p99_ms", "query: newest 100, p99", _ms, ""),
@@ -175,6 +183,16 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         per_event = med("batched", "cpu_us_per_event")
         out["batched.cpu_us_per_event"] = per_event
         out["batched.events_per_cpu_s"] = 1e6 / per_event if per_event > 0 else math.nan
+    if raw.get("saturation_mix") and raw.get("batched_mix"):
+        one = med("saturation", "cpu_us_per_event")
+        mixed = med("saturation_mix", "cpu_us_per_event")
+        out["mix.cpu_us_per_event"] = mixed
+        out["mix.ratio"] = mixed / one if one > 0 else math.nan
+        one = med("batched", "cpu_us_per_event")
+        mixed = med("batched_mix", "cpu_us_per_event")
+        out["mix.batched_events_per_s"] = med("batched_mix", "events_per_s")
+        out["mix.batched_cpu_us_per_event"] = mixed
+        out["mix.batched_ratio"] = mixed / one if one > 0 else math.nan
     if raw.get("steps"):
         out["ingest.no_loss_frames_per_s"] = med("steps", "no_loss_frames_per_s")
     for name in query.QUERIES:

@@ -55,6 +55,7 @@ class Settings:
     max_loss: float = 0.001
     max_lag_s: float = 0.25
     batch: int = 16
+    mix_keys: int = 8  # the mixed rows: frames cycle over this many services (rings)
     query_runs: int = 1
     query_events: int = 1_000_000
     query_reps: tuple[tuple[str, int], ...] = (
@@ -207,7 +208,7 @@ class Bench:
 
         # Interleaved, so that a noisy spell on the machine hits all three alike.
         for i in range(s.runs):
-            log(f"ingest run {i + 1}/{s.runs}: bare loop, per-frame, batched")
+            log(f"ingest run {i + 1}/{s.runs}: bare loop, per-frame, batched (1 and 8 rings)")
             self.quiet()
             self.raw.setdefault("bare", []).append(
                 ingest.bare_reference(self.sender, self.cores, flat, s.sat_rcvbuf)
@@ -235,6 +236,13 @@ class Bench:
             self.raw.setdefault("saturation", []).append(saturation(flat, s.sat_rcvbuf))
             batched = replace(flat, batch=s.batch)
             self.raw.setdefault("batched", []).append(saturation(batched, s.batched_rcvbuf))
+            # The same with services interleaved frame by frame: a ring each.
+            mixed = replace(flat, keys=s.mix_keys)
+            self.raw.setdefault("saturation_mix", []).append(saturation(mixed, s.sat_rcvbuf))
+            mixed_batched = replace(batched, keys=s.mix_keys)
+            self.raw.setdefault("batched_mix", []).append(
+                saturation(mixed_batched, s.batched_rcvbuf)
+            )
 
     def steps(self) -> None:
         s = self.s

@@ -5,7 +5,9 @@
  * with recvmmsg(2) and, per datagram, runs the checks of PROTOCOL.md in their order
  * (length and version, key_id, HMAC with precomputed pad states, age, replay) and reads
  * the WRITE payload with a strict protobuf reader. It hands back runs of events bound
- * for the same ring, as the bytes that arrived, so the store appends many at once.
+ * for the same ring, as the bytes that arrived, so the store appends many at once. Events
+ * of different rings arrive interleaved, so a drain gathers up to MAX_OPEN runs at once,
+ * one per ring, each in arrival order: one run per ring per drain, whatever the mix.
  *
  * The Python checker (accept.py) stays the reference: a frame this reader does not
  * take whole (a PING, a read key, an unknown field, an odd encoding, a time that needs
@@ -42,6 +44,8 @@
 #define MAX_T_S 9223372035LL
 #define MAX_NAME 128       /* bytes of env, svc, fn or an attribute key; longer: Python refuses */
 #define MAX_LVL 6 /* FATAL: a level outside 0..6 goes to Python, which stores it as 0 */
+#define MAX_OPEN 16        /* runs gathered at once in a drain, one per ring */
+#define KEEP_CAP (256 << 10) /* a run buffer grown past this is freed when a drain ends */
 
 /* The order and names of accept.Reject's first seven members (the checks before the payload). */
 enum { R_BAD_FRAME, R_UNKNOWN_KEY, R_BAD_MAC, R_STALE, R_FUTURE, R_REPLAY, R_OVERLOAD, N_REASONS };
@@ -530,6 +534,21 @@ typedef struct {
     SHA256_CTX inner, outer;
 } KeySlot;
 
+/* Events bound for one ring: their bytes back to back, end offsets, times and levels. */
+typedef struct {
+    Buf env, svc, data, ends, times, lvls;
+    int64_t t_min, t_max;
+} Run;
+
+static void run_free(Run *r) {
+    buf_free(&r->env);
+    buf_free(&r->svc);
+    buf_free(&r->data);
+    buf_free(&r->ends);
+    buf_free(&r->times);
+    buf_free(&r->lvls);
+}
+
 typedef struct {
     PyObject_HEAD
     ReplayTable *guard;
@@ -546,10 +565,17 @@ typedef struct {
     struct iovec iov[BATCH];
     struct sockaddr_storage addrs[BATCH];
     Event *parsed;
-    /* the run of events being gathered for one ring */
-    Buf env, svc, data, ends, times, lvls;
-    int in_run;
-    int64_t t_min, t_max;
+    /* the runs being gathered, one per ring, in the order their rings first came */
+    Run runs[MAX_OPEN];
+    int n_open, last; /* runs[last]: the one the previous event went to */
+    /* Gathering reorders events of different rings, which only matters where two of them
+     * share a ring: the overflow ring, of services past --max-rings. So a drain gathers
+     * while the rings it may have to open (runs of rings not in `rings`, the store's
+     * dict, and what frames left to Python could hold) fit in `free_rings`: then none
+     * overflows. Past that it closes its runs and keeps arrival order, one run open. */
+    PyObject *rings; /* borrowed for one drain; NULL: every ring may be new */
+    Py_ssize_t free_rings, opened;
+    int gathering;
 } Engine;
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
@@ -572,12 +598,7 @@ static void Engine_dealloc(Engine *self) {
     Py_XDECREF(self->guard);
     PyMem_Free(self->bufs);
     PyMem_Free(self->parsed);
-    buf_free(&self->env);
-    buf_free(&self->svc);
-    buf_free(&self->data);
-    buf_free(&self->ends);
-    buf_free(&self->times);
-    buf_free(&self->lvls);
+    for (int i = 0; i < MAX_OPEN; i++) run_free(&self->runs[i]);
     OPENSSL_cleanse(self->keys, sizeof self->keys);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -643,20 +664,25 @@ static PyObject *bytes_of(const Buf *b) {
     return PyBytes_FromStringAndSize((const char *)b->p, (Py_ssize_t)b->len);
 }
 
-/* Close the open run into (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max). */
-static int close_run(Engine *self, PyObject *items) {
-    if (!self->in_run) return 0;
-    self->in_run = 0;
-    PyObject *item = Py_BuildValue(
-        "(iNNNNNNLL)", ITEM_RUN,
-        PyUnicode_DecodeUTF8((const char *)self->env.p, (Py_ssize_t)self->env.len, "strict"),
-        PyUnicode_DecodeUTF8((const char *)self->svc.p, (Py_ssize_t)self->svc.len, "strict"),
-        bytes_of(&self->data), bytes_of(&self->ends), bytes_of(&self->times),
-        bytes_of(&self->lvls), (long long)self->t_min, (long long)self->t_max);
-    if (item == NULL) return -1;
-    int r = PyList_Append(items, item);
-    Py_DECREF(item);
-    return r;
+/* Close the open runs, in the order they opened, into
+ * (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max). */
+static int close_runs(Engine *self, PyObject *items) {
+    int n = self->n_open;
+    self->n_open = self->last = 0;
+    for (int i = 0; i < n; i++) {
+        const Run *run = &self->runs[i];
+        PyObject *item = Py_BuildValue(
+            "(iNNNNNNLL)", ITEM_RUN,
+            PyUnicode_DecodeUTF8((const char *)run->env.p, (Py_ssize_t)run->env.len, "strict"),
+            PyUnicode_DecodeUTF8((const char *)run->svc.p, (Py_ssize_t)run->svc.len, "strict"),
+            bytes_of(&run->data), bytes_of(&run->ends), bytes_of(&run->times),
+            bytes_of(&run->lvls), (long long)run->t_min, (long long)run->t_max);
+        if (item == NULL) return -1;
+        int r = PyList_Append(items, item);
+        Py_DECREF(item);
+        if (r < 0) return -1;
+    }
+    return 0;
 }
 
 static int same(const Buf *b, const uint8_t *p, size_t n) {
@@ -687,32 +713,64 @@ static size_t encode_time(uint8_t *out, int64_t t_ns) {
     return n + 2;
 }
 
+static int run_of(const Run *r, const Event *ev) {
+    return same(&r->env, ev->env, ev->env_len) && same(&r->svc, ev->svc, ev->svc_len);
+}
+
+/* The open run of the event's ring, or a new one (closing all first when none is free). */
+static Run *run_for(Engine *self, PyObject *items, const Event *ev) {
+    if (self->n_open && run_of(&self->runs[self->last], ev)) return &self->runs[self->last];
+    for (int i = 0; i < self->n_open; i++) {
+        if (run_of(&self->runs[i], ev)) {
+            self->last = i;
+            return &self->runs[i];
+        }
+    }
+    if (self->gathering && self->opened >= self->free_rings) {
+        /* no room left for a new ring: gather on only with a ring the store has */
+        int known = 0;
+        if (self->rings != NULL) {
+            PyObject *key = Py_BuildValue(
+                "(NN)",
+                PyUnicode_DecodeUTF8((const char *)ev->env, (Py_ssize_t)ev->env_len, "strict"),
+                PyUnicode_DecodeUTF8((const char *)ev->svc, (Py_ssize_t)ev->svc_len, "strict"));
+            if (key == NULL) return NULL;
+            known = PyDict_Contains(self->rings, key);
+            Py_DECREF(key);
+            if (known < 0) return NULL;
+        }
+        if (!known) self->gathering = 0;
+    } else {
+        self->opened++; /* counted as new without looking: at worst gathering stops early */
+    }
+    if (self->n_open >= (self->gathering ? MAX_OPEN : 1) && close_runs(self, items) < 0)
+        return NULL;
+    Run *run = &self->runs[self->n_open];
+    self->last = self->n_open++;
+    run->env.len = run->svc.len = run->data.len = 0;
+    run->ends.len = run->times.len = run->lvls.len = 0;
+    if (buf_put(&run->env, ev->env, ev->env_len) < 0) return NULL;
+    if (buf_put(&run->svc, ev->svc, ev->svc_len) < 0) return NULL;
+    run->t_min = INT64_MAX;
+    run->t_max = INT64_MIN;
+    return run;
+}
+
 static int add_event(Engine *self, PyObject *items, const Event *ev, int64_t now) {
-    if (self->in_run && !(same(&self->env, ev->env, ev->env_len) &&
-                          same(&self->svc, ev->svc, ev->svc_len))) {
-        if (close_run(self, items) < 0) return -1;
-    }
-    if (!self->in_run) {
-        self->env.len = self->svc.len = self->data.len = 0;
-        self->ends.len = self->times.len = self->lvls.len = 0;
-        if (buf_put(&self->env, ev->env, ev->env_len) < 0) return -1;
-        if (buf_put(&self->svc, ev->svc, ev->svc_len) < 0) return -1;
-        self->t_min = INT64_MAX;
-        self->t_max = INT64_MIN;
-        self->in_run = 1;
-    }
+    Run *run = run_for(self, items, ev);
+    if (run == NULL) return -1;
     int64_t t_ns = ev->has_t ? ev->t_ns : now;
-    if (buf_put(&self->data, ev->data, ev->len) < 0) return -1;
+    if (buf_put(&run->data, ev->data, ev->len) < 0) return -1;
     if (!ev->has_t) { /* as Python does: the receive time, stored in the event */
         uint8_t stamp[26];
-        if (buf_put(&self->data, stamp, encode_time(stamp, now)) < 0) return -1;
+        if (buf_put(&run->data, stamp, encode_time(stamp, now)) < 0) return -1;
     }
-    uint32_t end = (uint32_t)self->data.len;
-    if (buf_put(&self->ends, &end, sizeof end) < 0) return -1;
-    if (buf_put(&self->times, &t_ns, sizeof t_ns) < 0) return -1;
-    if (buf_put(&self->lvls, &ev->lvl, 1) < 0) return -1;
-    if (t_ns < self->t_min) self->t_min = t_ns;
-    if (t_ns > self->t_max) self->t_max = t_ns;
+    uint32_t end = (uint32_t)run->data.len;
+    if (buf_put(&run->ends, &end, sizeof end) < 0) return -1;
+    if (buf_put(&run->times, &t_ns, sizeof t_ns) < 0) return -1;
+    if (buf_put(&run->lvls, &ev->lvl, 1) < 0) return -1;
+    if (t_ns < run->t_min) run->t_min = t_ns;
+    if (t_ns > run->t_max) run->t_max = t_ns;
     return 0;
 }
 
@@ -773,8 +831,13 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     if (count < 0) { /* authenticated and fresh; Python parses, authorises and acts */
         /* Toward the drain's bound, as many events as its payload could hold (2 bytes
          * each, at least): frames that Python stores must not escape the bound. */
-        self->deferred += (unsigned long long)(n - HEADER_LEN) / 2 + 1;
-        if (close_run(self, items) < 0) return -1;
+        unsigned long long most = (unsigned long long)(n - HEADER_LEN) / 2 + 1;
+        self->deferred += most;
+        /* and as many new rings, at most: runs opened after it count them */
+        self->opened = self->opened + (Py_ssize_t)most; /* n <= max_frame: no overflow */
+        /* Python stores it after the runs before it: close them, so that each ring
+         * keeps arrival order across both paths. */
+        if (close_runs(self, items) < 0) return -1;
         PyObject *item = Py_BuildValue("(iy#NiL)", ITEM_FRAME, (const char *)f, (Py_ssize_t)n,
                                        make_addr(addr), slot, (long long)signed_at);
         if (item == NULL) return -1;
@@ -790,13 +853,22 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     return 0;
 }
 
-/* drain(fd, now_ns, max_frames, max_events) -> (items, errno): reads datagrams until the
- * socket is empty or a bound is reached. errno is 0, or why a receive failed. */
+/* drain(fd, now_ns, max_frames, max_events, free_rings=0, rings=None) -> (items, errno):
+ * reads datagrams until the socket is empty or a bound is reached. errno is 0, or why a
+ * receive failed. free_rings: how many more rings the store may open; rings: its dict of
+ * (env, svc) -> ring, looked up only (see Engine.gathering). */
 static PyObject *Engine_drain(Engine *self, PyObject *args) {
     int fd;
     long long now;
-    Py_ssize_t max_frames, max_events;
-    if (!PyArg_ParseTuple(args, "iLnn", &fd, &now, &max_frames, &max_events)) return NULL;
+    Py_ssize_t max_frames, max_events, free_rings = 0; /* 0: arrival order, one run open */
+    PyObject *rings = Py_None;
+    if (!PyArg_ParseTuple(args, "iLnn|nO", &fd, &now, &max_frames, &max_events, &free_rings,
+                          &rings))
+        return NULL;
+    if (rings != Py_None && !PyDict_Check(rings)) {
+        PyErr_SetString(PyExc_TypeError, "rings: a dict of the store's rings, or None");
+        return NULL;
+    }
     if (self->bufs == NULL) {
         self->bufs = PyMem_Malloc((size_t)BATCH * RECV_SIZE);
         self->parsed = PyMem_Malloc(MAX_EVENTS * sizeof(Event));
@@ -811,7 +883,11 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
     unsigned long long events_max = self->events + (unsigned long long)max_events;
     Py_ssize_t left = max_frames;
     int err = 0;
-    self->in_run = 0;
+    self->n_open = self->last = 0;
+    self->opened = 0;
+    self->free_rings = free_rings;
+    self->rings = rings == Py_None ? NULL : rings;
+    self->gathering = 1;
     self->deferred = 0;
     while (left > 0 && self->events + self->deferred < events_max) {
         unsigned int want = left < BATCH ? (unsigned int)left : BATCH;
@@ -830,6 +906,8 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
         for (int i = 0; i < got; i++) {
             if (take_frame(self, items, self->iov[i].iov_base, self->msgs[i].msg_len,
                            &self->addrs[i], now) < 0) {
+                self->rings = NULL;
+                self->n_open = 0;
                 Py_DECREF(items);
                 return NULL;
             }
@@ -837,7 +915,18 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
         left -= got;
         if ((unsigned int)got < want) break; /* the socket is empty */
     }
-    if (close_run(self, items) < 0) {
+    int closed = close_runs(self, items);
+    self->rings = NULL;
+    /* Memory: the runs are copied into `items`, as many bytes as the drain read (at most
+     * max_frames datagrams); the runs' buffers hold as much again while it lasts, and
+     * between drains at most MAX_OPEN runs of KEEP_CAP per buffer (bigger ones are freed). */
+    for (int i = 0; i < MAX_OPEN; i++) {
+        Buf *bufs[] = {&self->runs[i].data, &self->runs[i].ends, &self->runs[i].times,
+                       &self->runs[i].lvls};
+        for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++)
+            if (bufs[j]->cap > KEEP_CAP) buf_free(bufs[j]);
+    }
+    if (closed < 0) {
         Py_DECREF(items);
         return NULL;
     }
@@ -869,7 +958,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_keys", (PyCFunction)Engine_set_keys, METH_O,
      "Replace the accepted keys: [(key_id, inner_pad, outer_pad, may_write), ...]."},
     {"drain", (PyCFunction)Engine_drain, METH_VARARGS,
-     "drain(fd, now_ns, max_frames, max_events) -> (items, errno)."},
+     "drain(fd, now_ns, max_frames, max_events, free_rings=0, rings=None) -> (items, errno)."},
     {"take_counts", (PyCFunction)Engine_take_counts, METH_NOARGS,
      "The counters since the last call, then zero them."},
     {NULL, NULL, 0, NULL},

@@ -32,7 +32,16 @@ class Engine:
         self, guard: ReplayTable, *, max_frame: int, max_age_ns: int, max_future_ns: int
     ) -> None: ...
     def set_keys(self, keys: list[tuple[bytes, bytes, bytes, bool]]) -> None: ...
+    # free_rings: rings the store may still open; rings: its (env, svc) -> ring dict, only
+    # looked up. Runs are gathered per ring while none of them could overflow; 0: arrival
+    # order, one run per stretch of same-ring events.
     def drain(
-        self, fd: int, now_ns: int, max_frames: int, max_events: int
+        self,
+        fd: int,
+        now_ns: int,
+        max_frames: int,
+        max_events: int,
+        free_rings: int = 0,
+        rings: dict[tuple[str, str], Any] | None = None,
     ) -> tuple[list[Item], int]: ...
     def take_counts(self) -> tuple[int, tuple[int, ...], int, int, tuple[int, ...]]: ...

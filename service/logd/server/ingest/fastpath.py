@@ -2,8 +2,11 @@
 
 One call drains the UDP socket through the checks of PROTOCOL.md in C and hands
 back runs of events bound for one ring, as the bytes that arrived; the store
-appends a run at once. Frames the C reader leaves to Python (PINGs, read keys,
-encodings it does not take whole) come back checked up to their payload; the last
+appends a run at once. Interleaved services cost no more: a drain gathers one run
+per ring (events in arrival order within each ring, rings in the order they first
+came) while the store has room for every ring it may open, so that no two services
+share the overflow ring out of order. Frames the C reader leaves to Python (PINGs,
+read keys, encodings it does not take whole) come back checked up to their payload; the last
 check (`read_payload`) runs here, so the ingest gets them as accept.py would give
 them. Built with LOGD_PURE_PYTHON=1 there is no extension and `available()` is False.
 """
@@ -84,6 +87,7 @@ class CEngine:
         self._holder = keys
         self._ring: KeyRing | None = None
         self._keys: tuple[Key, ...] = ()
+        self._store = store
         self._write_run = store.write_run
         self._held: list[Item] = []  # read past a drain's bound: the next drain's first
 
@@ -111,7 +115,13 @@ class CEngine:
             room = self._take(held, room, sink)
             if self._held:
                 return True
-        items, err = self._engine.drain(sock.fileno(), now_ns, max_frames, room)
+        # The rings the store has and may still open: while a drain's rings fit, the C
+        # reader gathers one run per ring (none can overflow; see _fastpath.c).
+        store = self._store
+        free_rings = max(0, store._max_rings - len(store._rings))
+        items, err = self._engine.drain(
+            sock.fileno(), now_ns, max_frames, room, free_rings, store._rings
+        )
         keys = self._keys
         self._take([(*i[:3], keys[i[3]], i[4], now_ns) if i[0] != self._item_run else i
                     for i in items], room, sink)  # fmt: skip
