@@ -118,9 +118,8 @@ class CEngine:
         # The rings the store has and may still open: while a drain's rings fit, the C
         # reader gathers one run per ring (none can overflow; see _fastpath.c).
         store = self._store
-        free_rings = max(0, store._max_rings - len(store._rings))
         items, err = self._engine.drain(
-            sock.fileno(), now_ns, max_frames, room, free_rings, store._rings
+            sock.fileno(), now_ns, max_frames, room, store.free_rings, store.rings_by_names
         )
         keys = self._keys
         self._take([(*i[:3], keys[i[3]], i[4], now_ns) if i[0] != self._item_run else i

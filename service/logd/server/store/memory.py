@@ -136,6 +136,16 @@ class MemoryStore:
                 cursors.append(ring.cursor(ring_filter, pause, ids))
         return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
 
+    @property
+    def free_rings(self) -> int:
+        """Ring slots still free; past them, new env/svc keys share the overflow ring."""
+        return max(0, self._max_rings - len(self._rings))
+
+    @property
+    def rings_by_names(self) -> Mapping[tuple[str, str], Ring]:
+        """The rings by (env, svc), read-only (the C engine looks keys up in it)."""
+        return self._rings
+
     def last_id(self) -> int:
         """The id of the newest event stored so far: later ones reach live tails."""
         return self.ids.next - 1
