@@ -98,7 +98,13 @@ class Cmd(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     MSG_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     name: Global___Name.ValueType
+    sender: _builtins.bytes
+    """8 random bytes a writer picks once per process (and anew after fork)"""
+    seq: _builtins.int
+    """that writer's WRITE-frame counter: 1, 2, 3, ... one per signed WRITE frame"""
     @_builtins.property
     def msg(self) -> Global___Msg:
         """WRITE: one event"""
@@ -113,10 +119,12 @@ class Cmd(_message.Message):
         name: Global___Name.ValueType = ...,
         msg: Global___Msg | None = ...,
         batch: _abc.Iterable[Global___Msg] | None = ...,
+        sender: _builtins.bytes = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "msg", b"msg", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "msg", b"msg", "name", b"name", "sender", b"sender", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +165,8 @@ class Msg(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     RESPONSE_STATUS_FIELD_NUMBER: _builtins.int
     ATTRS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
     env: _builtins.str
     """e.g. "prod" """
     svc: _builtins.str
@@ -169,6 +179,10 @@ class Msg(_message.Message):
     http_method: Global___HttpMethod.ValueType
     url: _builtins.str
     response_status: _builtins.int
+    host: _builtins.str
+    """the writer's host name"""
+    pid: _builtins.int
+    """the writer's process id"""
     @_builtins.property
     def t(self) -> _timestamp_pb2.Timestamp:
         """when the event happened (set by the writer)"""
@@ -191,10 +205,12 @@ class Msg(_message.Message):
         url: _builtins.str = ...,
         response_status: _builtins.int = ...,
         attrs: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["t", b"t"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attrs", b"attrs", "env", b"env", "fn", b"fn", "http_method", b"http_method", "lvl", b"lvl", "response_status", b"response_status", "stack_trace", b"stack_trace", "svc", b"svc", "t", b"t", "txt", b"txt", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attrs", b"attrs", "env", b"env", "fn", b"fn", "host", b"host", "http_method", b"http_method", "lvl", b"lvl", "pid", b"pid", "response_status", b"response_status", "stack_trace", b"stack_trace", "svc", b"svc", "t", b"t", "txt", b"txt", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
