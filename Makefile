@@ -43,8 +43,8 @@ $(STAMP): pyproject.toml setup.py | build-deps $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $(RUN_STAMP) $(FASTPATH)
 
-# The C accept path (service/logd/server/ingest/_fastpath.c), rebuilt when its source changes.
-$(FASTPATH): service/logd/server/ingest/_fastpath.c | $(BIN)/python
+# The C parts (setup.py: the accept path and the chunk search), rebuilt when a source changes.
+$(FASTPATH): service/logd/server/ingest/_fastpath.c service/logd/server/store/_search.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(FASTPATH)
 
@@ -166,7 +166,8 @@ lock: $(UV)
 # logd's sdist, which the host builds at first boot (with setuptools from the wheelhouse),
 # and a pure-Python wheel (LOGD_PURE_PYTHON=1) for when that fails.
 build/.wheelhouse-built: pyproject.toml setup.py $(WHEELHOUSE_LOCK) infra/wheelhouse.in \
-		service/logd/server/ingest/_fastpath.c $(shell find service/logd -name '*.py') | install $(UV)
+		service/logd/server/ingest/_fastpath.c service/logd/server/store/_search.c \
+		$(shell find service/logd -name '*.py') | install $(UV)
 	rm -rf $(WHEELHOUSE) build/sdist-check && mkdir -p $(WHEELHOUSE)
 	# The lock still holds what pyproject.toml asks for (resolved again for the host).
 	$(BIN)/python -m infra.lock --uv $(UV) check --python $(BIN)/python

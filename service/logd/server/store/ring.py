@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 
 from logd._pb.logd_pb2 import Msg
-from logd.server.filters import LOWERS_TO_ASCII, Filter, whole_field_in
+from logd.server.filters import LOWERS_TO_ASCII, Filter
 from logd.server.store.scan import Hit
+from logd.server.store.search import containing
 
 RECORD_OVERHEAD = 21  # end offset (4) + time (8) + level (1) + id (8) beside its bytes
 CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
@@ -70,32 +71,13 @@ class Chunk:
         searches = _searches(flt, self)
         if searches is not None:
             found: set[int] = set()
-            for needle, haystack in searches:
-                found.update(self._containing(needle, haystack, needle in flt.whole))
+            for needle, folded in searches:
+                whole = needle in flt.whole
+                found.update(containing(self.data, self.ends, needle, folded=folded, whole=whole))
             return iter(sorted(found, reverse=True))
         if flt.lvl:
             return self._at_least(flt.lvl)
         return iter(range(len(self.ends) - 1, -1, -1))
-
-    def _containing(
-        self, needle: bytes, haystack: bytes | bytearray, whole: bool = False
-    ) -> list[int]:
-        """Indexes of the events whose bytes may contain `needle` (one find per event);
-        `whole`: as a whole field (filters.whole_field_in)."""
-        ends = self.ends
-        found: list[int] = []
-        pos = whole_field_in(needle, haystack) if whole else haystack.find(needle)
-        while pos >= 0:
-            i = bisect_right(ends, pos)
-            found.append(i)
-            if i + 1 >= len(ends):
-                break
-            pos = (
-                whole_field_in(needle, haystack, ends[i])
-                if whole
-                else haystack.find(needle, ends[i])
-            )
-        return found
 
     def _at_least(self, lvl: int) -> Iterator[int]:
         marks = self.lvls.translate(_LEVEL_MARKS[lvl])
@@ -130,22 +112,22 @@ def _lowers_to_ascii(data: bytes | bytearray) -> tuple[bytes, ...]:
     return tuple(seq for seq in LOWERS_TO_ASCII if seq in data)
 
 
-def _searches(flt: Filter, chunk: Chunk) -> list[tuple[bytes, bytes | bytearray]] | None:
-    """Substring searches whose hits cover every possible match (None: check every event).
+def _searches(flt: Filter, chunk: Chunk) -> list[tuple[bytes, bool]] | None:
+    """Substring searches (needle, folded) whose hits cover every possible match (None:
+    check every event).
 
     One term's strings must appear as they are: the term whose shortest string is longest
     is searched, one search per OR'd value (Filter.search). Else a text needle is searched
-    in the lowered chunk when that is exact (filters.lowered_bytes_can_match); events
-    holding one of the few characters that lower to ASCII are added to be checked.
+    case-insensitively (folded: as in the lowered chunk, exact per
+    filters.lowered_bytes_can_match); events holding one of the few characters that lower
+    to ASCII are added to be checked.
     """
-    data = chunk.data
     if flt.search:
-        return [(needle, data) for needle in flt.search]
+        return [(needle, False) for needle in flt.search]
     if flt.text_search:
-        lowered = data.lower()
         return [
-            *((needle, lowered) for needle in flt.text_search),
-            *((seq, data) for seq in chunk.special()),
+            *((needle, True) for needle in flt.text_search),
+            *((seq, False) for seq in chunk.special()),
         ]
     return None
 

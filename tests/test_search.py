@@ -1,0 +1,90 @@
+"""The chunk search (store/search.py): the C version, the Python one and the definition
+(every event where the needle starts, in the lowered bytes when folded) agree."""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from logd.server.store import search
+
+C = pytest.mark.skipif(search._c_containing is None, reason="built without C")
+
+# Letters in both cases, the bytes a whole-field check looks at (0, small lengths), a
+# multi-byte character and the bytes around the ASCII letters' case bit.
+ALPHABET = b"aAbBqQzZ@`[{\x00\x01\x02\x03\x7f\x80\xc3\xa9-_ "
+events = st.lists(
+    st.binary(max_size=40).map(lambda b: bytes(ALPHABET[c % len(ALPHABET)] for c in b)), max_size=30
+)
+needles = st.binary(min_size=1, max_size=4).map(
+    lambda b: bytes(ALPHABET[c % len(ALPHABET)] for c in b)
+)
+
+
+def chunk(parts: list[bytes]) -> tuple[bytes, array[int]]:
+    ends = array("I")
+    total = 0
+    for part in parts:
+        total += len(part)
+        ends.append(total)
+    return b"".join(parts), ends
+
+
+def defined(data: bytes, ends: array[int], needle: bytes, folded: bool, whole: bool) -> list[int]:
+    """The events holding a start of `needle` (whole: after a byte that can end its length)."""
+    haystack = data.lower() if folded else data
+    last = len(needle)
+    while last >= 0x80:
+        last >>= 7
+    starts = [
+        s
+        for s in range(len(haystack) - len(needle) + 1)
+        if haystack[s : s + len(needle)] == needle
+        and (not whole or (s > 0 and haystack[s - 1] in (last, 0)))
+    ]
+    return sorted({bisect_right(ends, s) for s in starts})
+
+
+@given(events, needles, st.booleans(), st.booleans())
+@settings(max_examples=400, deadline=None)
+@example([b"xQz", b"qz"], b"qz", True, False)  # both cases, two events
+@example([b"\x02ab", b"ab"], b"ab", False, True)  # whole: only after the length byte
+def test_python_search_is_the_definition(
+    parts: list[bytes], needle: bytes, folded: bool, whole: bool
+) -> None:
+    data, ends = chunk(parts)
+    if folded:
+        needle = needle.lower()
+    want = defined(data, ends, needle, folded, whole)
+    assert search.python_containing(data, ends, needle, folded=folded, whole=whole) == want
+
+
+@C
+@given(events, needles, st.booleans(), st.booleans())
+@settings(max_examples=400, deadline=None)
+@example([b"xQz", b"qz"], b"qz", True, False)
+@example([b"Aa", b"`@"], b"a@", True, False)  # @ and ` differ only in the case bit
+@example([b"\x02ab", b"ab"], b"ab", False, True)
+def test_c_search_is_the_definition(
+    parts: list[bytes], needle: bytes, folded: bool, whole: bool
+) -> None:
+    data, ends = chunk(parts)
+    if folded:
+        needle = needle.lower()
+    want = defined(data, ends, needle, folded, whole)
+    assert search.containing(data, ends, needle, folded=folded, whole=whole) == want
+    assert search.containing(bytearray(data), ends, needle, folded=folded, whole=whole) == want
+
+
+@C
+def test_c_search_refuses_what_it_cannot_read() -> None:
+    data, ends = chunk([b"abc"])
+    with pytest.raises(ValueError, match="needle not empty"):
+        search.containing(data, ends, b"", folded=False, whole=False)
+    with pytest.raises(ValueError, match="uint32"):
+        search._c_containing(data, b"\x00\x00", b"a", False, False)
+    assert search.containing(b"", array("I"), b"a", folded=True, whole=False) == []
