@@ -10,10 +10,12 @@ from logd._pb.logd_pb2 import INFO, WARN, Cmd, Msg
 from logd.client.encoder import (
     MAX_NAME,
     MIN_FRAME,
+    TRAILER_ROOM,
     Encoder,
     field_size,
     fit,
     msg_budget,
+    trailer_size,
     varint,
     write_payload,
 )
@@ -25,7 +27,7 @@ T_NS = 1_700_000_000_123_456_789
 
 def test_encoded_event_is_the_msg() -> None:
     enc = Encoder(env="prod", svc="api", fn="Charge", max_frame=1400)
-    data = enc.encode((T_NS, WARN, "card declined", {"user": "bob"}, "trace", None))
+    data = enc.encode((T_NS, WARN, "card declined", {"user": "bob"}, "trace", None, None))
     expected = Msg(
         env="prod", svc="api", fn="Charge", lvl=WARN, txt="card declined", stack_trace="trace"
     )
@@ -37,7 +39,7 @@ def test_encoded_event_is_the_msg() -> None:
 
 def test_per_event_fn_replaces_the_default() -> None:
     enc = Encoder(env="prod", svc="api", fn="Default", max_frame=1400)
-    assert Msg.FromString(enc.encode((T_NS, INFO, "x", None, "", "Other"))).fn == "Other"
+    assert Msg.FromString(enc.encode((T_NS, INFO, "x", None, "", "Other", None))).fn == "Other"
 
 
 @given(st.lists(st.text(max_size=300), min_size=1, max_size=8))
@@ -55,9 +57,10 @@ def test_varint(n: int) -> None:
 
 @pytest.mark.parametrize("max_frame", [MIN_FRAME, 1400, 20_000, 65_507])
 def test_budget_fills_the_frame_exactly(max_frame: int) -> None:
-    budget = msg_budget(max_frame)
-    assert HEADER_LEN + field_size(budget) <= max_frame
-    assert HEADER_LEN + field_size(budget + 1) > max_frame
+    budget = msg_budget(max_frame)  # with room for sender and any seq
+    assert HEADER_LEN + field_size(budget) + TRAILER_ROOM <= max_frame
+    assert HEADER_LEN + field_size(budget + 1) + TRAILER_ROOM > max_frame
+    assert TRAILER_ROOM == trailer_size(2**64 - 1)
 
 
 @given(
@@ -70,7 +73,7 @@ def test_cut_events_fit_and_say_so(
     txt: str, stack: str, attrs: dict[str, str], max_frame: int
 ) -> None:
     enc = Encoder(env="prod", svc="api", fn="f", max_frame=max_frame)
-    data = enc.encode((T_NS, INFO, txt, attrs or None, stack, None))
+    data = enc.encode((T_NS, INFO, txt, attrs or None, stack, None, None))
     assert len(data) <= enc.budget
     msg = Msg.FromString(data)  # valid protobuf, valid UTF-8
     if enc.truncated:

@@ -2,22 +2,55 @@
 
 Pure (no I/O, no clock). A `Cmd` field holding a message is encoded as tag, length,
 bytes; the sender concatenates such fields itself, so it knows each frame's size to
-the byte while packing, and never re-serialises a whole `Cmd` (a test checks the
-result equals the protobuf library's). An event too large for one frame is cut, with
-a visible marker saying how much was cut, instead of being dropped.
+the byte while packing, and never re-serialises a whole `Cmd`. Fields are written in
+field-number order, as the protobuf library writes them: an event's bytes and a frame's
+payload equal the library's serialisation (tests check it). An event too large for one
+frame is cut, with a visible marker saying how much was cut, instead of being dropped.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from logd._pb.logd_pb2 import Msg
+from logd.events import METHOD_VALUES
 from logd.wire import HEADER_LEN
 
-# (t_ns, lvl, txt, attrs, stack_trace, fn): what an app thread queues. A plain tuple,
-# because building it is the cheapest thing a log call can do.
-Event = tuple[int, int, str, dict[str, str] | None, str, str | None]
 
+@dataclass(frozen=True, slots=True)
+class HttpFields:
+    """An event's HTTP fields (`http_method`, `url`, `response_status`); empty ones are
+    left out. Checked when made: a method logd does not know (docs/protocol.md) or a
+    status outside 100-999 is a ValueError. Pass as `http=HttpFields(...)` (Logger)."""
+
+    method: str = ""
+    url: str = ""
+    status: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method:
+            if self.method.upper() not in METHOD_VALUES:
+                raise ValueError(f"method must be one of {', '.join(METHOD_VALUES)}")
+            object.__setattr__(self, "method", self.method.upper())
+        if self.status and not 100 <= self.status <= 999:
+            raise ValueError("status must be an HTTP status code from 100 to 999")
+
+
+# (t_ns, lvl, txt, attrs, stack_trace, fn, http): what an app thread queues. A plain
+# tuple, because building it is the cheapest thing a log call can do.
+Event = tuple[int, int, str, dict[str, str] | None, str, str | None, HttpFields | None]
+
+_T_TAG = b"\x0a"  # Msg field 1 (t), length-delimited
 _MSG_TAG = b"\x12"  # Cmd field 2 (msg), length-delimited
 _BATCH_TAG = b"\x22"  # Cmd field 4 (batch), length-delimited
+_SENDER_TAG = b"\x2a\x08"  # Cmd field 5 (sender), length-delimited, always 8 bytes
+_SEQ_TAG = b"\x30"  # Cmd field 6 (seq), varint
+_HOST_TAG = b"\x72"  # Msg field 14 (host), length-delimited
+_PID_TAG = b"\x78"  # Msg field 15 (pid), varint
+MAX_NAME = 128  # bytes of env, svc, fn or an attribute key that a server accepts
+SENDER_LEN = 8
+# Room a frame keeps for sender and seq: tags, 8 bytes, a seq varint of up to 10 bytes.
+TRAILER_ROOM = len(_SENDER_TAG) + SENDER_LEN + len(_SEQ_TAG) + 10
 MIN_FRAME = 512
 MARKER = "...[logd: cut {} bytes]"
 _MARKER_ROOM = len(MARKER.format(10**9)) + 5  # a 10-digit count, the "\n" of a stack cut, slack
@@ -43,28 +76,46 @@ def field_size(n: int) -> int:
     return 1 + (1 if n < 0x80 else 2 if n < 0x4000 else 3) + n
 
 
-def write_payload(msgs: list[bytes]) -> bytes:
-    """The serialised `Cmd{name: WRITE, msg: msgs[0], batch: msgs[1:]}` (WRITE is 0, the
-    default, so it takes no bytes)."""
+def write_payload(msgs: list[bytes], sender: bytes = b"", seq: int = 0) -> bytes:
+    """The serialised `Cmd{name: WRITE, msg: msgs[0], batch: msgs[1:], sender, seq}`
+    (WRITE is 0, the default, so it takes no bytes; sender and seq only when given)."""
     parts = [_MSG_TAG, varint(len(msgs[0])), msgs[0]]
     for data in msgs[1:]:
         parts += (_BATCH_TAG, varint(len(data)), data)
+    if sender:
+        if len(sender) != SENDER_LEN:
+            raise ValueError(f"sender must be {SENDER_LEN} bytes")
+        parts += (_SENDER_TAG, sender)
+    if seq:
+        parts += (_SEQ_TAG, varint(seq))
     return b"".join(parts)
 
 
-MAX_NAME = 128  # bytes of env, svc, fn or an attribute key that a server accepts
+def trailer_size(seq: int) -> int:
+    """Bytes that sender and seq take at the end of a frame numbered `seq`."""
+    return len(_SENDER_TAG) + SENDER_LEN + len(_SEQ_TAG) + len(varint(seq))
+
+
+def origin_fields(host: str, pid: int) -> bytes:
+    """Msg fields 14 (host) and 15 (pid), serialised; empty ones take no bytes. The host
+    is cut to MAX_NAME bytes (at a character boundary), as the server caps names."""
+    data = host.encode()[:MAX_NAME].decode("utf-8", "ignore").encode()
+    out = _HOST_TAG + varint(len(data)) + data if data else b""
+    return out + _PID_TAG + varint(pid) if pid else out
 
 
 def msg_budget(max_frame: int) -> int:
-    """The largest serialised Msg that fits alone in a frame of `max_frame` bytes."""
-    room = max_frame - HEADER_LEN
+    """The largest serialised Msg that fits alone in a frame of `max_frame` bytes, with
+    room kept for sender and seq."""
+    room = max_frame - HEADER_LEN - TRAILER_ROOM
     return max(n for n in range(room - 4, room) if field_size(n) <= room)
 
 
 class Encoder:
-    """Encodes events of one logger: env, svc and the default fn are serialised once."""
+    """Encodes events of one logger: env, svc, the default fn and the origin (host, pid)
+    are serialised once."""
 
-    __slots__ = ("_prefix", "_prefix_fn", "budget", "truncated")
+    __slots__ = ("_origin", "_prefix", "_prefix_fn", "budget", "truncated")
 
     def __init__(self, *, env: str, svc: str, fn: str, max_frame: int) -> None:
         for field, name in (("env", env), ("svc", svc), ("fn", fn)):
@@ -82,14 +133,24 @@ class Encoder:
                 f"{self.budget} bytes an event may take in a {max_frame}-byte frame"
             )
         self.truncated = 0
+        self._origin = b""
+
+    def set_origin(self, host: str, pid: int) -> None:
+        """The host and pid every event carries from now on ("" and 0: none)."""
+        self._origin = origin_fields(host, pid)
 
     def encode(self, event: Event) -> bytes:
-        t_ns, lvl, txt, attrs, stack_trace, fn = event
+        t_ns, lvl, txt, attrs, stack_trace, fn, http = event
         msg = Msg(lvl=lvl, txt=txt)  # type: ignore[arg-type]  # lvl is a valid Lvl number
-        t = msg.t
-        t.seconds, t.nanos = divmod(t_ns, 1_000_000_000)
         if stack_trace:
             msg.stack_trace = stack_trace
+        if http is not None:
+            if http.method:
+                msg.http_method = METHOD_VALUES[http.method]  # type: ignore[assignment]
+            if http.url:
+                msg.url = http.url
+            if http.status:
+                msg.response_status = http.status
         if attrs:
             msg.attrs.update(attrs)
         if fn is None:
@@ -97,11 +158,17 @@ class Encoder:
         else:
             prefix = self._prefix
             msg.fn = fn
-        # Fields may come in any order on the wire; the prefix holds env, svc (and fn).
-        data = prefix + msg.SerializeToString()
+        # In field order: t (1), the prefix (env 3, svc 4, and fn 5), msg (fn 5, 6-13),
+        # origin (14, 15). The time is written by hand: cheaper than a Timestamp message.
+        seconds, nanos = divmod(t_ns, 1_000_000_000)
+        stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
+            b"\x10" + varint(nanos) if nanos else b""
+        )
+        head = _T_TAG + bytes((len(stamp),)) + stamp + prefix  # a stamp is at most 17 bytes
+        data = head + msg.SerializeToString() + self._origin
         if len(data) > self.budget:
             self.truncated += 1
-            data = prefix + fit(msg, self.budget - len(prefix))
+            data = head + fit(msg, self.budget - len(head) - len(self._origin)) + self._origin
         return data
 
 

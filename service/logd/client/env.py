@@ -4,6 +4,8 @@
     LOGD_UDP_PORT      UDP port for writes, on LOGD_HOST's host (default 6102)
     LOGD_READ_SECRET   \
     LOGD_WRITE_SECRET  / else the dev-mode file that `logd serve` creates
+    LOGD_ORIGIN        0 to leave out the host and pid of written events (default 1)
+    LOGD_EXIT_TIMEOUT  seconds a process's exit waits for its loggers to send (default 2)
 
 Standard library only: the logger must not pull in the server's dependencies.
 """
@@ -19,6 +21,8 @@ from logd.errors import ConfigError
 
 DEFAULT_HTTP = "http://127.0.0.1:6101"
 DEFAULT_UDP_PORT = 6102
+DEFAULT_EXIT_TIMEOUT_S = 2.0
+MAX_EXIT_TIMEOUT_S = 60.0
 
 
 def http_base(value: str | None) -> str:
@@ -77,3 +81,28 @@ def missing_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
         f"`logd serve` once on this machine to create the dev-mode file "
         f"{dev_secrets_path(environ)}"
     )
+
+
+def origin(value: str | None) -> bool:
+    """LOGD_ORIGIN: whether events carry the writer's host and pid (default yes)."""
+    text = (value or "1").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"LOGD_ORIGIN must be 1 or 0 (got {value!r})")
+
+
+def exit_timeout(value: str | float | None, name: str = "LOGD_EXIT_TIMEOUT") -> float:
+    """Seconds an exit waits for a logger's queued events: 0 to 60 (default 2)."""
+    if value is None or value == "":
+        return DEFAULT_EXIT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_EXIT_TIMEOUT_S:  # also refuses nan
+        raise ConfigError(
+            f"{name} must be a number of seconds from 0 to {MAX_EXIT_TIMEOUT_S:g} (got {value!r})"
+        )
+    return seconds

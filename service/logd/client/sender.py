@@ -5,10 +5,17 @@ One daemon thread drains the deque, encodes, packs, signs and sends. When idle i
 sleeps on a lock that `put` releases, so a lone event leaves at once; when events pile
 up (a burst, or while the app holds the GIL) it packs as many as fit into one frame.
 
+Loss accounting (docs/protocol.md): each sender picks 8 random bytes as its `sender` id
+and numbers the WRITE frames it signs 1, 2, 3, ... (`seq`), a frame that then fails to
+send included, so the server can count what never arrived. Events carry the process's
+host name and pid unless `origin` is off.
+
 `flush` queues a marker and waits for the thread to reach it. After `fork()` the child
-gets a fresh queue, fresh locks and (on its first event) a fresh thread: the parent's
-locks may have been held at fork time, and the parent's queued events are the parent's
-to send. At interpreter exit every live sender is flushed and closed.
+gets a fresh queue, fresh locks, a new sender id, its own pid and (on its first event) a
+fresh thread: the parent's locks may have been held at fork time, and the parent's
+queued events are the parent's to send. At interpreter exit every live sender is
+flushed and closed within its `exit_timeout`, all of them at once (never one after the
+other), so a gone server or a hanging secret provider delays the exit by that at most.
 """
 
 from __future__ import annotations
@@ -25,14 +32,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from logd.client.encoder import Encoder, Event, field_size, write_payload
+from logd.client.encoder import (
+    SENDER_LEN,
+    Encoder,
+    Event,
+    field_size,
+    trailer_size,
+    write_payload,
+)
 from logd.wire import HEADER_LEN, Signer
 
 log = logging.getLogger(__name__)
 
 _STOP = object()  # queue marker: the thread exits when it reaches it
 _RESOLVE_RETRY_S = 1.0  # after a failed DNS lookup, frames fail fast for this long
-EXIT_FLUSH_S = 2.0
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
@@ -81,12 +94,16 @@ class Sender:
         encoder: Encoder,
         max_frame: int,
         queue_size: int,
+        origin: bool,
+        exit_timeout: float,
     ) -> None:
         self._host = host
         self._port = port
         self._secret = secret
         self._encoder = encoder
         self._max_frame = max_frame
+        self._origin = origin
+        self.exit_timeout = exit_timeout
         self.limit = queue_size  # 0 once closed: every later event is counted as dropped
         self._reset()
         self._wake()  # start the thread now, not on the first log call
@@ -110,6 +127,11 @@ class Sender:
         self._signer: Signer | None = None
         self._secret_text = ""
         self._last_signed = 0
+        self.sender_id = os.urandom(SENDER_LEN)
+        self.seq = 0  # the last WRITE frame's number
+        self._encoder.set_origin(
+            *((socket.gethostname(), os.getpid()) if self._origin else ("", 0))
+        )
         self._warned: set[str] = set()
         self.sent = self.frames = self.failed = 0
         self.dropped = self.rate_limited = 0
@@ -144,22 +166,33 @@ class Sender:
         with contextlib.suppress(RuntimeError):  # already released: the thread is awake
             self._wakeup.release()
 
+    def thread_id(self) -> int | None:
+        """The sender thread's ident (None before it starts)."""
+        thread = self._thread
+        return None if thread is None else thread.ident
+
     def flush(self, timeout: float) -> bool:
         """Wait until every event queued before this call is sent (or failed)."""
-        if self.limit == 0:
-            return True  # closed: close() flushed, and nothing is queued any more
         if threading.current_thread() is self._thread:
             return False  # called from the sender thread (a secret provider): cannot wait
-        if self._thread is None:
-            return True  # a forked child that has not logged: nothing queued
+        done = self.flush_async()
+        return True if done is None else done.wait(timeout)
+
+    def flush_async(self) -> threading.Event | None:
+        """A marker queued after every event so far, set once they are sent; None when
+        nothing can be queued (closed, or a forked child that has not logged)."""
+        if self.limit == 0 or self._thread is None:
+            return None
         done = threading.Event()
         self.queue.append(done)
         self._wake()
-        return done.wait(timeout)
+        return done
 
     def close(self, timeout: float) -> bool:
+        """Flush, then stop the thread, within `timeout` seconds in all."""
         if self.limit == 0:
             return True
+        deadline = time.monotonic() + timeout
         flushed = self.flush(timeout)
         self.limit = 0
         thread = self._thread
@@ -167,7 +200,7 @@ class Sender:
             self.queue.append(_STOP)
             self._wake()
             if thread is not threading.current_thread():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
         _live.discard(self)
         return flushed
 
@@ -201,14 +234,14 @@ class Sender:
     def _drain(self, queue: deque[Event | threading.Event | object]) -> bool:
         """Send everything queued, packed into frames; True when told to stop."""
         msgs: list[bytes] = []
-        size = HEADER_LEN
+        size = self._empty_frame()
         encode, max_frame = self._encoder.encode, self._max_frame
         while queue:
             item = queue.popleft()
             if not isinstance(item, tuple):  # a marker: what came before it goes out now
                 if msgs:
                     self._send(msgs)
-                    msgs, size = [], HEADER_LEN
+                    msgs, size = [], self._empty_frame()
                 if isinstance(item, threading.Event):  # from flush()
                     item.set()
                     continue
@@ -224,16 +257,22 @@ class Sender:
             entry = field_size(len(data))
             if size + entry > max_frame and msgs:
                 self._send(msgs)
-                msgs, size = [], HEADER_LEN
+                msgs, size = [], self._empty_frame()
             msgs.append(data)
             size += entry
         if msgs:
             self._send(msgs)
         return False
 
+    def _empty_frame(self) -> int:
+        """Bytes of the next frame before its events: header, sender and seq."""
+        return HEADER_LEN + trailer_size(self.seq + 1)
+
     def _send(self, msgs: list[bytes]) -> None:
         try:
-            frame = self._signer_now().sign(write_payload(msgs), self._signed_at())
+            signer = self._signer_now()
+            self.seq += 1  # from here the frame is signed: it has its number, sent or not
+            frame = signer.sign(write_payload(msgs, self.sender_id, self.seq), self._signed_at())
             self._sendto(frame)
         except Exception as err:  # never let the thread die; the loss is counted
             self.failed += len(msgs)
@@ -299,8 +338,14 @@ def _after_fork_in_child() -> None:
 
 
 def _close_all() -> None:
-    for sender in list(_live):
-        sender.close(EXIT_FLUSH_S)
+    """At exit: flush every sender at once, then stop each, within its exit_timeout."""
+    start, senders = time.monotonic(), list(_live)
+    waits = [(sender, sender.flush_async()) for sender in senders]
+    for sender, done in waits:
+        if done is not None:
+            done.wait(max(0.0, start + sender.exit_timeout - time.monotonic()))
+    for sender in senders:
+        sender.close(max(0.0, start + sender.exit_timeout - time.monotonic()))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
