@@ -34,6 +34,8 @@ def test_empty_params_match_everything() -> None:
         ({"lvl": "warn"}, Msg(lvl=ERROR), True),
         ({"lvl": "WARN"}, Msg(lvl=INFO), False),
         ({"lvl": "4"}, Msg(lvl=WARN), True),
+        ({"lvl": "warning"}, Msg(lvl=WARN), True),  # Python's name for warn
+        ({"lvl": "Warning"}, Msg(lvl=INFO), False),
         ({"txt": "DECLINED"}, Msg(txt="card declined"), True),
         ({"txt": "déclin"}, Msg(txt="carte DÉCLINÉE"), True),
         ({"txt": "x"}, Msg(txt="card declined"), False),

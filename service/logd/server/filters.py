@@ -285,6 +285,8 @@ def whole_number(text: str) -> int | None:
 
 def _parse_level(value: str) -> int:
     upper = value.strip().upper()
+    if upper == "WARNING":  # Python's name for it
+        return LEVEL_VALUES["WARN"]
     if upper in LEVEL_VALUES:
         return LEVEL_VALUES[upper]
     number = whole_number(upper)
