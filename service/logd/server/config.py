@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from logd.errors import ConfigError
+from logd.server.filters import FilterError, duration_ns
 from logd.wire import HEADER_LEN, MAX_DATAGRAM
 
 CONFIG_FILE_NAME = "logdrc.yml"
@@ -71,6 +72,22 @@ def _size(lo: int, hi: int) -> Callable[[str], int]:
         if not lo <= value <= hi:
             raise ValueError(f"a size from {lo} to {hi} bytes")
         return value
+
+    return parse
+
+
+def _duration(lo_s: int, hi_s: int) -> Callable[[str], float]:
+    """Seconds from a duration like `30s`, `15m`, `1.5h`, `7d` (filters.duration_ns)."""
+    expected = f"a duration from {lo_s}s to {hi_s // 86400}d, like 30s, 15m or 7d"
+
+    def parse(text: str) -> float:
+        try:
+            ns = duration_ns("", text)
+        except FilterError:  # too many digits
+            ns = None
+        if ns is None or not lo_s * 10**9 <= ns <= hi_s * 10**9:
+            raise ValueError(expected)
+        return ns / 1e9
 
     return parse
 
@@ -158,9 +175,18 @@ class Config:
     )
     rings: Mapping[str, int] = _setting(
         {},
-        "Per-ring budgets (file only): `env/svc: 256MiB`, or a prefix `prod/*: 8MiB`.",
+        "Per-ring budgets (file only): `env/svc: 256MiB`, or a prefix `prod/*: 8MiB`; "
+        "`{bytes: 256MiB, max_age: 7d}` sets a max age too.",
         _file_only,
         flag=False,
+    )
+    # Retention by age only frees memory sooner: budget.py plans for every ring full, so
+    # neither this nor a ring's max_age changes the memory budget.
+    ring_max_age: float | None = _setting(
+        None,
+        "Default max age of each ring (30s, 15m, 7d): older events are evicted chunk by "
+        "chunk; unset: kept until the byte budget needs the room. Memory store only.",
+        _duration(1, 3650 * 86400),
     )
     max_rings: int = _setting(
         1024,
@@ -264,6 +290,10 @@ class Config:
         _choice("debug", "info", "warning", "error"),
     )
     config_file: Path | None = field(default=None, metadata={"flag": False, "internal": True})
+    # The max_age of `rings:` entries, in seconds (read with `rings`).
+    ring_max_ages: Mapping[str, float] = field(
+        default_factory=dict, metadata={"flag": False, "internal": True}
+    )
 
     @property
     def max_age_ns(self) -> int:
@@ -273,6 +303,15 @@ class Config:
     @property
     def max_future_ns(self) -> int:
         return int(self.max_future * 1e9)
+
+    @property
+    def ring_max_age_ns(self) -> int:
+        """The default max age of a ring in ns; 0: none."""
+        return round(self.ring_max_age * 1e9) if self.ring_max_age else 0
+
+    @property
+    def ring_max_ages_ns(self) -> dict[str, int]:
+        return {key: round(age * 1e9) for key, age in self.ring_max_ages.items()}
 
     @classmethod
     def settings(cls) -> list[dataclasses.Field[Any]]:
@@ -300,6 +339,8 @@ class Config:
                 values[f.name] = _parse(f, environ[env_name], env_name)
             elif f.name in file_values:
                 values[f.name] = _parse_file_value(f, file_values[f.name], path)
+        if "rings" in file_values:  # checked above as the sizes were read
+            values["ring_max_ages"] = _ring_max_ages(file_values["rings"], f"rings in {path}")
         config = cls(**values)
         config._check()
         return config
@@ -312,6 +353,11 @@ class Config:
         for key, size in self.rings.items():
             if size < MiB:
                 raise ConfigError(f"ring size for {key!r} must be at least 1MiB")
+        if self.store_url != "memory://" and (self.ring_max_age or self.ring_max_ages):
+            raise ConfigError(
+                "ring_max_age and a ring's max_age (retention by age) need the memory store; "
+                "a Valkey/Redis store keeps its rings by size only"
+            )
 
 
 def find_config_file(start: Path) -> Path | None:
@@ -354,10 +400,37 @@ def _parse_file_value(f: dataclasses.Field[Any], value: Any, path: Path | None) 
     if f.name == "rings":
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must map a ring key (env/svc or prefix*) to a size")
-        return {str(k): _parse(_RING_SIZE, str(v), f"{where}[{k!r}]") for k, v in value.items()}
+        sizes = {}
+        for k, v in value.items():
+            entry = _ring_entry(v, f"{where}[{k!r}]")
+            if "bytes" in entry:
+                sizes[str(k)] = _parse(_RING_SIZE, str(entry["bytes"]), f"{where}[{k!r}]")
+        return sizes
     if isinstance(value, dict | list) or value is None:
         raise ConfigError(f"{where} must be a single value")
     return _parse(f, str(value), where)
 
 
+def _ring_entry(value: Any, where: str) -> dict[str, Any]:
+    """A `rings:` entry as a mapping: a plain size is `{bytes: size}`."""
+    if not isinstance(value, dict):
+        return {"bytes": value}
+    unknown = [str(k) for k in value if k not in ("bytes", "max_age")]
+    if unknown:
+        raise ConfigError(f"{where} has an unknown key {unknown[0]!r}: use bytes and max_age")
+    if not value:
+        raise ConfigError(f"{where} must give bytes, max_age or both")
+    return value
+
+
+def _ring_max_ages(value: dict[Any, Any], where: str) -> dict[str, float]:
+    ages = {}
+    for k, v in value.items():
+        entry = _ring_entry(v, f"{where}[{k!r}]")
+        if "max_age" in entry:
+            ages[str(k)] = _parse(_RING_AGE, str(entry["max_age"]), f"{where}[{k!r}].max_age")
+    return ages
+
+
 _RING_SIZE = dataclasses.field(metadata={"parse": _size(MiB, 1024 * 1024 * MiB)})
+_RING_AGE = dataclasses.field(metadata={"parse": _duration(1, 3650 * 86400)})

@@ -60,6 +60,19 @@ def render_metrics(info: dict[str, Any]) -> str:
         "Events evicted per ring.",
         [(k, r["evicted"]) for k, r in rings],
     )
+    by = store["evicted_by"]  # every ring's, by reason: the byte budget or age
+    metric(
+        "evicted_events_total",
+        "counter",
+        "Events evicted from the rings, by reason (bytes: the budget; age: a max age).",
+        [(f'{{reason="{reason}"}}', n["events"]) for reason, n in by.items()],
+    )
+    metric(
+        "evicted_bytes_total",
+        "counter",
+        "Bytes the evicted events held, by reason.",
+        [(f'{{reason="{reason}"}}', n["bytes"]) for reason, n in by.items()],
+    )
     memory = info["memory"]
     metric("memory_limit_bytes", "gauge", "The memory budget.", [("", memory["limit_bytes"])])
     metric(

@@ -228,6 +228,7 @@ def status(app: web.Application) -> dict[str, Any]:
         "store": {
             "writes": store_stats.writes,
             "overflow_events": store_stats.overflow_events,
+            "evicted_by": evicted_by(store_stats.rings),
             **shown_rings(store_stats.rings),
             "backend": store_stats.backend,
         },
@@ -270,7 +271,21 @@ def shown_rings(rings: list[RingStats]) -> dict[str, Any]:
             "bytes": sum(r.bytes for r in other),
             "capacity_bytes": sum(r.capacity_bytes for r in other),
             "evicted": sum(r.evicted for r in other),
+            "evicted_by": evicted_by(other),
         },
+    }
+
+
+def evicted_by(rings: list[RingStats]) -> dict[str, dict[str, int]]:
+    """Events evicted, and the bytes they held, by reason: the byte budget, or age
+    (LOGD_RING_MAX_AGE, a `rings:` entry's max_age). `evicted` counts both."""
+    aged, aged_bytes = sum(r.aged for r in rings), sum(r.aged_bytes for r in rings)
+    return {
+        "bytes": {
+            "events": sum(r.evicted for r in rings) - aged,
+            "bytes": sum(r.evicted_bytes for r in rings) - aged_bytes,
+        },
+        "age": {"events": aged, "bytes": aged_bytes},
     }
 
 
@@ -281,6 +296,7 @@ def _ring_info(r: RingStats) -> dict[str, Any]:
         "bytes": r.bytes,
         "capacity_bytes": r.capacity_bytes,
         "evicted": r.evicted,
+        "evicted_by": evicted_by([r]),
     }
 
 

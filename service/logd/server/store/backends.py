@@ -2,7 +2,8 @@
 and knows what it needs around it while open.
 
 - memory://  the rings in this process; with a data dir, a Persister loads them
-  before UDP opens and flushes them until after it closes.
+  before UDP opens and flushes them until after it closes; with a max age, an
+  AgeSweeper evicts what aged (store/retention.py).
 - redis://   a Valkey/Redis server shared by several nodes, and the replay check
   across those nodes; shorter drains, since each step waits for a round trip.
 """
@@ -18,6 +19,7 @@ from logd.server.config import Config
 from logd.server.store.base import Store
 from logd.server.store.memory import MemoryStore
 from logd.server.store.persist import Persister
+from logd.server.store.retention import AgeSweeper, sweep_interval
 from logd.server.store.valkey.replay import SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore
 
@@ -59,11 +61,18 @@ class MemoryBackend:
             max_tails=config.max_tails,
             tail_queue=config.tail_queue,
             tail_bytes=config.tail_buffer_bytes,
+            ring_max_age_ns=config.ring_max_age_ns,
+            ring_max_ages_ns=config.ring_max_ages_ns,
         )
         self.persister: Persister | None = None
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[None]:
+        async with self._persisted(), self._swept():
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _persisted(self) -> AsyncIterator[None]:
         if self._config.data_dir is None:
             yield
             return
@@ -76,6 +85,19 @@ class MemoryBackend:
             yield
         finally:
             await persister.stop()  # after the UDP endpoint closed: a last flush
+
+    @contextlib.asynccontextmanager
+    async def _swept(self) -> AsyncIterator[None]:
+        ages = [a for a in (self._config.ring_max_age, *self._config.ring_max_ages.values()) if a]
+        if not ages:
+            yield
+            return
+        sweeper = AgeSweeper(self.store, interval_s=sweep_interval(min(ages)))
+        sweeper.start()  # after the load: what aged while logd was down goes at once
+        try:
+            yield
+        finally:
+            await sweeper.stop()
 
 
 class ValkeyBackend:

@@ -27,7 +27,10 @@ class RingStats:
     events: int
     bytes: int
     capacity_bytes: int
-    evicted: int
+    evicted: int  # events evicted, for any reason
+    evicted_bytes: int = 0  # what they held, as `bytes` counts it
+    aged: int = 0  # of them, evicted by age (the rest: by the byte budget)
+    aged_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The embedded store: a map of byte-bounded rings (store/ring.py) keyed `env/svc`.
 
 Writes are O(1) on the event loop, with no locks: asyncio runs one thing at a
-time. Queries merge the rings' newest-first scans by event time.
+time. Queries merge the rings' newest-first scans by event time. Rings with a max age
+(LOGD_RING_MAX_AGE, `rings:` entries) lose their aged chunks at each `sweep`
+(store/retention.py runs it; ring.py says how).
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ class MemoryStore:
         max_tails: int,
         tail_queue: int,
         tail_bytes: int = 1024 * 1024,
+        ring_max_age_ns: int = 0,
+        ring_max_ages_ns: Mapping[str, int] | None = None,
     ) -> None:
         self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
+        # Max age per ring key (0: none), resolved as the byte budgets are.
+        self.max_age_for = RingBudgets(ring_max_age_ns, ring_max_ages_ns or {})
+        self._aging: list[Ring] = []  # the rings with a max age: what `sweep` visits
         self.ids = EventIds()  # one counter for every ring: ids in arrival order
         self._max_rings = max_rings
         self._rings: dict[tuple[str, str], Ring] = {}
@@ -56,16 +63,28 @@ class MemoryStore:
     def _ring_for(self, env: str, svc: str, events: int = 1) -> Ring:
         if len(self._rings) < self._max_rings:
             key = ring_key(env, svc)
-            ring = self._rings[env, svc] = Ring(key, env, svc, self.capacity_for(key), self.ids)
+            ring = self._rings[env, svc] = self._new_ring(key, env, svc)
             return ring
         self.overflow_events += events
         return self._overflow_ring()
 
     def _overflow_ring(self) -> Ring:
         if self._overflow is None:
-            capacity = self.capacity_for(OVERFLOW_KEY)
-            self._overflow = Ring(OVERFLOW_KEY, None, None, capacity, self.ids)
+            self._overflow = self._new_ring(OVERFLOW_KEY, None, None)
         return self._overflow
+
+    def _new_ring(self, key: str, env: str | None, svc: str | None) -> Ring:
+        max_age = self.max_age_for(key)
+        ring = Ring(key, env, svc, self.capacity_for(key), self.ids, max_age_ns=max_age)
+        if max_age:
+            self._aging.append(ring)
+        return ring
+
+    def sweep(self, now_ns: int) -> None:
+        """Retention by age: evict what arrived more than its ring's max age before
+        `now_ns` (epoch ns). O(rings with a max age), plus the chunks evicted."""
+        for ring in self._aging:
+            ring.sweep(now_ns)
 
     def write(self, msg: Msg, t_ns: int) -> None:
         ring = self._rings.get((msg.env, msg.svc))
@@ -158,8 +177,15 @@ class MemoryStore:
         """Count the matching events into `tally` (GET /hits), giving the loop back."""
         await count_rings(self._all_rings(), flt, tally, Yielder())
 
-    def restore(self, env: str | None, svc: str | None, records: Iterable[_Record]) -> None:
-        """Put back events loaded from disk, oldest first (env None: the overflow ring).
+    def restore(
+        self,
+        env: str | None,
+        svc: str | None,
+        records: Iterable[_Record],
+        arrived_ns: int | None = None,
+    ) -> None:
+        """Put back events loaded from disk, oldest first (env None: the overflow ring), that
+        all arrived by `arrived_ns` (None: the next sweep stamps them, ring.py).
         Tails, `writes` and `pending` do not see them."""
         if env is None or svc is None:
             ring = self._overflow_ring()
@@ -176,6 +202,8 @@ class MemoryStore:
             last = ring.last_id
             if last >= self.ids.next:
                 self.ids.next = last + 1  # new events go on above every id loaded
+        if arrived_ns is not None:
+            ring.stamp(arrived_ns)
 
     def subscribe(self, flt: Filter) -> Subscription:
         return self.hub.subscribe(flt)
@@ -190,7 +218,18 @@ class MemoryStore:
         return StoreStats(
             writes=self.writes,
             overflow_events=self.overflow_events,
-            rings=[
-                RingStats(r.key, len(r), r.bytes, r.capacity, r.evicted) for r in self._all_rings()
-            ],
+            rings=[_ring_stats(r) for r in self._all_rings()],
         )
+
+
+def _ring_stats(r: Ring) -> RingStats:
+    return RingStats(
+        r.key,
+        len(r),
+        r.bytes,
+        r.capacity,
+        r.evicted,
+        evicted_bytes=r.evicted_bytes,
+        aged=r.aged,
+        aged_bytes=r.aged_bytes,
+    )

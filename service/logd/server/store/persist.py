@@ -8,6 +8,11 @@ of the last interval (plus the flush in progress). On start, `load` reads the
 rings back before the UDP port opens; on stop, a last flush writes everything
 stored.
 
+With a max age, what aged stays gone across a restart: a segment holds what arrived
+before its last write (its mtime), so `load` skips the segments whose last write is
+older than the ring's age, and the chunks it restores carry that time as their arrival
+(ring.py); events that aged in memory before their flush are not written.
+
 When the disk fails (full, read-only, gone) logd keeps serving from memory,
 counts and shows the error in /info, logs it once, and retries every interval
 with what it could not write, trimmed to what the ring can still hold.
@@ -20,7 +25,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from logd.events import MAX_LEVEL, format_time
 from logd.server.logsetup import QuietLogger
 from logd.server.store.memory import OVERFLOW_KEY, RECORD_OVERHEAD, MemoryStore, Ring, ring_key
 from logd.server.store.segments import (
+    FILE_TIME_SLACK_NS,
     Record,
     RingFiles,
     RingId,
@@ -47,7 +53,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     files: RingFiles | None  # None: no segment named its ring (every header was damaged)
-    records: list[Record]  # oldest first
+    # Per segment, oldest first: its records (oldest first) and when it was last written.
+    segments: list[tuple[list[Record], int]]
     corrupt: int
 
 
@@ -90,10 +97,18 @@ def newest_within(records: list[Record], capacity: int) -> list[Record]:
 
 
 class Persister:
-    def __init__(self, *, store: MemoryStore, data_dir: Path, interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: MemoryStore,
+        data_dir: Path,
+        interval: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._store = store
         self._root = data_dir
         self._interval = interval
+        self._clock = clock  # wall-clock ns, as file times are
         # Touched only by `load` (before start) and by one flush thread at a time.
         self._files: dict[str, RingFiles] = {}
         self._carry: dict[Ring, list[Record]] = {}
@@ -134,10 +149,11 @@ class Persister:
             if loaded.files is None:
                 continue
             self._files[name] = loaded.files
-            if loaded.records:
-                self._store.restore(loaded.files.ring.env, loaded.files.ring.svc, loaded.records)
-                self.loaded += len(loaded.records)
-                rings += 1
+            ring = loaded.files.ring
+            for records, written_ns in loaded.segments:
+                self._store.restore(ring.env, ring.svc, records, arrived_ns=written_ns)
+                self.loaded += len(records)
+            rings += any(records for records, _ in loaded.segments)
         self.bytes_on_disk = sum(f.size for f in self._files.values())
         self.load_s = time.monotonic() - started
         self._store.pending = defaultdict(list)
@@ -152,9 +168,11 @@ class Persister:
         )
 
     def _capacity(self, ring: RingId) -> int:
-        if ring.env is None or ring.svc is None:
-            return self._store.capacity_for(OVERFLOW_KEY)
-        return self._store.capacity_for(ring_key(ring.env, ring.svc))
+        return self._store.capacity_for(_key(ring))
+
+    def _ring_files(self, ring: RingId, budget: int) -> RingFiles:
+        max_age = self._store.max_age_for(_key(ring))
+        return RingFiles(self._root, ring, budget, max_age_ns=max_age, clock=self._clock)
 
     def _ring_dirs(self) -> list[str]:
         try:
@@ -167,9 +185,13 @@ class Persister:
         """Read one ring's segments, newest first, until the ring's budget is full."""
         files: RingFiles | None = None
         need = corrupt = 0
-        chunks: list[list[Record]] = []
+        chunks: list[tuple[list[Record], int]] = []
         costs: dict[int, int] = {}
+        now = self._clock()
         for seq, path in reversed(list_segments(self._root / name)):
+            written_ns = path.stat().st_mtime_ns + FILE_TIME_SLACK_NS
+            if files is not None and files.max_age_ns and written_ns < now - files.max_age_ns:
+                break  # this segment and the older ones hold only aged events
             segment = read_segment(path)
             parsed = segment.parsed
             if parsed.corrupt:
@@ -187,7 +209,9 @@ class Persister:
                 continue
             if files is None:
                 need = self._capacity(segment.ring)
-                files = RingFiles(self._root, segment.ring, need)
+                files = self._ring_files(segment.ring, need)
+                if files.max_age_ns and written_ns < now - files.max_age_ns:
+                    break
             costs[seq] = memory_cost(parsed.records)
             newest = newest_within(parsed.records, need)
             kept, malformed = well_formed(newest)
@@ -195,14 +219,13 @@ class Persister:
                 corrupt += malformed
                 log.warning("skipped malformed records in %s count=%d", path, malformed)
             need -= memory_cost(kept)
-            chunks.append(kept)
+            chunks.append((kept, written_ns))
             if len(newest) < len(parsed.records) or need <= 0:
                 break
         if files is None:
             return _Loaded(None, [], corrupt)
         files.list(costs)
-        records = [record for chunk in reversed(chunks) for record in chunk]
-        return _Loaded(files, records, corrupt)
+        return _Loaded(files, chunks[::-1], corrupt)
 
     # --- running -------------------------------------------------------------
     def start(self) -> None:
@@ -285,6 +308,8 @@ class Persister:
         written = 0
         error: OSError | None = None
         for ring, group in groups.items():
+            if group and group[0][3] <= ring.aged_id:  # aged in memory before its flush
+                group = [record for record in group if record[3] > ring.aged_id]
             records = newest_within(group, ring.capacity)
             try:
                 self._files_for(ring).append(records)
@@ -305,7 +330,7 @@ class Persister:
         name = ring_id.dir_name()
         files = self._files.get(name)
         if files is None:
-            files = self._files[name] = RingFiles(self._root, ring_id, ring.capacity)
+            files = self._files[name] = self._ring_files(ring_id, ring.capacity)
         return files
 
     def _failed(self, err: BaseException) -> None:
@@ -338,6 +363,12 @@ class Persister:
             "load_s": round(self.load_s, 3),
             "corrupt_records_skipped": self.corrupt,
         }
+
+
+def _key(ring: RingId) -> str:
+    if ring.env is None or ring.svc is None:
+        return OVERFLOW_KEY
+    return ring_key(ring.env, ring.svc)
 
 
 def _describe(err: BaseException) -> str:

@@ -7,6 +7,15 @@ few Python objects, and a query can search a whole chunk with one C-level
 `bytes.find` before it parses anything. The oldest chunk is dropped when the
 ring is over budget, so memory never exceeds `capacity` and at least
 `capacity - chunk size` worth of the newest events are kept.
+
+Retention by age (`max_age_ns`) drops a chunk once every event in it arrived more than
+the age ago. Arrival is the server's clock, never an event's `t`: a writer sets `t`, so a
+far-future one would keep its chunk forever and a far-past one would take other events
+with it. Ingest reads no clock for it: `sweep`, run every second or so, stamps each chunk
+that changed since the last sweep with that sweep's time, which is after its newest
+event arrived, and evicts from the oldest end while the stamp is older than the age. A
+chunk also stops taking events once it has been open 1/16 of the age, so an event goes at
+most about max_age * 17/16 (plus two sweeps) after it arrived, and never before max_age.
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ from logd.server.store.search import containing
 RECORD_OVERHEAD = 21  # end offset (4) + time (8) + level (1) + id (8) beside its bytes
 CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
 MAX_CHUNK = 64 * 1024
+UNSEEN = 2**63 - 1  # a chunk no sweep has stamped yet: too new to be aged
+AGE_SLICES = 16  # a chunk takes events for at most 1/16 of the ring's max age
 
 
 class Chunk:
     __slots__ = (
-        "data", "dead", "ends", "ids", "lowers_to_ascii", "lvls", "t_max", "t_min", "times",
+        "arrived", "data", "dead", "ends", "ids", "lowers_to_ascii", "lvls", "opened", "seen",
+        "t_max", "t_min", "times",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -42,6 +54,10 @@ class Chunk:
         self.t_min = 2**63 - 1
         self.t_max = -(2**63)
         self.dead = False  # evicted: a query that still lists it skips it
+        # Arrival, as Ring.stamp saw it: `arrived` is after the newest event came (UNSEEN:
+        # not stamped yet), `opened` the first stamp, `seen` how many events it had then.
+        self.arrived = self.opened = UNSEEN
+        self.seen = -1
         # Which LOWERS_TO_ASCII sequences the sealed chunk holds: found by its first
         # case-insensitive search, not on the ingest path.
         self.lowers_to_ascii: tuple[bytes, ...] | None = None
@@ -152,8 +168,9 @@ class Ring:
     """A FIFO of events bounded in bytes; the oldest chunk goes first."""
 
     __slots__ = (
-        "_chunk_bytes", "_chunks", "_ids", "bytes", "capacity", "env", "events", "evicted",
-        "evicted_id", "key", "svc",
+        "_chunk_bytes", "_chunk_size", "_chunks", "_ids", "aged", "aged_bytes", "aged_id",
+        "bytes", "capacity", "env", "events", "evicted", "evicted_bytes", "evicted_id", "key",
+        "max_age_ns", "svc",
     )  # fmt: skip
 
     def __init__(
@@ -163,18 +180,24 @@ class Ring:
         svc: str | None,
         capacity: int,
         ids: EventIds | None = None,
+        max_age_ns: int = 0,
     ) -> None:
         self._ids = ids if ids is not None else EventIds()
         self.evicted_id = -1  # the newest id evicted: a reader after it missed events
+        self.max_age_ns = max_age_ns  # 0: kept until the byte budget needs the room
         self.key = key
         self.env = env  # None: the overflow ring, which mixes keys
         self.svc = svc
         self.capacity = capacity
         self.bytes = 0
         self.events = 0
-        self.evicted = 0
+        # Evicted for any reason (events, and bytes as `bytes` counts them); of which by age.
+        self.evicted = self.evicted_bytes = 0
+        self.aged = self.aged_bytes = 0
+        self.aged_id = -1  # the newest id evicted by age
         # At most 1/16 of the budget per chunk, so dropping one keeps ~94% of the events.
-        self._chunk_bytes = max(1, min(MAX_CHUNK, capacity // 16))
+        self._chunk_size = max(1, min(MAX_CHUNK, capacity // 16))
+        self._chunk_bytes = self._chunk_size  # the open chunk's; 0 once it has been open long
         self._chunks: deque[Chunk] = deque()
 
     def __len__(self) -> int:
@@ -196,6 +219,7 @@ class Ring:
             chunk = Chunk()
             chunks.append(chunk)
             self.bytes += CHUNK_OVERHEAD
+            self._chunk_bytes = self._chunk_size
         # The hot path of every write: appends to the open chunk, inlined on purpose.
         chunk.data += data  # the open chunk holds a bytearray
         chunk.ends.append(len(chunk.data))
@@ -232,6 +256,7 @@ class Ring:
                     chunk.seal()
                 chunks.append(Chunk())
                 self.bytes += CHUNK_OVERHEAD
+                self._chunk_bytes = self._chunk_size
                 continue
             stop = max(stop, start + 1)  # an empty chunk takes an event of any size
             end = ends[stop - 1]
@@ -252,13 +277,49 @@ class Ring:
     def _evict(self) -> None:
         chunks = self._chunks
         while self.bytes > self.capacity and len(chunks) > 1:
-            old = chunks.popleft()
-            old.dead = True
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> int:
+        """Evict the oldest chunk; the bytes it held."""
+        old = self._chunks.popleft()
+        old.dead = True
+        if old.ids:
+            self.evicted_id = old.ids[-1]
+        size = len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
+        self.bytes -= size
+        self.evicted += len(old)
+        self.evicted_bytes += size
+        self.events -= len(old)
+        return size
+
+    def stamp(self, now_ns: int) -> None:
+        """Note that every event held arrived by `now_ns`: the chunks that changed since the
+        last stamp take it (the newest first; older ones are sealed and stamped already)."""
+        for chunk in reversed(self._chunks):
+            if chunk.seen == len(chunk):
+                break
+            chunk.seen = len(chunk)
+            chunk.arrived = now_ns
+            if chunk.opened == UNSEEN:
+                chunk.opened = now_ns
+
+    def sweep(self, now_ns: int) -> None:
+        """Retention by age at `now_ns`: stamp, close an open chunk that has taken events
+        for 1/AGE_SLICES of the age, and evict the chunks whose stamp is older than the
+        age, the oldest first (chunks are in arrival order)."""
+        max_age = self.max_age_ns
+        if not max_age:
+            return
+        self.stamp(now_ns)
+        chunks = self._chunks
+        if chunks and now_ns - chunks[-1].opened >= max_age // AGE_SLICES:
+            self._chunk_bytes = 0  # the next event opens a new chunk
+        while chunks and chunks[0].arrived < now_ns - max_age:
+            old = chunks[0]
             if old.ids:
-                self.evicted_id = old.ids[-1]
-            self.bytes -= len(old.data) + RECORD_OVERHEAD * len(old) + CHUNK_OVERHEAD
-            self.evicted += len(old)
-            self.events -= len(old)
+                self.aged_id = old.ids[-1]
+            self.aged += len(old)
+            self.aged_bytes += self._drop_oldest()
 
     def scan(self, flt: Filter) -> Iterator[Hit]:
         """Matching events, newest first. Consume it without awaiting in between."""

@@ -26,13 +26,15 @@ import json
 import os
 import re
 import struct
+import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
 from logd.server.store.memory import RECORD_OVERHEAD
+from logd.server.store.ring import AGE_SLICES
 
 MAGIC = b"LOGDSEG2"
 HEAD = struct.Struct("<IIqiQ")  # crc, length, t_ns, lvl, id
@@ -48,6 +50,10 @@ OVERFLOW_DIR = "_overflow"
 _SEGMENT_NAME = re.compile(r"^(\d{12})\.seg$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+# A file's mtime comes from the kernel's coarse clock, up to a tick (<= 10 ms) behind the
+# time of the write: a segment read back counts as written this much later, so that its
+# events never look older than they are.
+FILE_TIME_SLACK_NS = 20_000_000
 
 # (t_ns, lvl, serialised Msg, id), as the memory ring keeps it; id 0: none kept (LOGDSEG1)
 Record = tuple[int, int, bytes, int]
@@ -212,6 +218,8 @@ class _Seg:
     seq: int
     size: int  # bytes on disk
     cost: int  # what its events cost the memory ring (RECORD_OVERHEAD each)
+    started_ns: int = 0  # when this process made it (0: found on disk)
+    written_ns: int = 0  # its last write: after every event in it arrived
 
     @property
     def fill(self) -> int:
@@ -235,12 +243,25 @@ class RingFiles:
     that ratio. A process never appends to a segment it did not start, nor to one
     whose last write failed (its tail may be torn). Not thread-safe: the persister
     uses it from one flush at a time.
+
+    With a max age, a segment takes writes for at most 1/AGE_SLICES of it, and a segment
+    whose last write is older than the age goes (its events have all aged), so that the
+    disk keeps what the memory ring keeps by age too.
     """
 
-    def __init__(self, root: Path, ring: RingId, budget: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        ring: RingId,
+        budget: int,
+        max_age_ns: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.ring = ring
         self.path = root / ring.dir_name()
         self.budget = budget
+        self.max_age_ns = max_age_ns
+        self._clock = clock
         self.segment_max = max(budget // SEGMENTS_PER_BUDGET, MIN_SEGMENT)
         self._segments: list[_Seg] = []  # oldest first
         self._next_seq = 1
@@ -261,8 +282,10 @@ class RingFiles:
         costs = costs or {}
         self._segments = []
         for seq, path in found:
-            size = path.stat().st_size
-            self._segments.append(_Seg(seq, size, costs.get(seq, size)))
+            stat = path.stat()
+            size = stat.st_size
+            written = stat.st_mtime_ns + FILE_TIME_SLACK_NS
+            self._segments.append(_Seg(seq, size, costs.get(seq, size), written_ns=written))
         self._next_seq = max(self._next_seq, found[-1][0] + 1 if found else 1)
         self._listed = True
         self._active = False
@@ -274,6 +297,9 @@ class RingFiles:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.list()
         start = 0
+        if self._active and self.max_age_ns:  # a segment spans at most 1/AGE_SLICES of it
+            opened_for = self._clock() - self._segments[-1].started_ns
+            self._active = opened_for < self.max_age_ns // AGE_SLICES
         while start < len(records):
             if not self._active:
                 self._new_segment()
@@ -309,7 +335,8 @@ class RingFiles:
         finally:
             os.close(fd)
         _fsync_dir(self.path)  # the new name survives a power loss too
-        self._segments.append(_Seg(seq, len(header), 0))
+        now = self._clock()
+        self._segments.append(_Seg(seq, len(header), 0, started_ns=now, written_ns=now))
         self._active = True
 
     def _write(self, records: Sequence[Record]) -> None:
@@ -328,11 +355,16 @@ class RingFiles:
             os.close(fd)
         segment.size += len(blob)
         segment.cost += memory_cost(records)
+        segment.written_ns = self._clock()
 
     def _drop_oldest(self) -> None:
-        """Delete the oldest segments while the newer ones still hold a whole budget."""
+        """Delete the oldest segments while the newer ones still hold a whole budget, or
+        while every event in them has aged."""
         rest = sum(seg.cost for seg in self._segments)
-        while len(self._segments) > 1 and rest - self._segments[0].cost >= self.budget:
+        horizon = self._clock() - self.max_age_ns if self.max_age_ns else -1
+        while len(self._segments) > 1 and (
+            rest - self._segments[0].cost >= self.budget or self._segments[0].written_ns < horizon
+        ):
             oldest = self._segments.pop(0)
             rest -= oldest.cost
             with contextlib.suppress(FileNotFoundError):
