@@ -73,7 +73,9 @@ def msgs(draw: st.DrawFn) -> Msg:
               txt=draw(st.text(max_size=200)), lvl=draw(st.integers(-3, 300)),
               http_method=draw(st.integers(-2, 9)), url=draw(strings),
               response_status=draw(st.integers(-(2**31), 2**31 - 1)),
-              attrs=draw(st.dictionaries(strings, strings, max_size=3)))  # fmt: skip
+              attrs=draw(st.dictionaries(strings, strings, max_size=3)),
+              host=draw(st.sampled_from(["", "web-1", "é" * 64, "h" * 129])),
+              pid=draw(st.integers(0, 2**32 - 1)))  # fmt: skip
     t = draw(times)
     if isinstance(t, int):
         msg.t.seconds, msg.t.nanos = divmod(t, S)
@@ -88,6 +90,9 @@ def payloads(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         cmd.msg.CopyFrom(draw(msgs()))
     cmd.batch.extend(draw(st.lists(msgs(), max_size=4)))
+    if draw(st.booleans()):  # loss accounting: any sender, any seq (a table per engine)
+        cmd.sender = draw(st.sampled_from([b"", b"AAAAAAAA", b"123"]))
+        cmd.seq = draw(st.integers(0, 2**64 - 1))
     data = cmd.SerializeToString()
     how = draw(st.sampled_from(["as is", "as is", "flip", "cut", "append", "random"]))
     if how == "flip" and data:

@@ -25,10 +25,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define VERSION 1
 #define SIGNED_LEN 13
@@ -323,6 +326,282 @@ static PyTypeObject ReplayTableType = {
     .tp_as_sequence = &ReplayTable_as_sequence,
 };
 
+/* ------------------------------------------------------------------ writers table */
+
+/* The table of recent writers of writers.py (its rule, in the same words, is there): per
+ * 8-byte sender, the highest seq, frames, lost frames, and a bitmap of the WINDOW seqs
+ * below the highest that were counted lost and have not come. A fixed array of entries
+ * in least-recently-heard order (a doubly linked list: the oldest is forgotten first),
+ * found through an open-addressing index of twice as many slots (linear probing, deleted
+ * by shifting back: no tombstones), hashed with a per-table random seed. */
+#define SENDER_LEN 8
+#define WINDOW 1024
+#define WINDOW_WORDS (WINDOW / 64)
+#define WT_CAPACITY 4096
+
+typedef struct {
+    uint64_t sender, highest, frames, lost;
+    int64_t last_seen;
+    uint64_t window[WINDOW_WORDS]; /* bit i: seq highest - 1 - i counted lost, not come */
+    int32_t prev, next;             /* toward the newer and the older entry */
+    uint8_t host_len, svc_len;
+    char host[MAX_NAME], svc[MAX_NAME];
+} Writer;
+
+typedef struct {
+    PyObject_HEAD
+    Writer *entries;  /* capacity of them, `count` used */
+    int32_t *index;   /* 2 * capacity slots: an entry's number, or -1 */
+    Py_ssize_t capacity, count;
+    int32_t newest, oldest;
+    uint64_t seed;
+    unsigned long long frames, lost, forgotten, malformed;
+} WriterTable;
+
+static uint64_t wt_hash(const WriterTable *t, uint64_t sender) {
+    uint64_t z = sender ^ t->seed; /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static size_t wt_slots(const WriterTable *t) { return (size_t)t->capacity * 2; }
+
+/* The index slot of `sender`: where it is, or the empty slot where it would go. */
+static size_t wt_slot(const WriterTable *t, uint64_t sender) {
+    size_t n = wt_slots(t), i = (size_t)(wt_hash(t, sender) % n);
+    while (t->index[i] >= 0 && t->entries[t->index[i]].sender != sender) i = (i + 1) % n;
+    return i;
+}
+
+static void wt_unindex(WriterTable *t, uint64_t sender) {
+    size_t n = wt_slots(t), hole = wt_slot(t, sender), i = hole;
+    t->index[hole] = -1;
+    for (;;) { /* shift back the entries after the hole that probed past it */
+        i = (i + 1) % n;
+        int32_t e = t->index[i];
+        if (e < 0) return;
+        size_t home = (size_t)(wt_hash(t, t->entries[e].sender) % n);
+        if ((i > hole && (home <= hole || home > i)) || (i < hole && home <= hole && home > i)) {
+            t->index[hole] = e;
+            t->index[i] = -1;
+            hole = i;
+        }
+    }
+}
+
+static void wt_unlink(WriterTable *t, int32_t e) {
+    Writer *w = &t->entries[e];
+    if (w->prev >= 0) t->entries[w->prev].next = w->next;
+    else t->newest = w->next;
+    if (w->next >= 0) t->entries[w->next].prev = w->prev;
+    else t->oldest = w->prev;
+}
+
+static void wt_push(WriterTable *t, int32_t e) {
+    Writer *w = &t->entries[e];
+    w->prev = -1;
+    w->next = t->newest;
+    if (t->newest >= 0) t->entries[t->newest].prev = e;
+    t->newest = e;
+    if (t->oldest < 0) t->oldest = e;
+}
+
+/* The window shifted up by d >= 1 seqs: the d - 1 between were lost (bits 0 .. d - 2). */
+static void wt_advance(uint64_t *win, uint64_t d) {
+    if (d > WINDOW) {
+        memset(win, 0xFF, WINDOW_WORDS * sizeof *win);
+        return;
+    }
+    int words = (int)(d / 64), bits = (int)(d % 64);
+    for (int j = WINDOW_WORDS - 1; j >= 0; j--) {
+        uint64_t hi = j - words >= 0 ? win[j - words] << bits : 0;
+        uint64_t lo = bits && j - words - 1 >= 0 ? win[j - words - 1] >> (64 - bits) : 0;
+        win[j] = hi | lo;
+    }
+    uint64_t gap = d - 1; /* set bits 0 .. gap - 1 */
+    for (int j = 0; gap > 0; j++, gap = gap > 64 ? gap - 64 : 0)
+        win[j] |= gap >= 64 ? ~0ULL : (1ULL << gap) - 1;
+}
+
+static void wt_name(char *dst, uint8_t *len, const uint8_t *src, size_t n) {
+    if (n) memcpy(dst, src, n); /* n <= MAX_NAME: the reader and accept.py refuse longer */
+    *len = (uint8_t)n;
+}
+
+/* One accepted WRITE frame carrying a sender; `named`: host and svc are its first event's
+ * (0 for a WRITE without events: the writer's stay). */
+static void wt_note(WriterTable *t, const uint8_t *sender, size_t sender_len, uint64_t seq,
+                    int named, const uint8_t *host, size_t host_len, const uint8_t *svc,
+                    size_t svc_len, int64_t now) {
+    if (sender_len != SENDER_LEN || seq == 0) {
+        t->malformed++;
+        return;
+    }
+    uint64_t key;
+    memcpy(&key, sender, SENDER_LEN);
+    t->frames++;
+    size_t slot = wt_slot(t, key);
+    int32_t e = t->index[slot];
+    Writer *w;
+    if (e < 0) {
+        if (t->count >= t->capacity) { /* forget the least recently heard */
+            e = t->oldest;
+            wt_unlink(t, e);
+            wt_unindex(t, t->entries[e].sender);
+            t->forgotten++;
+            slot = wt_slot(t, key);
+        } else {
+            e = (int32_t)t->count++;
+        }
+        t->index[slot] = e;
+        w = &t->entries[e];
+        memset(w, 0, sizeof *w);
+        w->sender = key;
+        w->highest = seq;
+        w->frames = 1;
+        w->last_seen = now;
+        if (named) {
+            wt_name(w->host, &w->host_len, host, host_len);
+            wt_name(w->svc, &w->svc_len, svc, svc_len);
+        }
+        wt_push(t, e);
+        return;
+    }
+    w = &t->entries[e];
+    if (t->newest != e) {
+        wt_unlink(t, e);
+        wt_push(t, e);
+    }
+    w->frames++;
+    w->last_seen = now;
+    if (named) {
+        wt_name(w->host, &w->host_len, host, host_len);
+        wt_name(w->svc, &w->svc_len, svc, svc_len);
+    }
+    if (seq > w->highest) {
+        uint64_t gap = seq - w->highest - 1;
+        wt_advance(w->window, gap + 1); /* gap <= 2**64 - 3: seq <= 2**64 - 1, highest >= 1 */
+        w->highest = seq;
+        w->lost += gap; /* at most 2**64 - 2 in all: highest never passes 2**64 - 1 */
+        t->lost = t->lost + gap < t->lost ? UINT64_MAX : t->lost + gap;
+    } else if (seq < w->highest && w->highest - 1 - seq < WINDOW) {
+        uint64_t i = w->highest - 1 - seq, bit = 1ULL << (i % 64);
+        if (w->window[i / 64] & bit) {
+            w->window[i / 64] &= ~bit;
+            w->lost--;
+            if (t->lost) t->lost--;
+        }
+    }
+}
+
+static int WriterTable_init(WriterTable *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"capacity", NULL};
+    Py_ssize_t capacity = WT_CAPACITY;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n", kwlist, &capacity)) return -1;
+    if (capacity < 1 || capacity > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "the writers table needs a capacity of at least 1");
+        return -1;
+    }
+    PyMem_Free(self->entries);
+    PyMem_Free(self->index);
+    self->entries = PyMem_Calloc((size_t)capacity, sizeof(Writer));
+    self->index = PyMem_Malloc((size_t)capacity * 2 * sizeof(int32_t));
+    if (self->entries == NULL || self->index == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(self->index, 0xFF, (size_t)capacity * 2 * sizeof(int32_t)); /* all -1 */
+    self->capacity = capacity;
+    self->count = 0;
+    self->newest = self->oldest = -1;
+    /* a hostile writer that knew the hash could make its senders collide */
+    if (getrandom(&self->seed, sizeof self->seed, GRND_NONBLOCK) != sizeof self->seed)
+        self->seed = (uint64_t)(uintptr_t)self ^ (uint64_t)time(NULL);
+    self->frames = self->lost = self->forgotten = self->malformed = 0;
+    return 0;
+}
+
+static void WriterTable_dealloc(WriterTable *self) {
+    PyMem_Free(self->entries);
+    PyMem_Free(self->index);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int wt_ready(WriterTable *t) {
+    if (t->entries != NULL) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "WriterTable.__init__ was not called");
+    return 0;
+}
+
+/* note(sender, seq, host, svc, now_ns): for the frames Python accepts (writers.Writers). */
+static PyObject *WriterTable_note(WriterTable *self, PyObject *args) {
+    const char *sender, *host, *svc;
+    Py_ssize_t sender_n, host_n, svc_n;
+    unsigned long long seq;
+    long long now;
+    if (!wt_ready(self) || !PyArg_ParseTuple(args, "y#Kz#z#L", &sender, &sender_n, &seq, &host,
+                                             &host_n, &svc, &svc_n, &now))
+        return NULL;
+    if (host_n > MAX_NAME || svc_n > MAX_NAME) {
+        PyErr_SetString(PyExc_ValueError, "host and svc are at most MAX_NAME bytes");
+        return NULL;
+    }
+    wt_note(self, (const uint8_t *)sender, (size_t)sender_n, seq, host != NULL,
+            (const uint8_t *)host, (size_t)host_n, (const uint8_t *)svc, (size_t)svc_n, now);
+    Py_RETURN_NONE;
+}
+
+/* entries() -> [(sender, host, svc, frames, lost, last_seen_ns), ...], newest first. */
+static PyObject *WriterTable_entries(WriterTable *self, PyObject *Py_UNUSED(ignored)) {
+    if (!wt_ready(self)) return NULL;
+    PyObject *out = PyList_New(0);
+    for (int32_t e = self->newest; out != NULL && e >= 0; e = self->entries[e].next) {
+        const Writer *w = &self->entries[e];
+        PyObject *item = Py_BuildValue("(y#s#s#KKL)", (const char *)&w->sender,
+                                       (Py_ssize_t)SENDER_LEN, w->host, (Py_ssize_t)w->host_len,
+                                       w->svc, (Py_ssize_t)w->svc_len, w->frames, w->lost,
+                                       (long long)w->last_seen);
+        if (item == NULL || PyList_Append(out, item) < 0) Py_CLEAR(out);
+        Py_XDECREF(item);
+    }
+    return out;
+}
+
+static Py_ssize_t WriterTable_len(WriterTable *self) { return self->count; }
+
+static PyMethodDef WriterTable_methods[] = {
+    {"note", (PyCFunction)WriterTable_note, METH_VARARGS,
+     "note(sender, seq, host, svc, now_ns): one accepted WRITE frame carrying a sender."},
+    {"entries", (PyCFunction)WriterTable_entries, METH_NOARGS,
+     "[(sender, host, svc, frames, lost, last_seen_ns), ...], the newest first."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef WriterTable_members[] = {
+    {"capacity", T_PYSSIZET, offsetof(WriterTable, capacity), READONLY, NULL},
+    {"frames", T_ULONGLONG, offsetof(WriterTable, frames), READONLY, NULL},
+    {"lost", T_ULONGLONG, offsetof(WriterTable, lost), READONLY, NULL},
+    {"forgotten", T_ULONGLONG, offsetof(WriterTable, forgotten), READONLY, NULL},
+    {"malformed", T_ULONGLONG, offsetof(WriterTable, malformed), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods WriterTable_as_sequence = {.sq_length = (lenfunc)WriterTable_len};
+
+static PyTypeObject WriterTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "logd.server.ingest._fastpath.WriterTable",
+    .tp_basicsize = sizeof(WriterTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The table of recent writers (the interface of writers.WriterTable).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)WriterTable_init,
+    .tp_dealloc = (destructor)WriterTable_dealloc,
+    .tp_methods = WriterTable_methods,
+    .tp_members = WriterTable_members,
+    .tp_as_sequence = &WriterTable_as_sequence,
+};
+
 /* ------------------------------------------------------------------ protobuf reader */
 
 /* A varint of at most 10 bytes whose value fits 64 bits; 0 on anything else. */
@@ -401,8 +680,8 @@ static int rd_string(const uint8_t **pp, const uint8_t *end, const uint8_t **out
 }
 
 typedef struct {
-    const uint8_t *data, *env, *svc;
-    size_t len, env_len, svc_len;
+    const uint8_t *data, *env, *svc, *host;
+    size_t len, env_len, svc_len, host_len;
     int has_t;
     int64_t t_ns;
     uint8_t lvl;
@@ -482,6 +761,13 @@ static int rd_msg(const uint8_t *p, size_t len, Event *ev) {
         case 13: /* attrs */
             if (wire != 2 || !rd_bytes(&p, end, &s, &n) || !rd_attr(s, s + n)) return 0;
             break;
+        case 14: /* host: a name like svc (the writers table and /hits by=host hold it) */
+            if (wire != 2 || !rd_string(&p, end, &ev->host, &ev->host_len)) return 0;
+            if (ev->host_len > MAX_NAME) return 0;
+            break;
+        case 15: /* pid */
+            if (wire != 0 || !rd_varint(&p, end, &v)) return 0;
+            break;
         default:
             return 0;
         }
@@ -489,14 +775,23 @@ static int rd_msg(const uint8_t *p, size_t len, Event *ev) {
     return 1;
 }
 
+/* The loss accounting fields of a WRITE Cmd; a repeated one counts as its last, as
+ * protobuf reads it. */
+typedef struct {
+    const uint8_t *sender;
+    size_t sender_len;
+    uint64_t seq;
+} Numbered;
+
 /* A WRITE Cmd: `msg` (at most once) then `batch`, in order. Returns the number of events
  * (0 for an empty WRITE), or -1 when Python must read the payload. */
-static int rd_write(const uint8_t *p, size_t len, Event *events) {
+static int rd_write(const uint8_t *p, size_t len, Event *events, Numbered *num) {
     const uint8_t *end = p + len;
     const uint8_t *msg = NULL;
     size_t msg_len = 0;
     int n_batch = 0;
     uint64_t name = 0;
+    memset(num, 0, sizeof *num);
     /* batch entries land from events[1]; events[0] is kept for `msg` */
     while (p < end) {
         uint32_t field, wire;
@@ -513,6 +808,10 @@ static int rd_write(const uint8_t *p, size_t len, Event *events) {
             if (n_batch + 1 >= MAX_EVENTS || !rd_bytes(&p, end, &s, &n)) return -1;
             if (!rd_msg(s, n, &events[1 + n_batch])) return -1;
             n_batch++;
+        } else if (field == 5 && wire == 2) {
+            if (!rd_bytes(&p, end, &num->sender, &num->sender_len)) return -1;
+        } else if (field == 6 && wire == 0) {
+            if (!rd_varint(&p, end, &num->seq)) return -1;
         } else {
             return -1;
         }
@@ -552,6 +851,7 @@ static void run_free(Run *r) {
 typedef struct {
     PyObject_HEAD
     ReplayTable *guard;
+    WriterTable *writers; /* NULL: no loss accounting (an engine built without one) */
     Py_ssize_t max_frame;
     int64_t max_age_ns, max_future_ns, not_before_ns; /* engine.restart_floor */
     KeySlot keys[MAX_KEYS];
@@ -580,14 +880,25 @@ typedef struct {
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"guard", "max_frame", "max_age_ns", "max_future_ns",
-                             "not_before_ns", NULL};
-    PyObject *guard;
-    long long max_age, max_future, not_before;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!$nLLL", kwlist, &ReplayTableType, &guard,
-                                     &self->max_frame, &max_age, &max_future, &not_before))
+                             "not_before_ns", "writers", NULL};
+    PyObject *guard, *writers = NULL;
+    Py_ssize_t max_frame = -1;
+    long long max_age = LLONG_MIN, max_future = LLONG_MIN, not_before = LLONG_MIN;
+    /* the limits are keyword-only and, past `|`, optional to the parser: required here
+     * (but not_before_ns, whose default is no floor) */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|$nLLLO!", kwlist, &ReplayTableType, &guard,
+                                     &max_frame, &max_age, &max_future, &not_before,
+                                     &WriterTableType, &writers))
         return -1;
+    if (max_frame < 0 || max_age == LLONG_MIN || max_future == LLONG_MIN) {
+        PyErr_SetString(PyExc_TypeError, "Engine needs max_frame, max_age_ns and max_future_ns");
+        return -1;
+    }
+    self->max_frame = max_frame;
     if (!rt_ready((ReplayTable *)guard)) return -1;
+    if (writers != NULL && !wt_ready((WriterTable *)writers)) return -1;
     Py_XSETREF(self->guard, (ReplayTable *)Py_NewRef(guard));
+    Py_XSETREF(self->writers, (WriterTable *)Py_XNewRef(writers));
     self->max_age_ns = max_age;
     self->max_future_ns = max_future;
     self->not_before_ns = not_before;
@@ -596,6 +907,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
 
 static void Engine_dealloc(Engine *self) {
     Py_XDECREF(self->guard);
+    Py_XDECREF(self->writers);
     PyMem_Free(self->bufs);
     PyMem_Free(self->parsed);
     for (int i = 0; i < MAX_OPEN; i++) run_free(&self->runs[i]);
@@ -826,8 +1138,10 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
         self->rejected[fresh == 0 ? R_REPLAY : R_OVERLOAD]++;
         return 0;
     }
-    int count = self->keys[slot].may_write ? rd_write(f + HEADER_LEN, n - HEADER_LEN, self->parsed)
-                                           : -1;
+    Numbered num;
+    int count = self->keys[slot].may_write
+                    ? rd_write(f + HEADER_LEN, n - HEADER_LEN, self->parsed, &num)
+                    : -1;
     if (count < 0) { /* authenticated and fresh; Python parses, authorises and acts */
         /* Toward the drain's bound, as many events as its payload could hold (2 bytes
          * each, at least): frames that Python stores must not escape the bound. */
@@ -848,6 +1162,11 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     self->frames++;
     self->key_frames[slot]++;
     self->events += (unsigned long long)count;
+    if (num.sender != NULL && num.sender_len && self->writers != NULL) {
+        const Event *first = &self->parsed[0]; /* as drain.py: its first event, if any */
+        wt_note(self->writers, num.sender, num.sender_len, num.seq, count > 0, first->host,
+                first->host_len, first->svc, first->svc_len, now);
+    }
     for (int i = 0; i < count; i++)
         if (add_event(self, items, &self->parsed[i], now) < 0) return -1;
     return 0;
@@ -983,11 +1302,16 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&ReplayTableType) < 0 || PyType_Ready(&EngineType) < 0) return NULL;
+    if (PyType_Ready(&ReplayTableType) < 0 || PyType_Ready(&WriterTableType) < 0 ||
+        PyType_Ready(&EngineType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "ReplayTable", (PyObject *)&ReplayTableType) < 0 ||
+        PyModule_AddObjectRef(m, "WriterTable", (PyObject *)&WriterTableType) < 0 ||
         PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0 ||
+        PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0 ||
+        PyModule_AddIntConstant(m, "WRITERS", WT_CAPACITY) < 0 ||
         PyModule_AddIntConstant(m, "ITEM_RUN", ITEM_RUN) < 0 ||
         PyModule_AddIntConstant(m, "ITEM_FRAME", ITEM_FRAME) < 0 ||
         PyModule_AddIntConstant(m, "MAX_EVENTS", MAX_EVENTS) < 0 ||

@@ -30,7 +30,7 @@ class Reject(StrEnum):
     OVERLOAD = "overload"  # the replay guard is full: a fresh frame refused, failing closed
     BAD_PAYLOAD = "bad_payload"
     FORBIDDEN = "forbidden"
-    LONG_NAME = "long_name"  # an env, svc, fn or attribute key past MAX_NAME bytes
+    LONG_NAME = "long_name"  # an env, svc, fn, host or attribute key past MAX_NAME bytes
 
 
 # Which roles may send each command; anything else (PONG, unknown names) is forbidden.
@@ -118,7 +118,7 @@ MAX_NAME = 128
 
 def _long_name(cmd: Cmd) -> bool:
     for msg in (cmd.msg, *cmd.batch) if cmd.HasField("msg") else cmd.batch:
-        for name in (msg.env, msg.svc, msg.fn, *msg.attrs):
+        for name in (msg.env, msg.svc, msg.fn, msg.host, *msg.attrs):
             # A str of n characters is at least n bytes and at most 4n in UTF-8.
             if len(name) > MAX_NAME // 4 and len(name.encode()) > MAX_NAME:
                 return True

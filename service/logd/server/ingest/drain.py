@@ -17,6 +17,7 @@ from typing import Any
 
 from logd._pb.logd_pb2 import WRITE
 from logd.events import MAX_LEVEL
+from logd.server.alerts.engine import AlertEngine
 from logd.server.ingest.accept import Accepted, Reject
 from logd.server.ingest.engine import Engine
 from logd.server.ingest.stats import IngestStats
@@ -47,6 +48,7 @@ class UdpIngest:
         drain_max: int = 1024,
         on_unknown_key: Callable[[], None] | None = None,
         shared_guard: SharedReplayGuard | None = None,
+        alerts: AlertEngine | None = None,
     ) -> None:
         self._sock = sock
         self._engine = engine
@@ -61,6 +63,8 @@ class UdpIngest:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet = QuietLogger(log)
         self.stats = IngestStats()
+        self.alerts = alerts  # evaluates its rules on every event stored
+        self.writers = engine.writers  # frames left to Python are noted in _act
 
     @property
     def accept_path(self) -> str:
@@ -145,8 +149,17 @@ class UdpIngest:
         frames[key_id] = frames.get(key_id, 0) + 1
         cmd = verdict.cmd
         if cmd.name == WRITE:
-            write = self._store.write
+            write, alerts = self._store.write, self.alerts
             batch = cmd.batch
+            if cmd.sender:
+                first = cmd.msg if cmd.HasField("msg") else batch[0] if batch else None
+                self.writers.note(
+                    cmd.sender,
+                    cmd.seq,
+                    None if first is None else first.host,
+                    None if first is None else first.svc,
+                    now_ns,
+                )
             for msg in (cmd.msg, *batch) if cmd.HasField("msg") else batch:
                 if not 0 <= msg.lvl <= MAX_LEVEL:
                     # Not a level of the enum: stored as no level, so every store and filter
@@ -159,6 +172,8 @@ class UdpIngest:
                 else:
                     t.seconds, t.nanos = divmod(now_ns, _NS)
                     write(msg, now_ns)
+                if alerts is not None:
+                    alerts.event(msg, now_ns)
                 stats.events += 1
         else:  # PING (the checker lets nothing else through): answer with the same key.
             try:

@@ -17,6 +17,7 @@ from logd.server.ingest import fastpath
 from logd.server.ingest.accept import FrameChecker, Reject
 from logd.server.ingest.replay import MacGuard, ReplayGuard
 from logd.server.ingest.sink import Sink
+from logd.server.ingest.writers import CAPACITY, Writers, WriterTable
 from logd.server.keys import KeyHolder
 from logd.server.store.base import Store
 
@@ -28,6 +29,10 @@ RECV_SIZE = 65_536
 class Engine(Protocol):
     @property
     def name(self) -> Impl: ...
+    @property
+    def writers(self) -> Writers:
+        """The table of writers (writers.py): the engine's own kind, fed by both paths."""
+        ...
 
     def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
         """Read up to `max_frames` datagrams, fewer once about `max_events` more are stored;
@@ -75,6 +80,7 @@ def make_engine(
     max_future_ns: int,
     not_before_ns: int,
     clock: Callable[[], int],
+    writers_capacity: int = CAPACITY,
 ) -> Engine:
     """The engine `impl` names; None: C where it can serve this store and guard.
     Frames signed before `not_before_ns` are stale (`restart_floor`)."""
@@ -87,9 +93,11 @@ def make_engine(
     if impl is None:
         impl = "c" if fastpath.can_serve(guard, store) else "python"
     if impl == "c":
-        return fastpath.CEngine(keys=keys, guard=guard, store=store, **limits)
+        return fastpath.CEngine(
+            keys=keys, guard=guard, store=store, writers_capacity=writers_capacity, **limits
+        )
     checker = FrameChecker(keys=keys, guard=guard, **limits)
-    return PythonEngine(checker, clock)
+    return PythonEngine(checker, clock, WriterTable(writers_capacity))
 
 
 class PythonEngine:
@@ -97,9 +105,10 @@ class PythonEngine:
 
     name: Impl = "python"
 
-    def __init__(self, checker: FrameChecker, clock: Callable[[], int]) -> None:
+    def __init__(self, checker: FrameChecker, clock: Callable[[], int], writers: Writers) -> None:
         self._checker = checker
         self._clock = clock
+        self.writers = writers  # ingest notes every frame it accepts
 
     def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
         recv, check, clock = sock.recvfrom, self._checker.check, self._clock

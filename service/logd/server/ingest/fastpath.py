@@ -18,6 +18,7 @@ from typing import Any, Literal
 from logd.server.ingest.accept import Reject, read_payload
 from logd.server.ingest.replay import MacGuard
 from logd.server.ingest.sink import Sink
+from logd.server.ingest.writers import Writers
 from logd.server.keys import Key, KeyHolder, KeyRing, Role
 from logd.server.store.base import Store
 from logd.server.store.memory import MemoryStore
@@ -70,17 +71,21 @@ class CEngine:
         max_age_ns: int,
         max_future_ns: int,
         not_before_ns: int,
+        writers_capacity: int,
     ) -> None:
         if not can_serve(guard, store):
             raise RuntimeError("the C engine needs its ReplayTable and the memory store")
         assert isinstance(store, MemoryStore)  # noqa: S101 (can_serve checked it)
         ext = extension()
+        # The engine counts the frames it stores; ingest notes those it leaves to Python.
+        self.writers: Writers = ext.WriterTable(capacity=writers_capacity)
         self._engine = ext.Engine(
             guard,
             max_frame=max_frame,
             max_age_ns=max_age_ns,
             max_future_ns=max_future_ns,
             not_before_ns=not_before_ns,
+            writers=self.writers,
         )
         self._item_run = ext.ITEM_RUN
         self._reasons = tuple(Reject(name) for name in ext.REASONS)
@@ -132,6 +137,7 @@ class CEngine:
     def _take(self, items: list[Item], room: int, sink: Sink) -> int:
         """Store runs and finish frames until `room` events are used; hold the rest."""
         write_run, item_run, stats = self._write_run, self._item_run, sink.stats
+        alerts = sink.alerts
         for at, item in enumerate(items):
             if room <= 0:
                 self._held = items[at:]
@@ -139,6 +145,8 @@ class CEngine:
             if item[0] == item_run:
                 _, env, svc, data, ends, times, lvls, t_min, t_max = item
                 write_run(env, svc, data, ends, times, lvls, t_min, t_max)
+                if alerts is not None:
+                    alerts.run(env, svc, data, ends, lvls)
                 room -= len(ends) // 4
                 continue
             _, frame, addr, key, signed_at, now_ns = item
