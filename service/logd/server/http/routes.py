@@ -21,6 +21,7 @@ from logd.server.http.answer import write_answer
 from logd.server.http.hits import hits
 from logd.server.http.metrics import render_metrics
 from logd.server.http.requests import authorize, check_params, int_param, json_error
+from logd.server.http.ui import add_ui_routes, browser_redirect
 from logd.server.state import (
     BUDGET,
     CONFIG,
@@ -115,6 +116,9 @@ def _wants(request: web.Request, media: str, fmt: str) -> bool:
 
 
 async def query(request: web.Request) -> web.StreamResponse:
+    to_page = browser_redirect(request)
+    if to_page is not None:
+        return to_page
     denied = authorize(request)
     if denied is not None:
         return denied
@@ -346,3 +350,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/info", info, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/healthz", healthz)
+    add_ui_routes(app)
