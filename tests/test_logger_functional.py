@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -59,6 +61,8 @@ def test_attrs_and_stack_traces_arrive(logd: LogdProcess) -> None:
         "lvl": "INFO",
         "txt": "charged bob for 1250 cents",
         "attrs": {"cents": "1250", "request_id": "r-1"},
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
     }
     assert failed["lvl"] == "ERROR"
     assert failed["attrs"] == {"request_id": "r-2"}
@@ -112,7 +116,6 @@ def test_handler_from_dictconfig(logd: LogdProcess, app_logger: logging.Logger) 
 
 
 def test_nothing_listening_never_blocks_or_raises(tmp_path: object) -> None:
-    import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
