@@ -66,6 +66,19 @@ redis-server:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The web page's tests (tests/test_ui_page.py) drive Debian's Chromium, headless, with
+# selenium through chromium-driver; `make screenshots` too.
+.PHONY: chromium screenshots
+chromium:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+unit: chromium
+
+# docs/screenshots/ui.png (README): the page over realistic data from a real `logd serve`.
+screenshots: install chromium
+	$(BIN)/python -m tests.ui_support docs/screenshots/ui.png
+
 # The Python engine alone, as a LOGD_PURE_PYTHON=1 build runs it: a copy of the package
 # without the extension (first on the path), and the tests of ingest and of a real server.
 PURE := build/pure
