@@ -124,8 +124,8 @@ def test_by_attr_shows_the_10_largest_and_other(filled: LogdProcess) -> None:
 @pytest.mark.parametrize(
     ("params", "param", "expected"),
     [
-        ([("by", "color")], "by", "lvl, env, svc, fn or attr.KEY"),
-        ([("by", "host")], "by", "lvl, env, svc, fn or attr.KEY"),  # not on the wire yet
+        ([("by", "color")], "by", "lvl, env, svc, fn, host or attr.KEY"),
+        ([("by", "pid")], "by", "lvl, env, svc, fn, host or attr.KEY"),
         ([("by", "attr.")], "by", "attr.KEY with a KEY of 1 to 256"),
         ([("step", "0s")], "step", "whole seconds from 1s to 3650d"),
         ([("step", "-1m")], "step", "whole seconds from 1s to 3650d"),

@@ -134,10 +134,11 @@ def test_guard_against_unbounded_buckets() -> None:
 @pytest.mark.parametrize(
     ("by", "msg", "group"),
     [("lvl", Msg(lvl=ERROR), "ERROR"), ("lvl", Msg(), "-"), ("env", Msg(env="prod"), "prod"),
-     ("fn", Msg(), "-"), ("attr.u", Msg(attrs={"u": "ann"}), "ann"), ("attr.u", Msg(), "-")],
+     ("fn", Msg(), "-"), ("attr.u", Msg(attrs={"u": "ann"}), "ann"), ("attr.u", Msg(), "-"),
+     ("host", Msg(host="web-1"), "web-1"), ("host", Msg(), "-")],
 )  # fmt: skip
 def test_groups_of_an_event(by: str, msg: Msg, group: str) -> None:
     grouping = Grouping.parse(by)
     assert grouping is not None
     assert grouping.of_msg(msg) == group
-    assert Grouping.parse("host") is None  # not on the wire yet
+    assert Grouping.parse("pid") is None  # a number per process: not a grouping

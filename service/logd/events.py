@@ -39,10 +39,12 @@ def msg_to_json(msg: Msg, event_id: str | None = None) -> dict[str, Any]:
     are left out."""
     out: dict[str, Any] = {} if event_id is None else {"id": event_id}
     out["t"] = format_time(msg_time_ns(msg))
-    for name in ("env", "svc", "fn"):
+    for name in ("env", "svc", "fn", "host"):
         value = getattr(msg, name)
         if value:
             out[name] = value
+    if msg.pid:
+        out["pid"] = msg.pid
     if msg.lvl:
         out["lvl"] = LEVEL_NAMES.get(msg.lvl, str(msg.lvl))
     if msg.txt:

@@ -68,6 +68,8 @@ def _filter_options(*, query: bool) -> Callable[[Any], Any]:
             "--svc", multiple=True, help="Exact svc, or a prefix ending in *; repeatable."
         ),
         click.option("--fn", multiple=True, help="Exact fn; repeatable."),
+        # --host is the server's URL: the filter on the event's host is --from-host
+        click.option("--from-host", metavar="HOST", multiple=True, help="Exact host; repeatable."),
         click.option("--lvl", metavar="LEVEL", help="Minimum level: trace ... fatal."),
         click.option("--txt", metavar="TEXT", multiple=True, help="Text contains this (any case)."),
         click.option("--url", metavar="PREFIX", multiple=True, help="URL starts with this."),
@@ -140,12 +142,14 @@ _EXCLUDES = (
     ("env", "ENV", "this env"),
     ("svc", "SVC", "this svc (or prefix*)"),
     ("fn", "FN", "this fn"),
+    ("from-host", "HOST", "events from this host"),
     ("txt", "TEXT", "text containing this"),
     ("url", "PREFIX", "URLs starting with this"),
     ("status", "CODE", "this HTTP status"),
     ("method", "METHOD", "this HTTP method"),
 )
 Params = list[tuple[str, str]]
+_PARAM_OF = {"from_host": "host"}  # flags not named like their parameter
 
 
 def _attr_filters(
@@ -167,7 +171,7 @@ def _params(filters: dict[str, Any]) -> Params:
         if not value:
             continue
         negated = flag.startswith("not_")
-        name = flag.removeprefix("not_")
+        name = _PARAM_OF.get(flag.removeprefix("not_"), flag.removeprefix("not_"))
         for item in value if isinstance(value, tuple) else (value,):
             if name == "attr":
                 key, text = item

@@ -51,8 +51,8 @@ def short_time(stamp: str) -> str:
 
 
 def format_event(event: Mapping[str, Any], *, color: bool) -> str:
-    """One event as lines: time, level, env/svc fn, text, HTTP fields, attrs; then the
-    stack trace, indented."""
+    """One event as lines: time, level, host[pid] (as syslog writes them), env/svc fn,
+    text, HTTP fields, attrs; then the stack trace, indented."""
     lvl = str(event.get("lvl", "-"))
     where = "/".join(clean(str(event[k])) for k in ("env", "svc") if event.get(k))
     if event.get("fn"):
@@ -61,6 +61,11 @@ def format_event(event: Mapping[str, Any], *, color: bool) -> str:
         _paint(short_time(str(event.get("t", ""))), "2", color),
         _paint(f"{lvl:<5}", _LEVEL_STYLE.get(lvl, ""), color),
     ]
+    origin = clean(str(event.get("host") or ""))
+    if event.get("pid"):
+        origin += f"[{clean(str(event['pid']))}]"
+    if origin:
+        parts.append(_paint(origin, "2", color))
     if where:
         parts.append(_paint(where, "1", color) + ":")
     parts.append(_indent_rest(clean(str(event.get("txt", "")))))
@@ -189,6 +194,22 @@ def format_info(info: Mapping[str, Any]) -> str:
         f"store    writes {store.get('writes', 0)}, "
         f"overflow events {store.get('overflow_events', 0)}",
     ]
+    writers = udp.get("writers")
+    if isinstance(writers, Mapping):
+        lines.insert(
+            3,
+            f"writers  {writers.get('tracked', 0)} tracked, frames {writers.get('frames', 0)}, "
+            f"lost {writers.get('lost', 0)}, forgotten {writers.get('forgotten', 0)}, "
+            f"malformed {writers.get('malformed', 0)}",
+        )
+        for at, w in enumerate(w for w in writers.get("most_lost") or [] if w.get("lost")):
+            where = "/".join(str(w.get(k)) for k in ("host", "svc") if w.get(k)) or "-"
+            sent = int(w.get("frames", 0)) + int(w.get("lost", 0))
+            lines.insert(
+                4 + at,
+                f"  writer {w.get('sender', '?')} {where}: lost {w.get('lost', 0)} of {sent}, "
+                f"last seen {w.get('last_seen')}",
+            )
     rings = store.get("rings") or []
     width = max((len(str(r.get("key", ""))) for r in rings), default=0)
     for ring in rings:
@@ -212,6 +233,39 @@ def format_info(info: Mapping[str, Any]) -> str:
         )
         lines.append(f"secrets  {secrets.get('source', '?')}; keys: {keys or 'none'}")
     return "\n".join(clean(line) for line in lines)
+
+
+def format_alerts(body: Mapping[str, Any]) -> str:
+    """GET /alerts as one line per rule, then the notice counts."""
+    rules = body.get("rules") or []
+    if not rules:
+        return "no alert rules (alerts: in logdrc.yml; docs/configuration.md)"
+    width = max(len(str(r.get("name", ""))) for r in rules)
+    lines = []
+    for r in rules:
+        over = _span(int(r.get("over_s", 0)))
+        condition = "absent" if r.get("absent") else f"threshold {r.get('threshold')}"
+        fired = r.get("last_fired")
+        lines.append(
+            f"{r.get('name', '')!s:<{width}}  {r.get('state', '?'):<7} "
+            f"{r.get('count', 0)} in {over} ({condition}), "
+            + (f"last fired {fired}" if fired else "never fired")
+            + (f", notify {', '.join(r.get('notify') or [])}" if r.get("notify") else "")
+        )
+    n = body.get("notices") or {}
+    lines.append(
+        f"notices: sent {n.get('sent', 0)}, retried {n.get('retried', 0)}, "
+        f"dropped {n.get('dropped', 0)}, queued {n.get('queued', 0)}"
+    )
+    return "\n".join(clean(line) for line in lines)
+
+
+def _span(seconds: int) -> str:
+    """A rule's window as it is written: 10m, 90s, 2h, 1d."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _or_unknown(value: object) -> str:

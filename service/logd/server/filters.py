@@ -34,13 +34,13 @@ class FilterError(ValueError):
 
 # Filters a request may repeat (an OR of the values) and negate with a trailing "!" (the
 # query string `svc!=api` arrives as the parameter `svc!`), besides `attr.KEY`.
-TERM_PARAMS = ("env", "svc", "fn", "txt", "url", "status", "method")
+TERM_PARAMS = ("env", "svc", "fn", "host", "txt", "url", "status", "method")
 ATTR_PREFIX = "attr."
 MAX_ATTR_KEY = 256  # characters in the KEY of attr.KEY
 MAX_VALUES = 100  # filter values in one request, all parameters together
 _FIELDS = {"status": "response_status", "method": "http_method"}
 _PREFIXED = ("svc", "url")  # url is always a prefix; svc (and attr.KEY) with a trailing *
-_STRING_FIELDS = frozenset({"env", "svc", "fn", "url", "attrs"})
+_STRING_FIELDS = frozenset({"env", "svc", "fn", "host", "url", "attrs"})
 
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
 

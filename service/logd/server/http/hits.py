@@ -28,7 +28,8 @@ from logd.server.store.tally import (
 )
 
 HITS_PARAMS = frozenset(
-    {"env", "svc", "fn", "lvl", "txt", "url", "status", "method", "since", "until", "step", "by"}
+    {"env", "svc", "fn", "host", "lvl", "txt", "url", "status", "method"}  # the filters
+    | {"since", "until", "step", "by"}
 )
 
 

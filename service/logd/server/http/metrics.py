@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -46,6 +47,21 @@ def render_metrics(info: dict[str, Any]) -> str:
         "counter",
         "Frames refused because the guard was full.",
         [("", udp["replay_guard"]["overflows"])],
+    )
+    writers = udp["writers"]
+    metric("writers", "gauge", "Writers (senders) the table holds.", [("", writers["tracked"])])
+    metric(
+        "writer_frames_total",
+        "counter",
+        "WRITE frames counted for loss accounting (those carrying a sender).",
+        [("", writers["frames"])],
+    )
+    # A gauge: a late frame that fills a gap takes one off (docs/protocol.md).
+    metric(
+        "writer_frames_lost_total",
+        "gauge",
+        "WRITE frames lost, from the writers' sequence gaps, less those that came late.",
+        [("", writers["lost"])],
     )
     # The largest rings by name, the rest as ring="other" (a ring key always has a "/").
     rings = [(f'{{ring="{_label(r["key"])}"}}', r) for r in store["rings"]]
@@ -110,6 +126,7 @@ def render_metrics(info: dict[str, Any]) -> str:
         "Events slow tail subscribers missed.",
         [("", tail["dropped"])],
     )
+    _alert_metrics(info.get("alerts"), metric)
     backend = store.get("backend")
     if backend is not None:  # a Valkey/Redis store
         metric(
@@ -131,3 +148,18 @@ def render_metrics(info: dict[str, Any]) -> str:
             [("", backend["dropped_events"])],
         )
     return "\n".join(lines) + "\n"
+
+
+def _alert_metrics(alerts: dict[str, Any] | None, metric: Callable[..., None]) -> None:
+    if alerts is None:
+        return
+    notices = alerts["notices"]
+    metric("alert_rules", "gauge", "Alert rules loaded.", [("", alerts["rules"])])
+    metric("alert_firing", "gauge", "Alert rules firing now.", [("", alerts["firing"])])
+    for what, help_text in (
+        ("sent", "Alert notices delivered."),
+        ("retried", "Alert notice attempts retried after a failure."),
+        ("dropped", "Alert notices dropped: queue full, or every attempt failed."),
+    ):
+        metric(f"alert_notices_{what}_total", "counter", help_text, [("", notices[what])])
+    metric("alert_notices_queued", "gauge", "Alert notices waiting.", [("", notices["queued"])])

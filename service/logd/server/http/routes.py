@@ -22,6 +22,7 @@ from logd.server.http.hits import hits
 from logd.server.http.metrics import render_metrics
 from logd.server.http.requests import authorize, check_params, int_param, json_error
 from logd.server.http.ui import add_ui_routes, browser_redirect
+from logd.server.ingest.writers import writers_info
 from logd.server.state import (
     BUDGET,
     CONFIG,
@@ -53,6 +54,7 @@ QUERY_PARAMS = frozenset(
         "env",
         "svc",
         "fn",
+        "host",
         "lvl",
         "txt",
         "url",
@@ -252,6 +254,7 @@ def status(app: web.Application) -> dict[str, Any]:
                 "overflows": guard.overflows,
                 "across_nodes": app[SHARED_GUARD].info() if SHARED_GUARD in app else None,
             },
+            "writers": writers_info(ingest.writers),
         },
         "tail": {"subscribers": len(hub), "published": hub.published, "dropped": hub.dropped},
         "queries": app[QUERIES].info(),

@@ -32,7 +32,7 @@ TRACKED_GROUPS = 64  # counted at once, at most: past this, the lightest go to "
 CELL_BUDGET = 200_000  # bucket x group counts held at once (a few MB at worst)
 OTHER = "other"
 NONE = "-"  # the group of an event with an empty field, no level, or no such attribute
-BY_FIELDS = ("lvl", "env", "svc", "fn")  # and attr.KEY; `host` once events carry one
+BY_FIELDS = ("lvl", "env", "svc", "fn", "host")  # and attr.KEY
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -49,7 +49,8 @@ class Grouping:
 
     @classmethod
     def parse(cls, by: str) -> Grouping | None:
-        """`lvl`, `env`, `svc`, `fn` or `attr.KEY` (KEY checked by the caller); else None."""
+        """`lvl`, `env`, `svc`, `fn`, `host` or `attr.KEY` (KEY checked by the caller); else
+        None."""
         if by in BY_FIELDS:
             return cls(by)
         if by.startswith("attr."):
