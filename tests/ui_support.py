@@ -198,8 +198,10 @@ def realistic_events(now_ns: int, minutes: int = 30, seed: int = 7) -> list[Msg]
     events = []
     span_ns = minutes * 60 * 10**9
     burst = (now_ns - span_ns // 4, now_ns - span_ns // 4 + 90 * 10**9)
-    for i in range(1500):
-        t = now_ns - span_ns + i * span_ns // 1500
+    # Traffic that grows toward now, and a burst of checkout errors.
+    times = [now_ns - int(span_ns * rng.random() ** 1.3) for _ in range(1400)]
+    times += [burst[0] + int((burst[1] - burst[0]) * rng.random()) for _ in range(250)]
+    for i, t in enumerate(sorted(times)):
         in_burst = burst[0] <= t <= burst[1]
         lvl = (
             "ERROR"

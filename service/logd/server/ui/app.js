@@ -611,8 +611,13 @@ function drawAxis() {
   axis.replaceChildren(
     span("from", showTime(b[0].t)),
     span("sum", `${total} events, ${hist.step} s per bar; drag or click to narrow the time`),
-    span("to", showTime(new Date(Date.parse(b[b.length - 1].t) + hist.step * 1000).toISOString())),
+    span("to", showTime(isoSecond(Date.parse(b[b.length - 1].t) + hist.step * 1000))),
   );
+}
+
+// Like the buckets' own `t`: whole seconds need no fraction.
+function isoSecond(ms) {
+  return new Date(ms).toISOString().replace(".000Z", "Z");
 }
 
 function bucketAt(event) {
