@@ -15,7 +15,7 @@ from logd.server.filters import Filter
 from logd.server.http.routes import evicted_by
 from logd.server.store.memory import OVERFLOW_KEY, MemoryStore
 from logd.server.store.persist import Persister
-from logd.server.store.retention import AgeSweeper, sweep_interval
+from logd.server.store.retention import SWEEP_BATCH, AgeSweeper, sweep_interval
 from logd.server.store.ring import CHUNK_OVERHEAD, RECORD_OVERHEAD, Ring
 from logd.server.store.segments import RingFiles, RingId, list_segments
 
@@ -221,6 +221,34 @@ def test_the_sweeper_evicts_with_no_new_event_and_stops_promptly() -> None:
     assert sweep_interval(1) == 1 / 16
     assert sweep_interval(86400) == 1.0
     assert sweep_interval(0.1) == 0.05
+
+
+def test_a_sweep_of_many_rings_gives_the_event_loop_back_between_batches() -> None:
+    store = new_store(AGE, max_rings=SWEEP_BATCH * 3)
+    for i in range(SWEEP_BATCH * 3):
+        put(store, "a", f"svc-{i}", "old")
+    store.sweep(T0)  # stamped: all arrived by T0
+    assert store.sweep(T0, 0, SWEEP_BATCH)  # more rings are left after the first batch
+    assert not store.sweep(T0, 2 * SWEEP_BATCH, SWEEP_BATCH)
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        sweeper = AgeSweeper(store, interval_s=60, clock=lambda: T0 + AGE + 1)
+
+        async def watch() -> None:
+            while sweeper.sweeps == 0:
+                seen.append(sum(r.aged for r in store.stats().rings))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        sweeper.start()
+        await asyncio.wait_for(watcher, 5)
+        await sweeper.stop()
+
+    asyncio.run(scenario())
+    assert texts(store) == []
+    # The watcher ran while some rings were swept and others not yet.
+    assert any(0 < n < SWEEP_BATCH * 3 for n in seen)
 
 
 # --- the data dir ------------------------------------------------------------------

@@ -80,11 +80,14 @@ class MemoryStore:
             self._aging.append(ring)
         return ring
 
-    def sweep(self, now_ns: int) -> None:
+    def sweep(self, now_ns: int, first: int = 0, count: int | None = None) -> bool:
         """Retention by age: evict what arrived more than its ring's max age before
-        `now_ns` (epoch ns). O(rings with a max age), plus the chunks evicted."""
-        for ring in self._aging:
+        `now_ns` (epoch ns), in `count` of the rings with a max age from the `first`
+        (None: all); whether some are left after them. O(rings) plus the chunks evicted."""
+        stop = len(self._aging) if count is None else first + count
+        for ring in self._aging[first:stop]:
             ring.sweep(now_ns)
+        return stop < len(self._aging)
 
     def write(self, msg: Msg, t_ns: int) -> None:
         ring = self._rings.get((msg.env, msg.svc))
