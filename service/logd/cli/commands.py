@@ -1,4 +1,4 @@
-"""The client commands of `logd`: send, query, tail, hits, ping, info.
+"""The client commands of `logd`: send, query, tail, hits, ping, info, alerts.
 
 Environment (as in the original logd): LOGD_HOST is the HTTP base URL for reads,
 writes go to the same host on LOGD_UDP_PORT; LOGD_READ_SECRET / LOGD_WRITE_SECRET,
@@ -20,6 +20,7 @@ import click
 
 from logd.cli.output import (
     clean,
+    format_alerts,
     format_dropped,
     format_event,
     format_hits,
@@ -518,4 +519,22 @@ def info(as_json: bool, host: str | None) -> None:
     _guarded(run)
 
 
-COMMANDS = (send, query, tail, hits, ping, info)
+# --- alerts -----------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="The raw /alerts JSON.")
+@host_option
+def alerts(as_json: bool, host: str | None) -> None:
+    """Show the alert rules: state, count in the window, when each last fired."""
+
+    def run() -> None:
+        import json
+
+        body = _read_client(host).alerts()
+        click.echo(json.dumps(body, indent=2) if as_json else format_alerts(body))
+
+    _guarded(run)
+
+
+COMMANDS = (send, query, tail, hits, ping, info, alerts)

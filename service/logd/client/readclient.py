@@ -51,6 +51,12 @@ class ReadClient:
             body = self._read(resp)
         return self._json_object(body)
 
+    def alerts(self) -> dict[str, Any]:
+        """The body of GET /alerts."""
+        with self._open("/alerts", {}, accept="application/json") as resp:
+            body = self._read(resp)
+        return self._json_object(body)
+
     def info(self) -> dict[str, Any]:
         with self._open("/info", {}, accept="application/json", auth=False) as resp:
             body = self._read(resp)

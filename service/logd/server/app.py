@@ -2,7 +2,8 @@
 
 Each resource is one cleanup context, started in this order and stopped in
 reverse: keys; the store (with its data directory or its remote server); the
-UDP endpoint, which feeds the store; the Secrets Manager reload loop. HTTP opens
+alerts' deliveries and their periodic check; the UDP endpoint, which feeds the
+store and the alerts; the Secrets Manager reload loop. HTTP opens
 last, once there is something to read.
 """
 
@@ -17,9 +18,12 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from logd.server.alerts.rules import AlertConfig
+from logd.server.alerts.service import ALERTS, Alerts, alerts_ctx
 from logd.server.budget import plan
 from logd.server.config import Config
 from logd.server.http.answer import QueryGate
@@ -87,7 +91,8 @@ def create_app(config: Config) -> web.Application:
     app[QUERIES] = QueryGate(config.max_queries)
     if config.cors_origin:
         app[CORS_ORIGIN] = config.cors_origin
-    app.cleanup_ctx.extend([keys_ctx, store_ctx, udp_ctx, reload_ctx])
+    app[ALERTS] = Alerts(AlertConfig(config.alerts, config.notify), config.config_file)
+    app.cleanup_ctx.extend([keys_ctx, store_ctx, alerts_ctx, udp_ctx, reload_ctx])
     app.on_shutdown.append(close_tails)
     add_routes(app)
     return app
@@ -148,6 +153,7 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
         on_unknown_key=reloader.poke if reloader else None,
         shared_guard=shared_guard,
         drain_max=backend.drain_max,
+        alerts=app[ALERTS].engine,
     )
     ingest.start(asyncio.get_running_loop())
     try:
@@ -192,7 +198,7 @@ def _bind_tcp(addr: tuple[str, int]) -> socket.socket:
 
 
 async def serve(config: Config) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the secrets."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the secrets and the alert rules."""
     app = create_app(config)
     # JsonErrorRunner: aiohttp's own 400s (a malformed request) are JSON as well.
     # handler_cancellation: a tail whose client went away is cancelled at once, which
@@ -207,14 +213,15 @@ async def serve(config: Config) -> None:
     # Signals first: a SIGTERM during start-up (loading keys or data) still stops cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[Any]] = set()
 
     def reload() -> None:
         if app[KEYS].holder is None:
             return  # still starting: the first load is about to read the source anyway
-        task = loop.create_task(app[KEYS].reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        for job in (app[KEYS].reload(), app[ALERTS].reload()):
+            task = loop.create_task(job)
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -16,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from logd.errors import ConfigError
+from logd.server.alerts.rules import (
+    AlertConfig,
+    Rule,
+    Target,
+    check_references,
+    env_refused,
+    parse_alert_config,
+    parse_rules,
+    parse_targets,
+)
 from logd.server.filters import FilterError, duration_ns
 from logd.wire import HEADER_LEN, MAX_DATAGRAM
 
@@ -244,6 +254,28 @@ class Config:
         "Failed read authentications per client address per minute before 429.",
         _bounded(int, 1, 1_000_000),
     )
+    # Alerts (file only, re-read on SIGHUP): rules over arriving events, and where notices go.
+    alerts: tuple[Rule, ...] = field(
+        default=(),
+        metadata={
+            "help": "Alert rules (file only): a list of {name, filter, over, threshold, ...}.",
+            "parse": env_refused,
+            "parse_file": parse_rules,
+            "flag": False,
+            "secret": False,
+        },
+    )
+    notify: Mapping[str, Target] = field(
+        default_factory=dict,
+        repr=False,
+        metadata={
+            "help": "Alert targets (file only): NAME: {webhook: URL} or {sns_topic_arn: ARN}.",
+            "parse": env_refused,
+            "parse_file": parse_targets,
+            "flag": False,
+            "secret": False,
+        },
+    )
     read_secret: str | None = _setting(
         None,
         "Read secret (env only). With the write secret unset too: dev mode.",
@@ -346,6 +378,7 @@ class Config:
         return config
 
     def _check(self) -> None:
+        check_references(self.alerts, self.notify, str(self.config_file))
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("set both tls_cert and tls_key to serve HTTPS, or neither")
         if self.data_dir is not None and self.store_url != "memory://":
@@ -366,6 +399,13 @@ def find_config_file(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_alert_config(path: Path) -> AlertConfig:
+    """`alerts:` and `notify:` of the config file, read again (SIGHUP), checked as at
+    start-up; raises ConfigError naming what is wrong."""
+    data = _read_file(path)
+    return parse_alert_config(data.get("alerts"), data.get("notify"), str(path))
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -397,6 +437,8 @@ def _parse(f: dataclasses.Field[Any], text: str, where: str) -> Any:
 
 def _parse_file_value(f: dataclasses.Field[Any], value: Any, path: Path | None) -> Any:
     where = f"{f.name} in {path}"
+    if "parse_file" in f.metadata:  # alerts, notify: checked by server/alerts/rules.py
+        return f.metadata["parse_file"](value, str(path))
     if f.name == "rings":
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must map a ring key (env/svc or prefix*) to a size")

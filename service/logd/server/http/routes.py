@@ -14,9 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from logd import __version__
+from logd.server.alerts.service import ALERTS
 from logd.server.budget import TAIL_SNDBUF, rss_bytes
 from logd.server.filters import Filter, FilterError
 from logd.server.http import backlog
+from logd.server.http.alerts import add_alert_routes
 from logd.server.http.answer import write_answer
 from logd.server.http.hits import hits
 from logd.server.http.metrics import render_metrics
@@ -261,6 +263,7 @@ def status(app: web.Application) -> dict[str, Any]:
         "http": {"auth_throttled": app[LIMITER].throttled, "idle_closed": app[REAPER].reaped},
         "secrets": app[KEYS].info(ingest.stats.keys.counts),
         "persistence": app[PERSISTER].info() if PERSISTER in app else None,
+        "alerts": app[ALERTS].info() if ALERTS in app else None,
     }
 
 
@@ -353,4 +356,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/info", info, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/healthz", healthz)
+    add_alert_routes(app)
     add_ui_routes(app)
