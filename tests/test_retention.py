@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import Msg
+from logd.cli.output import format_info
 from logd.errors import ConfigError
 from logd.server.config import Config
 from logd.server.filters import Filter
@@ -194,6 +195,14 @@ def test_info_counts_evictions_by_reason() -> None:
     assert by["age"]["events"] > 0
     assert by["age"]["bytes"] == rings[0].aged_bytes > 0
     assert by["bytes"]["bytes"] == rings[0].evicted_bytes - rings[0].aged_bytes > 0
+
+
+def test_logd_info_says_how_many_a_max_age_evicted() -> None:
+    ring = {"key": "a/b", "events": 1, "bytes": 1, "capacity_bytes": 2, "evicted": 7}
+    aged = ring | {"evicted_by": {"bytes": {"events": 2}, "age": {"events": 5}}}
+    assert "evicted 7 (5 by age)" in format_info({"store": {"rings": [aged]}})
+    assert "evicted 7\n" in format_info({"store": {"rings": [ring]}}) + "\n"
+    assert "by age" not in format_info({"store": {"rings": [ring | {"evicted_by": None}]}})
 
 
 def test_the_sweeper_evicts_with_no_new_event_and_stops_promptly() -> None:
