@@ -180,6 +180,14 @@ def format_dropped(count: int) -> str:
     return f"logd: {count} events were not shown: this tail fell behind the server"
 
 
+def _by_age(ring: Mapping[str, Any]) -> str:
+    """` (N by age)` when a max age evicted some of the ring's events."""
+    by = ring.get("evicted_by")
+    age = by.get("age") if isinstance(by, Mapping) else None
+    aged = age.get("events", 0) if isinstance(age, Mapping) else 0
+    return f" ({aged} by age)" if aged else ""
+
+
 def format_info(info: Mapping[str, Any]) -> str:
     """/info as aligned lines for a person (the JSON has every detail: --json)."""
     udp, store = info.get("udp", {}), info.get("store", {})
@@ -218,7 +226,7 @@ def format_info(info: Mapping[str, Any]) -> str:
         lines.append(
             f"  ring   {ring.get('key', '')!s:<{width}}  {ring.get('events', 0)} events, "
             f"{_size(used)} of {_size(cap)} ({100 * used / cap:.0f}%), "
-            f"evicted {ring.get('evicted', 0)}"
+            f"evicted {ring.get('evicted', 0)}{_by_age(ring)}"
         )
     tail = info.get("tail")
     if isinstance(tail, Mapping):
