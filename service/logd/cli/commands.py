@@ -28,6 +28,7 @@ from logd.cli.output import (
     format_truncated,
     use_color,
 )
+from logd.cli.times import TimeError, server_time
 from logd.client import env as clientenv
 from logd.devsecrets import READ_NAME, WRITE_NAME
 from logd.errors import ClientError, ConfigError
@@ -35,7 +36,7 @@ from logd.errors import ClientError, ConfigError
 if TYPE_CHECKING:
     from logd.client.readclient import ReadClient
 
-LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.25, 5.0
 _SEND_FLUSH_EVERY = 1000  # stdin lines between flushes: `logd send < big.log` never drops
 
@@ -51,6 +52,31 @@ udp_port_option = click.option(
     metavar="PORT",
     help=f"UDP port on the same host. Env: LOGD_UDP_PORT. [default: {clientenv.DEFAULT_UDP_PORT}]",
 )
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--since / --until as the server's parameter (logd.cli.times)."""
+    if value is None:
+        return None
+    try:
+        return server_time(value)
+    except TimeError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+_WHEN_HELP = "15m, 1h30m, today, yesterday, or a time (local unless it has a zone)."
+
+
+def _output_option(*choices: str) -> Callable[[Any], Any]:
+    return click.option(
+        "-o",
+        "--output",
+        "fmt",
+        type=click.Choice(choices),
+        help="text (the default, for people), " + " or ".join(choices[1:]) + ".",
+    )
+
+
 color_option = click.option(
     "--color",
     type=click.Choice(["auto", "always", "never"]),
@@ -94,11 +120,13 @@ def _filter_options(*, query: bool) -> Callable[[Any], Any]:
             callback=_attr_filters,
             help="Exclude events whose attribute KEY is VALUE.",
         ),
-        click.option("--since", metavar="WHEN", help="RFC 3339 time, or 15m / 2h / 90s ago."),
+        click.option("--since", metavar="WHEN", callback=_when, help=f"From then on: {_WHEN_HELP}"),
     ]
     if query:
         options += [
-            click.option("--until", metavar="WHEN", help="RFC 3339 time, or a duration ago."),
+            click.option(
+                "--until", metavar="WHEN", callback=_when, help=f"Up to then: {_WHEN_HELP}"
+            ),
             click.option("--limit", metavar="N", help="Most events to return [server: 100]."),
             click.option("--offset", metavar="N", help="Skip this many newest matches."),
         ]
@@ -206,6 +234,12 @@ def _parse_attrs(
 @click.option("--svc", default="", help="Event svc, e.g. billing-api.")
 @click.option("--fn", default="", help="Event fn, e.g. ChargeCard.")
 @click.option("--attr", multiple=True, callback=_parse_attrs, metavar="KEY=VALUE", help="Repeat.")
+@click.option(
+    "--confirm/--no-confirm",
+    default=True,
+    show_default=True,
+    help="After sending, PING logd with the write key: exit 1 if no logd answers.",
+)
 @host_option
 @udp_port_option
 def send(
@@ -215,10 +249,13 @@ def send(
     svc: str,
     fn: str,
     attr: dict[str, str],
+    confirm: bool,
     host: str | None,
     udp_port: str | None,
 ) -> None:
-    """Write an event: TEXT, or one event per line of stdin (like logger(1))."""
+    """Write an event: TEXT, or one event per line of stdin (like logger(1)). Each frame
+    carries this process's sender and seq, each event its host and pid (LOGD_ORIGIN=0:
+    not those two)."""
 
     def run() -> None:
         from logd.logger import Logger
@@ -245,8 +282,28 @@ def send(
         lost = stats.dropped + stats.failed
         if lost:
             raise ClientError(f"{lost} of {stats.sent + lost} events could not be sent")
+        if confirm:
+            _confirm(log.host, log.port, found[0], stats.sent)
 
     _guarded(run)
+
+
+CONFIRM_TIMEOUT_S = 2.0
+
+
+def _confirm(host: str, port: int, secret: str, sent: int) -> None:
+    """A PING round trip after the events: a PONG signed with the write key says a logd
+    is there and accepts that key (UDP itself cannot say the events arrived)."""
+    from logd.client.ping import ping_once
+
+    try:
+        ping_once((host, port), secret.encode(), CONFIRM_TIMEOUT_S)
+    except ClientError as err:
+        what = "the event was" if sent == 1 else f"{sent} events were"
+        raise ClientError(
+            f"{what} sent, but no logd confirmed receiving them: {err} (--no-confirm skips "
+            "this check)"
+        ) from None
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -261,18 +318,29 @@ def _stdin_lines() -> Iterator[str]:
 
 @click.command()
 @_filter_options(query=True)
-@click.option("--json", "fmt", flag_value="json", help="A JSON array, newest first.")
-@click.option("--ndjson", "fmt", flag_value="ndjson", help="One JSON object per line.")
+@_output_option("text", "json", "ndjson")
+@click.option("--json", "fmt", flag_value="json", help="-o json: a JSON array, newest first.")
+@click.option("--ndjson", "fmt", flag_value="ndjson", help="-o ndjson: one object per line.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Then follow new matching events as they arrive, like tail (Ctrl-C stops).",
+)
 @color_option
 @host_option
-def query(fmt: str | None, color: str, host: str | None, **filters: Any) -> None:
+def query(fmt: str | None, follow: bool, color: str, host: str | None, **filters: Any) -> None:
     """Print stored events; human output is oldest first, ending with the newest."""
+    fmt = None if fmt == "text" else fmt
 
     def run() -> None:
         import json
 
         client = _read_client(host)
         params = _params(filters)
+        if follow:
+            _query_then_follow(client, params, fmt, use_color(color, sys.stdout))
+            return
         limit = filters.get("limit")
         if limit and limit.isdigit() and int(limit) > PAGE:
             events, marker = _pages(client, params, int(limit))
@@ -301,6 +369,30 @@ def query(fmt: str | None, color: str, host: str | None, **filters: Any) -> None
 
 
 PAGE = 10_000  # events per request past a server's default cap on `limit`
+_NOT_FOLLOWED = ("until", "offset")  # a follow goes on from now: no end, nothing skipped
+
+
+def _query_then_follow(client: ReadClient, params: Params, fmt: str | None, paint: bool) -> None:
+    """`query -f`: the matching events oldest first, then those after the newest shown
+    (GET /tail with after=), in one stream of lines; JSON as one object per line."""
+    import json
+
+    given = [name for name in _NOT_FOLLOWED if any(k == name for k, _ in params)]
+    if given:
+        raise ClientError(f"--follow goes on from now: it cannot be used with --{given[0]}")
+    if fmt == "json":
+        raise ClientError("--follow writes one event per line: use -o ndjson (or -o text)")
+    events = json.loads(client.query(params))
+    marker = events.pop() if events and "truncated" in events[-1] else None
+    show = _shower(as_json=fmt is not None, paint=paint)
+    for event in reversed(events):
+        show(event)
+    if marker is not None:
+        click.echo(format_truncated(marker), err=True)
+    rest = [(k, v) for k, v in params if k not in ("limit", "since")]
+    start = [("after", str(events[0]["id"]))] if events else [("n", "0")]
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
+        _follow(client, rest + start, show)
 
 
 def _pages(client: ReadClient, params: Params, limit: int) -> tuple[list[Any], Any]:
@@ -349,31 +441,19 @@ GAP_NOTE = "logd: some events were lost here: the server no longer held them"
     help=f"Show the newest N matching events first [default: {TAIL_BACKLOG}, or all since "
     "--since; 0: only new ones].",
 )
-@click.option("--json", "--ndjson", "as_json", is_flag=True, help="One JSON object per line.")
+@_output_option("text", "json", "ndjson")
+@click.option("--json", "--ndjson", "fmt", flag_value="ndjson", help="-o ndjson.")
 @color_option
 @host_option
-def tail(as_json: bool, lines: int | None, color: str, host: str | None, **filters: Any) -> None:
+def tail(fmt: str | None, lines: int | None, color: str, host: str | None, **filters: Any) -> None:
     """Show recent events, then follow new ones as they arrive, like `tail -f`. Reconnects
     if the server restarts or the network drops, resuming after the last event shown (what
-    was sent meanwhile is not missed while the server holds it). Ctrl-C stops."""
+    was sent meanwhile is not missed while the server holds it). -o json and -o ndjson
+    both write one JSON object per line. Ctrl-C stops."""
 
     def run() -> None:
-        import json
-
         client = _read_client(host)
-        paint = use_color(color, sys.stdout)
-
-        def show(item: dict[str, Any]) -> None:
-            if as_json:
-                click.echo(json.dumps(item, ensure_ascii=False))
-            elif "dropped" in item and "t" not in item:
-                click.echo(format_dropped(int(item["dropped"])), err=True)
-            elif item.get("gap") is True and "t" not in item:
-                click.echo(GAP_NOTE, err=True)
-            else:
-                click.echo(format_event(item, color=paint), color=paint)
-            sys.stdout.flush()
-
+        show = _shower(as_json=fmt in ("json", "ndjson"), paint=use_color(color, sys.stdout))
         params = _params(filters)
         backlog = lines if lines is not None else (None if filters.get("since") else TAIL_BACKLOG)
         if backlog is not None:
@@ -382,6 +462,24 @@ def tail(as_json: bool, lines: int | None, color: str, host: str | None, **filte
             _follow(client, params, show)
 
     _guarded(run)
+
+
+def _shower(*, as_json: bool, paint: bool) -> Callable[[dict[str, Any]], None]:
+    """How a stream's items are shown: events as lines (or JSON), notes on stderr."""
+    import json
+
+    def show(item: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(item, ensure_ascii=False))
+        elif "dropped" in item and "t" not in item:
+            click.echo(format_dropped(int(item["dropped"])), err=True)
+        elif item.get("gap") is True and "t" not in item:
+            click.echo(GAP_NOTE, err=True)
+        else:
+            click.echo(format_event(item, color=paint), color=paint)
+        sys.stdout.flush()
+
+    return show
 
 
 def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]], None]) -> None:
@@ -426,18 +524,19 @@ def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]],
 
 @click.command()
 @_filter_options(query=False)
-@click.option("--until", metavar="WHEN", help="RFC 3339 time, or a duration ago.")
+@click.option("--until", metavar="WHEN", callback=_when, help=f"Up to then: {_WHEN_HELP}")
 @click.option(
     "--step", metavar="DURATION", help="Bucket width: 30s, 1m, 1h [default: at most 300 buckets]."
 )
 @click.option("--by", metavar="FIELD", help="Split by lvl, env, svc, fn or attr.KEY.")
-@click.option("--json", "as_json", is_flag=True, help="The raw /hits JSON.")
+@_output_option("text", "json")
+@click.option("--json", "fmt", flag_value="json", help="-o json: the raw /hits JSON.")
 @color_option
 @host_option
 def hits(
     step: str | None,
     by: str | None,
-    as_json: bool,
+    fmt: str | None,
     color: str,
     host: str | None,
     **filters: Any,
@@ -451,7 +550,7 @@ def hits(
         client = _read_client(host)
         params = _params(filters) + [(k, v) for k, v in (("step", step), ("by", by)) if v]
         body = client.hits(params)
-        if as_json:
+        if fmt == "json":
             click.echo(json.dumps(body, ensure_ascii=False))
             return
         paint = use_color(color, sys.stdout)
@@ -503,9 +602,10 @@ def ping(role: str, timeout: float, host: str | None, udp_port: str | None) -> N
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="The raw /info JSON.")
+@_output_option("text", "json")
+@click.option("--json", "fmt", flag_value="json", help="-o json: the raw /info JSON.")
 @host_option
-def info(as_json: bool, host: str | None) -> None:
+def info(fmt: str | None, host: str | None) -> None:
     """Show the server's status (no secret needed)."""
 
     def run() -> None:
@@ -514,7 +614,7 @@ def info(as_json: bool, host: str | None) -> None:
         from logd.client.readclient import ReadClient
 
         status = ReadClient(clientenv.http_base(host)).info()
-        click.echo(json.dumps(status, indent=2) if as_json else format_info(status))
+        click.echo(json.dumps(status, indent=2) if fmt == "json" else format_info(status))
 
     _guarded(run)
 
