@@ -29,11 +29,11 @@ def timed(t_ns: int, **fields: object) -> Msg:
 EVENTS = [
     dict(env="prod", svc="api", fn="Charge", lvl=ERROR, txt="card declined",
          url="/v1/charge", response_status=402, http_method=POST,
-         attrs={"request_id": "r-1", "user": "ann"}),
+         attrs={"request_id": "r-1", "user": "ann"}, host="web-1", pid=41),
     dict(env="prod", svc="api", lvl=INFO, txt="GET /healthz", url="/healthz",
-         response_status=200, http_method=GET, attrs={"request_id": "r-2"}),
+         response_status=200, http_method=GET, attrs={"request_id": "r-2"}, host="web-2"),
     dict(env="prod", svc="billing", fn="Invoice", lvl=WARN, txt="invoice late",
-         attrs={"request_id": "r-10", "user": "bob"}),
+         attrs={"request_id": "r-10", "user": "bob"}, host="web-1", pid=42),
     dict(env="prod", svc="web", lvl=INFO, txt="page served", url="/home", response_status=200,
          http_method=GET),
     dict(env="dev", svc="api", lvl=INFO, txt="dev call", attrs={"user": "ann"}),
@@ -82,12 +82,26 @@ def newest_first(*txts: str) -> list[str]:
         ([("attr.user!", "ann")], newest_first("GET /healthz", "invoice late", "page served")),
         ([("txt", "declined"), ("txt", "LATE")], newest_first("card declined", "invoice late")),
         ([("attr.request_id", "r-3")], []),
+        ([("host", "web-1")], newest_first("card declined", "invoice late")),
+        ([("host", "web-1"), ("host", "web-2")],
+         newest_first("card declined", "GET /healthz", "invoice late")),
+        ([("host!", "web-1")], newest_first("GET /healthz", "page served", "dev call")),
+        ([("host", "web")], []),  # exact, not a prefix
+        ([("host", "web-1"), ("svc", "billing")], newest_first("invoice late")),
     ],
 )  # fmt: skip
 def test_filters_on_query(filled: LogdProcess, params: Pairs, expected: list[str]) -> None:
     status, body, _ = filled.get("/", params)  # type: ignore[arg-type]
     assert status == 200, body
     assert [e["txt"] for e in body] == expected
+
+
+def test_events_carry_their_host_and_pid(filled: LogdProcess) -> None:
+    status, body, _ = filled.get("/", [("host", "web-1"), ("host", "web-2")])  # type: ignore[arg-type]
+    assert status == 200, body
+    assert [(e["host"], e.get("pid")) for e in body] == [
+        ("web-1", 42), ("web-2", None), ("web-1", 41),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -145,7 +159,8 @@ def open_tail(proc: LogdProcess, params: Pairs) -> Iterator[http.client.HTTPResp
 def test_the_same_filters_on_tail(tmp_path_factory: pytest.TempPathFactory) -> None:
     proc = start_logd(tmp_path_factory.mktemp("tail"))
     try:
-        params = [("svc", "api"), ("svc", "billing"), ("txt!", "health"), ("attr.user", "*")]
+        params = [("svc", "api"), ("svc", "billing"), ("txt!", "health"), ("attr.user", "*"),
+                  ("host!", "web-9")]  # fmt: skip
         with open_tail(proc, params) as response:
             wait_for(lambda: proc.info()["tail"]["subscribers"] == 1)
             last = Msg(svc="api", txt="last", attrs={"user": "x"})  # after every other one

@@ -43,7 +43,8 @@ def events() -> list[Msg]:
                   txt=["card declined", "GET /healthz", "\u212aelvin ok", "page served"][i % 4],
                   url=["/v1/charge", "/healthz", ""][i % 3],
                   response_status=[200, 402, 500, 0][i % 4], http_method=[GET, POST, 0][i % 3],
-                  attrs=attrs)  # fmt: skip
+                  attrs=attrs, host=["web-1", "web-10", "", "wörk-2"][i % 4 - (i % 11 == 0)],
+                  pid=i % 5)  # fmt: skip
         msg.t.FromNanoseconds(BASE + (i * 1789 % 3600) * S + i)  # shuffled, not in order
         out.append(msg)
     return out
@@ -120,6 +121,9 @@ FILTER_CASES: list[Pairs] = [
     [("method!", "get"), ("status!", "200")],
     [("since", "2027-01-15T08:30:00Z"), ("until", "2027-01-15T08:45:00Z")],
     [("since", "2027-01-15T08:30:00Z"), ("lvl", "error"), ("svc", "api")],
+    [("host", "web-1")],  # not web-10: exact
+    [("host", "wörk-2"), ("host", "web-10"), ("svc", "x")],
+    [("host!", "web-1"), ("host!", "web-10")],
 ]
 
 
@@ -176,7 +180,7 @@ def test_hits_totals_equal_the_query_on_every_store(run: Callable[[Check], None]
     run(check)
 
 
-@pytest.mark.parametrize("by", ["lvl", "env", "svc", "fn", "attr.request_id", "attr.user"])
+@pytest.mark.parametrize("by", ["lvl", "env", "svc", "fn", "host", "attr.request_id", "attr.user"])
 def test_hits_by_group_on_every_store(run: Callable[[Check], None], by: str) -> None:
     grouping = Grouping.parse(by)
     assert grouping is not None
