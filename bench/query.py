@@ -7,11 +7,13 @@ queries then run over HTTP with a keep-alive connection, timed end to end.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,21 @@ from bench.stats import percentiles
 
 MARKER = "needle-1pct"  # bench/sender.c puts it in every `marker_every`-th event's txt
 NOTHING = "no-such-text-qzx"
+# Matches nothing either, but made of what every event's text is full of (sender.c's
+# FILLER has "region=eu-west-1"): no rare byte for the search to skip ahead on.
+NOTHING_COMMON = "region=us-east-2"
 EVERY = 100  # 1 % of the events carry the marker, 1 % are errors
 
 LIMIT = 100
+TAIL_BACKLOG = 1000
 # name -> (query parameters, the share of the ring's events that match)
 QUERIES: dict[str, tuple[dict[str, str], float]] = {
     "newest_100": ({"limit": str(LIMIT)}, 1.0),
     "txt_1pct": ({"txt": MARKER, "limit": str(LIMIT)}, 1 / EVERY),
     "full_scan_txt": ({"txt": NOTHING, "limit": str(LIMIT)}, 0.0),
+    "full_scan_txt_common": ({"txt": NOTHING_COMMON, "limit": str(LIMIT)}, 0.0),
     "full_scan_fn": ({"fn": NOTHING, "limit": str(LIMIT)}, 0.0),
+    "full_scan_attr": ({"attr.request_id": NOTHING, "limit": str(LIMIT)}, 0.0),
     "lvl_error": ({"lvl": "error", "limit": str(LIMIT)}, 1 / EVERY),
 }
 
@@ -81,11 +89,9 @@ def _settled_writes(server: LogdServer, expected: int) -> int | None:
 
 def run_queries(server: LogdServer, reps: dict[str, int], stored: int) -> dict[str, Any]:
     """Each query `reps[name]` times; `stored` events (sequence 0.. n-1) are in the ring."""
-    url = urllib.parse.urlsplit(server.http_url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
     headers = {"Authorization": server.read_secret}
     out: dict[str, Any] = {}
-    try:
+    with _connection(server) as conn:
         for name, (params, share) in QUERIES.items():
             want = min(LIMIT, math.ceil(stored * share))
             path = "/?" + urllib.parse.urlencode(params)
@@ -113,6 +119,83 @@ def run_queries(server: LogdServer, reps: dict[str, int], stored: int) -> dict[s
                 "p50_ms": p50,
                 "p99_ms": p99,
             }
+    return out
+
+
+def run_hits(server: LogdServer, reps: int, stored: int) -> dict[str, Any]:
+    """`GET /hits?by=lvl` over the whole ring, `reps` times: its total must be `stored`."""
+    times_ms: list[float] = []
+    total = 0
+    with _connection(server) as conn:
+        for i in range(reps + 1):  # the first one warms up
+            t0 = time.perf_counter()
+            conn.request("GET", "/hits?by=lvl", headers={"Authorization": server.read_secret})
+            response = conn.getresponse()
+            body = response.read()
+            elapsed = (time.perf_counter() - t0) * 1000
+            if response.status != 200:
+                raise RuntimeError(f"/hits answered {response.status}: {body[:200]!r}")
+            if i:
+                times_ms.append(elapsed)
+            else:
+                total = json.loads(body)["total"]
+    p50, p99 = percentiles(times_ms, 50, 99)
+    return {
+        "reps": reps,
+        "total": total,
+        "returned": total,
+        "expected": stored,
+        "as_expected": total == stored,
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def run_tail_backlog(server: LogdServer, reps: int) -> dict[str, Any]:
+    """`/tail?n=1000` on the full ring: the time to the first event's bytes, and to the
+    last of the backlog (a new connection each time, as a tail opens one)."""
+    first_ms: list[float] = []
+    all_ms: list[float] = []
+    short = 0  # answers with fewer lines than the backlog asked for
+    path = f"/tail?n={TAIL_BACKLOG}"
+    for i in range(reps + 1):
+        with _connection(server) as conn:
+            t0 = time.perf_counter()
+            conn.request(
+                "GET",
+                path,
+                headers={"Authorization": server.read_secret, "Accept": "application/x-ndjson"},
+            )
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"/tail answered {response.status}")
+            line = response.readline()
+            first = (time.perf_counter() - t0) * 1000
+            lines = 1
+            while lines < TAIL_BACKLOG and line:
+                line = response.readline()
+                lines += 1
+            done = (time.perf_counter() - t0) * 1000
+            short += lines != TAIL_BACKLOG or not line.startswith(b"{")
+        if i:
+            first_ms.append(first)
+            all_ms.append(done)
+    return {
+        "reps": reps,
+        "returned": f"{short} short answers",
+        "expected": "none",
+        "as_expected": short == 0,
+        "first_byte_p50_ms": percentiles(first_ms, 50)[0],
+        "first_byte_p99_ms": percentiles(first_ms, 99)[0],
+        "backlog_p50_ms": percentiles(all_ms, 50)[0],
+    }
+
+
+@contextlib.contextmanager
+def _connection(server: LogdServer) -> Iterator[http.client.HTTPConnection]:
+    url = urllib.parse.urlsplit(server.http_url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
+    try:
+        yield conn
     finally:
         conn.close()
-    return out

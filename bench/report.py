@@ -94,18 +94,29 @@ ROWS = [
         "<= 1.5x", lambda v: v <= 1.5),
     Row("query.newest_100.p50_ms", "query: newest 100, p50", _ms, "<= 5 ms (ring of 1M)",
         lambda v: v <= 5),
-    Row("query.newest_100.p99_ms", "query: newest 100, p99", _ms, ""),
+    Row("query.newest_100.p99_ms", "query: newest 100, p99", _ms, "<= 5 ms", lambda v: v <= 5),
     Row("query.txt_1pct.p50_ms", "query: txt matching 1% (limit 100), p50", _ms, ""),
     Row("query.txt_1pct.p99_ms", "query: txt matching 1% (limit 100), p99", _ms, ""),
     Row("query.full_scan_txt.p50_ms", "query: full scan, txt matches nothing, p50", _ms,
-        "<= 300 ms (1M events)", lambda v: v <= 300),
+        "<= 40 ms (1M events)", lambda v: v <= 40),
     Row("query.full_scan_txt.p99_ms", "query: full scan, txt matches nothing, p99", _ms, ""),
+    Row("query.full_scan_txt_common.p50_ms",
+        "query: full scan, txt of common bytes matches nothing, p50", _ms, "<= 40 ms",
+        lambda v: v <= 40),
     Row("query.full_scan_fn.p50_ms", "query: full scan, fn matches nothing, p50", _ms,
         "<= 300 ms (1M events)", lambda v: v <= 300),
+    Row("query.full_scan_attr.p50_ms", "query: full scan, attr.KEY matches nothing, p50", _ms,
+        "<= 60 ms", lambda v: v <= 60),
+    Row("query.hits_by_lvl.p50_ms", "/hits over all 1M, by=lvl, p50", _ms, "<= 50 ms",
+        lambda v: v <= 50),
+    Row("query.tail_backlog.first_byte_p50_ms", "tail n=1000 on the 1M ring: first byte, p50",
+        _ms, "<= 20 ms", lambda v: v <= 20),
+    Row("query.tail_backlog.first_byte_p99_ms", "tail n=1000: first byte, p99", _ms, ""),
+    Row("query.tail_backlog.backlog_p50_ms", "tail n=1000: all 1,000 events, p50", _ms, ""),
     Row("query.lvl_error.p50_ms", "query: lvl=error (1% errors), p50", _ms, ""),
     Row("query.lvl_error.p99_ms", "query: lvl=error (1% errors), p99", _ms, ""),
     Row("tail.p50_ms", "tail: write -> received, p50", _ms, ""),
-    Row("tail.p99_ms", "tail: write -> received, p99", _ms, "<= 10 ms (10 tails at 10k/s)",
+    Row("tail.p99_ms", "tail: write -> received, p99", _ms, "<= 10 ms (100 tails at 10k/s)",
         lambda v: v <= 10),
     Row("memory.rss_per_1m", "memory: RSS growth per 1M ~100-byte events", _mb, "<= 175 MB",
         lambda v: v <= 175e6),
@@ -200,6 +211,9 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
             out[f"query.{name}.p50_ms"] = med("query", "queries", name, "p50_ms")
             out[f"query.{name}.p99_ms"] = med("query", "queries", name, "p99_ms")
     if raw.get("query"):
+        out["query.hits_by_lvl.p50_ms"] = med("query", "queries", "hits_by_lvl", "p50_ms")
+        for name in ("first_byte_p50_ms", "first_byte_p99_ms", "backlog_p50_ms"):
+            out[f"query.tail_backlog.{name}"] = med("query", "queries", "tail_backlog", name)
         out["memory.rss_per_1m"] = med("query", "fill", "rss_growth_per_1m")
         out["memory.rss_over_payload"] = med("query", "fill", "rss_over_payload")
     if raw.get("tail"):

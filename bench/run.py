@@ -62,12 +62,16 @@ class Settings:
         ("newest_100", 200),
         ("txt_1pct", 100),
         ("full_scan_txt", 5),
+        ("full_scan_txt_common", 5),
         ("full_scan_fn", 5),
+        ("full_scan_attr", 5),
         ("lvl_error", 100),
     )
+    hits_reps: int = 5
+    tail_backlog_reps: int = 20
     tail_rate: float = 10_000
     tail_seconds: float = 5.0
-    tail_subscribers: int = 10
+    tail_subscribers: int = 100
     logger_calls: int = 200_000
     # The memory budget (issue 13). stuck_tails and worst_mix: an explicit limit, the ring
     # size derived by the server to fit it, a replay guard sized for these rates.
@@ -116,6 +120,8 @@ SMOKE = Settings(
     extra_rates=(),
     query_events=3_200,
     query_reps=tuple((name, 3) for name in query.QUERIES),
+    hits_reps=2,
+    tail_backlog_reps=2,
     tail_rate=500,
     tail_seconds=1.0,
     tail_subscribers=2,
@@ -279,7 +285,10 @@ class Bench:
                     server, self.sender, self.cores, events=s.query_events, rate=rate, batch=s.batch
                 )
                 reps = dict(s.query_reps)
-                queries = query.run_queries(server, reps, filled["events_stored"])
+                stored = filled["events_stored"]
+                queries = query.run_queries(server, reps, stored)
+                queries["hits_by_lvl"] = query.run_hits(server, s.hits_reps, stored)
+                queries["tail_backlog"] = query.run_tail_backlog(server, s.tail_backlog_reps)
                 return {"fill": filled, "queries": queries}
 
         self.repeat("query", s.query_runs, one)
@@ -288,7 +297,8 @@ class Bench:
         s = self.s
 
         def one() -> dict[str, Any]:
-            with self.server(s.big_rcvbuf) as server:
+            tails = f"--max-tails={s.tail_subscribers}"
+            with self.server(s.big_rcvbuf, extra=[tails]) as server:
                 return tail.measure(
                     server,
                     self.sender,

@@ -14,8 +14,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* How common a byte is in log text, higher is more common: letters by English letter
- * frequency, then digits, space and the punctuation of logs. Bytes not listed: 0. */
+/* How common a byte is in log text, higher is more common: lower-case letters by English
+ * letter frequency (e 200 .. z 50), upper case half as common, digits and the punctuation
+ * of logs (key=value, paths, ids) as common as the common letters. Bytes not listed: 0. */
 static unsigned char COMMON[256];
 
 static void init_common(void) {
@@ -25,10 +26,10 @@ static void init_common(void) {
         COMMON[(unsigned char)by_rank[i]] = rank;
         COMMON[(unsigned char)by_rank[i] - 32] = (unsigned char)(rank / 2);
     }
-    for (int c = '0'; c <= '9'; c++) COMMON[c] = 120;
-    COMMON[' '] = 255;
+    for (int c = '0'; c <= '9'; c++) COMMON[c] = 150;
     const char *punct = "-_.:/=,\"'()[]{}";
-    for (const char *p = punct; *p; p++) COMMON[(unsigned char)*p] = 90;
+    for (const char *p = punct; *p; p++) COMMON[(unsigned char)*p] = 150;
+    COMMON[' '] = 255;
 }
 
 static inline unsigned char fold(unsigned char c) {
