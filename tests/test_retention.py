@@ -280,14 +280,27 @@ def test_what_aged_does_not_come_back_after_a_restart(tmp_path: Path) -> None:
         os.utime(segments[1][1], ns=(now[0], now[0]))
         now[0] = T0 + AGE + S  # "old" has aged, "new" has not
         second = new_store(AGE)
-        reloaded = Persister(store=second, data_dir=tmp_path, interval=60, clock=lambda: now[0])
+
+        def monotonic(wall: int) -> int:  # the restarted process's: it booted 5 s ago
+            return wall - now[0] + 5 * S
+
+        reloaded = Persister(
+            store=second,
+            data_dir=tmp_path,
+            interval=60,
+            clock=lambda: now[0],
+            monotonic=lambda: monotonic(now[0]),
+        )
         await reloaded.load()
         assert await held(second) == ["new"]
         assert reloaded.loaded == 1
-        # The restored chunk carries its segment's time: it goes an age after it.
-        second.sweep(now[0])
+        # The restored chunk arrived by its segment's time, on the rings' clock: it goes an
+        # age after it, and not before.
+        written = T0 + AGE // 8
+        second.sweep(monotonic(now[0]))
+        second.sweep(monotonic(written + AGE - S))
         assert await held(second) == ["new"]
-        second.sweep(T0 + AGE // 8 + AGE + S)
+        second.sweep(monotonic(written + AGE + S))
         assert await held(second) == []
 
     asyncio.run(scenario())
@@ -307,7 +320,8 @@ def test_events_that_aged_before_their_flush_are_not_written(tmp_path: Path) -> 
         for _, path in list_segments(tmp_path / RingId("a", "b").dir_name()):
             os.utime(path, ns=(T0, T0))  # written at the fixed clock's time
         second = new_store(AGE)
-        await Persister(store=second, data_dir=tmp_path, interval=60, clock=lambda: T0).load()
+        clocks = {"clock": lambda: T0, "monotonic": lambda: T0}
+        await Persister(store=second, data_dir=tmp_path, interval=60, **clocks).load()
         assert await held(second) == ["fresh"]
 
     asyncio.run(scenario())

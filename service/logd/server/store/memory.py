@@ -82,7 +82,7 @@ class MemoryStore:
 
     def sweep(self, now_ns: int, first: int = 0, count: int | None = None) -> bool:
         """Retention by age: evict what arrived more than its ring's max age before
-        `now_ns` (epoch ns), in `count` of the rings with a max age from the `first`
+        `now_ns` (time.monotonic_ns), in `count` of the rings with a max age from the `first`
         (None: all); whether some are left after them. O(rings) plus the chunks evicted."""
         stop = len(self._aging) if count is None else first + count
         for ring in self._aging[first:stop]:

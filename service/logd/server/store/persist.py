@@ -104,11 +104,13 @@ class Persister:
         data_dir: Path,
         interval: float,
         clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._store = store
         self._root = data_dir
         self._interval = interval
         self._clock = clock  # wall-clock ns, as file times are
+        self._monotonic = monotonic  # the rings' clock for arrival (store/retention.py)
         # Touched only by `load` (before start) and by one flush thread at a time.
         self._files: dict[str, RingFiles] = {}
         self._carry: dict[Ring, list[Record]] = {}
@@ -139,6 +141,7 @@ class Persister:
             names = []
             self._failed(err)
         rings = 0
+        to_monotonic = self._monotonic() - self._clock()  # file times -> the rings' clock
         for name in names:
             try:
                 loaded = await asyncio.to_thread(self._read_ring, name)
@@ -151,7 +154,8 @@ class Persister:
             self._files[name] = loaded.files
             ring = loaded.files.ring
             for records, written_ns in loaded.segments:
-                self._store.restore(ring.env, ring.svc, records, arrived_ns=written_ns)
+                arrived = written_ns + to_monotonic
+                self._store.restore(ring.env, ring.svc, records, arrived_ns=arrived)
                 self.loaded += len(records)
             rings += any(records for records, _ in loaded.segments)
         self.bytes_on_disk = sum(f.size for f in self._files.values())

@@ -32,11 +32,12 @@ class AgeSweeper:
         store: MemoryStore,
         *,
         interval_s: float,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._store = store
         self._interval = interval_s
-        self._clock = clock  # wall-clock ns: the data dir's file times are compared with it
+        # Monotonic: a step of the wall clock (NTP at boot) must not age events early.
+        self._clock = clock
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sweeps = 0

@@ -9,9 +9,10 @@ ring is over budget, so memory never exceeds `capacity` and at least
 `capacity - chunk size` worth of the newest events are kept.
 
 Retention by age (`max_age_ns`) drops a chunk once every event in it arrived more than
-the age ago. Arrival is the server's clock, never an event's `t`: a writer sets `t`, so a
-far-future one would keep its chunk forever and a far-past one would take other events
-with it. Ingest reads no clock for it: `sweep`, run every second or so, stamps each chunk
+the age ago. Arrival is on the server's monotonic clock (a wall-clock step must not age
+anything early), never an event's `t`: a writer sets `t`, so a far-future one would keep
+its chunk forever and a far-past one would take other events with it. Ingest reads no
+clock for it: `sweep`, run every second or so, stamps each chunk
 that changed since the last sweep with that sweep's time, which is after its newest
 event arrived, and evicts from the oldest end while the stamp is older than the age. A
 chunk also stops taking events once it has been open 1/16 of the age, so an event goes at
