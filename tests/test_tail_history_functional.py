@@ -1,6 +1,7 @@
 """Tail history and resume on a real logd: `n=` backlog, `since=`, `after=ID` and the
 `Last-Event-ID` header, with no gap and no duplicate between the history and the live
-stream, and an in-band notice when events after the id are gone."""
+stream, and an in-band notice when events after the id are gone. Every case runs on the
+memory store and on a Valkey store (a real redis-server)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,30 @@ from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import Msg
+from redis_support import RedisServer
 from support import READ_SECRET, LogdProcess, start_logd, wait_for
 
 pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(params=["memory", "valkey"])
+def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """The `logd serve` arguments of the store under test."""
+    if request.param == "memory":
+        yield []
+        return
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield ["--store-url", server.url]
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def logd(tmp_path: Path, store_args: list[str]) -> Iterator[LogdProcess]:
+    proc = start_logd(tmp_path, *store_args)
+    yield proc
+    proc.stop()
 
 
 @contextmanager
@@ -35,11 +57,24 @@ def tail(
         conn.close()
 
 
-def write(proc: LogdProcess, *texts: str) -> None:
+def write(proc: LogdProcess, *texts: str, svc: str = "api") -> None:
     for text in texts:
-        proc.write(Msg(env="prod", svc="api", txt=text))
+        proc.write(Msg(env="prod", svc=svc, txt=text))
+    stored(proc)
+
+
+def stored(proc: LogdProcess) -> None:
+    """Wait until what was accepted is stored (on Valkey: in the backend)."""
     target = proc.info()["udp"]["events"]
-    wait_for(lambda: proc.info()["store"]["writes"] >= target)
+
+    def done() -> bool:
+        store = proc.info()["store"]
+        backend = store["backend"]
+        return bool(
+            store["writes"] >= target and (backend is None or backend["sent_events"] >= target)
+        )
+
+    wait_for(done)
 
 
 def lines(response: http.client.HTTPResponse, n: int) -> list[dict[str, object]]:
@@ -112,19 +147,28 @@ def test_since_sends_the_backlog_from_then(logd: LogdProcess) -> None:
         assert [e["txt"] for e in lines(response, 2)] == ["old one", "old two"]
 
 
-def test_a_resume_after_evicted_events_is_told_in_band(tmp_path: Path) -> None:
-    proc = start_logd(tmp_path, "--ring-bytes", "1MiB", "--max-rings", "4")
+def test_a_resume_after_evicted_events_is_told_in_band(
+    tmp_path: Path, store_args: list[str]
+) -> None:
+    proc = start_logd(tmp_path, "--ring-bytes", "1MiB", "--max-rings", "4", *store_args)
+    # ~1.6 MB through a 1 MiB ring, or 5,000 entries through a stream capped at 1 MiB / 256
+    # = 4,096 entries: "first" is evicted.
+    total, size, frame = (5000, 10, 100) if store_args else (400, 4000, 10)
     try:
         write(proc, "first")
         (first,) = proc.query()
-        for start in range(0, 400, 10):  # ~1.6 MB through a 1 MiB ring: "first" is evicted
-            proc.write(*(Msg(env="prod", svc="api", txt=f"{i} " + "x" * 4000)
-                         for i in range(start, start + 10)))  # fmt: skip
-            wait_for(lambda n=start + 11: proc.info()["store"]["writes"] >= n)
-        assert proc.info()["store"]["rings"][0]["evicted"] > 0
+        for start in range(0, total, frame):
+            proc.write(*(Msg(env="prod", svc="api", txt=f"{i:04d} " + "x" * size)
+                         for i in range(start, start + frame)))  # fmt: skip
+            wait_for(lambda n=start + frame + 1: proc.info()["store"]["writes"] >= n)
+        stored(proc)
+        wait_for(lambda: proc.info()["store"]["rings"][0]["evicted"] > 0)  # Valkey: every 1 s
         with tail(proc, f"?after={first['id']}&n=2") as response:
             assert json.loads(response.readline()) == {"gap": True}
-            assert [str(e["txt"])[:4] for e in lines(response, 2)] == ["398 ", "399 "]
+            assert [str(e["txt"])[:5] for e in lines(response, 2)] == [
+                f"{total - 2:04d} ",
+                f"{total - 1:04d} ",
+            ]
         with tail(proc, f"?after={first['id']}", {"Accept": "text/event-stream"}) as response:
             assert response.readline() == b"event: gap\n"
             assert response.readline() == b'data: {"gap": true}\n'

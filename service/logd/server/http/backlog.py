@@ -10,14 +10,17 @@ moment (`last_id`): the history is the events up to it, the live stream the ones
 after, so there is no gap and no duplicate between the two. When events that the
 history should have held are gone (evicted, or more than the cap), an in-band
 notice says so first: `{"gap": true}` (NDJSON) or `event: gap` (SSE).
+
+The memory store and a Valkey store on one server have such ids (store/valkey/ids.py);
+a Valkey cluster's ids have no order across rings, so it has no history.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from logd.events import msg_to_json
 from logd.server.filters import Filter, FilterError, whole_number
@@ -29,7 +32,8 @@ TAIL_BACKLOG_MAX = 10_000
 
 @runtime_checkable
 class History(Protocol):
-    """A store whose events have ids that a tail can start from (the memory store)."""
+    """A store whose events have ids that a tail can start from: the memory store, and
+    the Valkey store on one server (whose `evicted_after` asks the backend)."""
 
     async def query(
         self,
@@ -41,7 +45,22 @@ class History(Protocol):
         ids: IdRange = ...,
     ) -> Found: ...
     def last_id(self) -> int: ...
-    def evicted_after(self, flt: Filter, after: int) -> bool: ...
+    def evicted_after(self, flt: Filter, after: int) -> bool | Awaitable[bool]: ...
+
+
+@runtime_checkable
+class FedLater(Protocol):
+    """A store whose tails are fed from a backend, a little after it stored (Valkey)."""
+
+    async def catch_up(self) -> None:
+        """Return once the tails are fed up to what is stored now."""
+        ...
+
+
+def has_history(store: object) -> TypeGuard[History]:
+    """Whether a tail can have history and resume, and `before=` page, on this store."""
+    # A Valkey store in cluster mode has the methods but no order across rings.
+    return isinstance(store, History) and getattr(store, "ordered", True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +110,10 @@ async def history(
     if ask.whole and len(found.events) > ask.limit:
         found = Found(found.events[:-1], found.ids[:-1], truncated=True, nbytes=found.nbytes)
         gap = True
-    if ask.after is not None and store.evicted_after(flt, ask.after):
-        gap = True
+    if ask.after is not None:
+        evicted = store.evicted_after(flt, ask.after)
+        if evicted if isinstance(evicted, bool) else await evicted:
+            gap = True
     return found, gap
 
 

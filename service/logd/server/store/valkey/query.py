@@ -1,17 +1,20 @@
 """Queries on the Valkey store: each ring read newest first with XREVRANGE, a page at a
 time, through the same Filter as the memory rings (level and time on the entry's
 fields, `prefilter` on the stored bytes, then the exact match), merged by event time.
+A range of event ids (`before=`, a tail's history) is a range of entry ids (ids.py).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import Filter
+from logd.server.store.ring import ALL_IDS, IdRange
 from logd.server.store.scan import Hit
-from logd.server.store.valkey.client import event_id
+from logd.server.store.valkey.ids import entry
 
 if TYPE_CHECKING:
     from logd.server.store.valkey.client import Client
@@ -22,23 +25,33 @@ _StreamEntry = tuple[bytes, dict[bytes, bytes]]  # replies are bytes: no decode_
 
 
 class Cursor:
-    """One ring read newest first, a page at a time, keeping only matching events."""
+    """One ring read newest first, a page at a time, keeping only matching events;
+    `name` gives an entry's event id."""
 
-    def __init__(self, client: Client, key: bytes, flt: Filter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        key: bytes,
+        flt: Filter,
+        name: Callable[[bytes, bytes], int | str],
+        ids: IdRange = ALL_IDS,
+    ) -> None:
         self._client = client
         self._key = key
         self._flt = flt
-        self._max = b"+"
+        self._name = name
+        self._max = b"+" if ids[1] == ALL_IDS[1] else entry(ids[1])
+        self._min = b"-" if ids[0] == 0 else entry(ids[0])
         self.hits: deque[Hit] = deque()
-        self.done = False
+        self.done = ids[0] > ids[1]
 
     async def fill(self) -> None:
-        flt = self._flt
+        flt, name, key = self._flt, self._name, self._key
         exact = flt.needs_message
         while not self.hits and not self.done:
             entries = cast(
                 list[_StreamEntry],
-                await self._client.xrevrange(self._key, self._max, b"-", count=PAGE),
+                await self._client.xrevrange(key, self._max, self._min, count=PAGE),
             )
             self.done = len(entries) < PAGE
             if entries:
@@ -48,8 +61,8 @@ class Cursor:
                 if lvl < flt.lvl or not flt.time_match(t_ns):
                     continue
                 if not exact:
-                    self.hits.append((t_ns, data, None, event_id(self._key, entry_id)))
+                    self.hits.append((t_ns, data, None, name(key, entry_id)))
                 elif flt.prefilter(data):
                     msg = Msg.FromString(data)
                     if flt.matches(msg):
-                        self.hits.append((t_ns, data, msg, event_id(self._key, entry_id)))
+                        self.hits.append((t_ns, data, msg, name(key, entry_id)))

@@ -69,6 +69,7 @@ class SharedReplayGuard:
         self._keep_ns = max_age_ns + max_future_ns
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: asyncio.Task[None] | None = None  # the check submitted last
         self._quiet = QuietLogger(log)
         self.checked = 0
         self.replays = 0
@@ -79,19 +80,33 @@ class SharedReplayGuard:
         self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
     ) -> None:
         """Check (mac, signed_at_ns) pairs; `done` gets, in order, True for each frame that
-        no node accepted before. Returns at once; `done` runs on the event loop (at once
-        while the backend is known to be down)."""
-        if self._offline():
+        no node accepted before. Returns at once; `done` runs on the event loop, in the
+        order of the calls (at once while the backend is known to be down and no check
+        is under way)."""
+        previous = self._last
+        if self._offline() and (previous is None or previous.done()):
             self._unchecked(len(frames), "the store backend is down")
             done([True] * len(frames))
             return
-        task = asyncio.get_running_loop().create_task(self._check(frames, done))
+        task = asyncio.get_running_loop().create_task(self._check(frames, done, previous))
+        self._last = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _check(
-        self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
+        self,
+        frames: Sequence[tuple[bytes, int]],
+        done: Callable[[list[bool]], None],
+        previous: asyncio.Task[None] | None,
     ) -> None:
+        """One pipeline for the batch; `done` runs after the previous batch's, so that the
+        events are stored in the order they arrived, whichever reply comes first (the
+        pipelines of concurrent checks go out on different connections)."""
+        if self._offline():
+            await _after(previous)
+            self._unchecked(len(frames), "the store backend is down")
+            done([True] * len(frames))
+            return
         now = self._clock()
         groups: dict[int, tuple[list[int], list[bytes], list[int]]] = {}
         for i, (mac, signed_at) in enumerate(frames):
@@ -108,6 +123,7 @@ class SharedReplayGuard:
         try:
             replies = await pipe.execute()
         except (RedisError, OSError) as err:
+            await _after(previous)
             self._unchecked(len(frames), err)
             done([True] * len(frames))
             return
@@ -116,6 +132,7 @@ class SharedReplayGuard:
         for (indexes, _, _), claimed in zip(groups.values(), replies, strict=True):
             for i, first in zip(indexes, claimed, strict=True):
                 fresh[i] = first == 1
+        await _after(previous)
         self.checked += len(fresh)
         self.replays += fresh.count(False)
         done(fresh)
@@ -139,3 +156,9 @@ class SharedReplayGuard:
             "unchecked": self.unchecked,
             "round_trips": self.round_trips,
         }
+
+
+async def _after(task: asyncio.Task[None] | None) -> None:
+    """Wait for `task` to end, whatever its outcome (its own errors are its own)."""
+    if task is not None and not task.done():
+        await asyncio.wait({task})

@@ -6,8 +6,10 @@ in one slot; `logd:rings` maps each stream to its `[env, svc]` (null: overflow).
 
 Ingest stays synchronous and O(1): `write` appends to a bounded local buffer and
 `end_batch` (once per drained batch of datagrams) starts a flush that sends the
-buffer in one pipeline: per ring, one script call that runs `XADD ... MAXLEN ~`
-for each of its events. One round trip per batch, never one per event.
+buffer in one pipeline of script calls that run `XADD ... MAXLEN ~` for each event:
+on one server one call for every ring, giving each entry its id from the shared
+counter (ids.py); in a cluster one call per ring. One round trip per batch, never
+one per event.
 While the backend is down or slow the buffer absorbs events; when it is full the
 oldest go first and are counted. A background loop retries, re-registers the
 rings (a restarted backend may have lost them) and refreshes the per-ring
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import quote
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from logd._pb.logd_pb2 import Msg
@@ -35,10 +38,12 @@ from logd.server.filters import Filter
 from logd.server.logsetup import QuietLogger
 from logd.server.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.server.store.memory import OVERFLOW_KEY, ring_key
+from logd.server.store.ring import ALL_IDS, IdRange
 from logd.server.store.scan import Found, merge
 from logd.server.store.tally import Tally
 from logd.server.store.valkey.client import connect, redact
 from logd.server.store.valkey.count import count_stream
+from logd.server.store.valkey.ids import COUNTER, SEQ_LIMIT, in_cluster, number
 from logd.server.store.valkey.query import Cursor
 from logd.server.store.valkey.tail import StreamFollower
 from logd.server.tail import Subscription, TailHub
@@ -67,6 +72,39 @@ for i = 2, #ARGV, 3 do
 end
 return (#ARGV - 1) / 3
 """
+# One server: every ring of a batch in one call, each entry's id from the counter in
+# KEYS[1] (ids.py): the backend's clock in ms, never going back, and a sequence. KEYS[2..]
+# are the rings, ARGV[1..#KEYS-1] their MAXLEN, then (ring number, t, l, d) per event.
+# A ring holding a newer id (the counter was lost) takes its own next one, and the
+# counter goes on from there.
+APPEND_NUMBERED = """
+local rings = #KEYS - 1
+local ms, seq = 0, -1
+local last = redis.call('GET', KEYS[1])
+if last then
+  local a, b = string.match(last, '(%d+)-(%d+)')
+  ms, seq = tonumber(a), tonumber(b)
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if now_ms > ms then ms, seq = now_ms, -1 end
+for i = rings + 1, #ARGV, 4 do
+  seq = seq + 1
+  if seq >= SEQ_LIMIT then ms, seq = ms + 1, 0 end
+  local r = tonumber(ARGV[i])
+  local key, maxlen = KEYS[r + 1], ARGV[r]
+  local added = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, string.format('%d-%d', ms, seq),
+                            't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
+  if type(added) == 'table' and added.err then
+    added = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*',
+                       't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
+    local a, b = string.match(added, '(%d+)-(%d+)')
+    ms, seq = tonumber(a), tonumber(b)
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d-%d', ms, seq))
+return (#ARGV - rings) / 4
+""".replace("SEQ_LIMIT", str(SEQ_LIMIT))
 BACKEND_ERRORS = (RedisError, OSError)
 
 _Entry = tuple[bytes, int, int, bytes]  # (stream key, t_ns, level, serialised Msg)
@@ -97,8 +135,13 @@ class ValkeyStore:
         self.capacity_for = RingBudgets(ring_bytes, ring_sizes)
         self._max_rings = max_rings
         self.hub = TailHub(max_subscribers=max_tails, queue_len=tail_queue, queue_bytes=tail_bytes)
+        # One server numbers events across rings (ids.py): tails have history and resume.
+        self.ordered = not isinstance(self.client, RedisCluster)
         self._follower = StreamFollower(
-            client=connect(url, password, timeout=timeout + 5), hub=self.hub, streams=self._keys
+            client=connect(url, password, timeout=timeout + 5),
+            hub=self.hub,
+            streams=self._keys,
+            learn=self._refresh_rings,
         )
         self._buffer: deque[_Entry] = deque()
         self._buffer_max = buffer_events
@@ -208,17 +251,10 @@ class ValkeyStore:
         pipe = self.client.pipeline(transaction=False)
         for key in registering:
             pipe.hset(REGISTRY, key, json.dumps(self._rings.get(key)))
-        groups: dict[bytes, list[bytes | int]] = {}
-        for key, t_ns, lvl, data in batch:
-            args = groups.get(key)
-            if args is None:
-                args = groups[key] = [self._maxlen[key]]
-            args += (t_ns, lvl, data)
-            if len(args) > 3 * CALL_MAX:
-                pipe.eval(APPEND, 1, key, *args)
-                del groups[key]
-        for key, args in groups.items():
-            pipe.eval(APPEND, 1, key, *args)
+        if self.ordered:
+            self._append_numbered(pipe, batch)
+        else:
+            self._append_per_ring(pipe, batch)
         try:
             await pipe.execute()
         except BACKEND_ERRORS as err:
@@ -232,6 +268,33 @@ class ValkeyStore:
         self.flushed += len(batch)
         self.round_trips += 1
         return True
+
+    def _append_numbered(self, pipe: Any, batch: list[_Entry]) -> None:
+        """One server: one call per CALL_MAX events, every ring in it."""
+        for start in range(0, len(batch), CALL_MAX):
+            rings: dict[bytes, int] = {}
+            args: list[bytes | int] = []
+            for key, t_ns, lvl, data in batch[start : start + CALL_MAX]:
+                r = rings.get(key)
+                if r is None:
+                    r = rings[key] = len(rings) + 1
+                args += (r, t_ns, lvl, data)
+            maxlens = [self._maxlen[key] for key in rings]
+            pipe.eval(APPEND_NUMBERED, 1 + len(rings), COUNTER, *rings, *maxlens, *args)
+
+    def _append_per_ring(self, pipe: Any, batch: list[_Entry]) -> None:
+        """A cluster: one call per ring (a call's keys must be in one slot)."""
+        groups: dict[bytes, list[bytes | int]] = {}
+        for key, t_ns, lvl, data in batch:
+            args = groups.get(key)
+            if args is None:
+                args = groups[key] = [self._maxlen[key]]
+            args += (t_ns, lvl, data)
+            if len(args) > 3 * CALL_MAX:
+                pipe.eval(APPEND, 1, key, *args)
+                del groups[key]
+        for key, args in groups.items():
+            pipe.eval(APPEND, 1, key, *args)
 
     # --- background ----------------------------------------------------------
     async def _maintain(self) -> None:
@@ -286,20 +349,69 @@ class ValkeyStore:
 
     # --- reading -------------------------------------------------------------
     async def query(
-        self, flt: Filter, *, limit: int, offset: int, max_bytes: int | None = None
+        self,
+        flt: Filter,
+        *,
+        limit: int,
+        offset: int,
+        max_bytes: int | None = None,
+        ids: IdRange = ALL_IDS,
     ) -> Found:
+        """Matching events, newest first; `ids`: only those with ids in that range (one
+        server: a cluster's ids have no order)."""
+        name = _numbered if self.ordered else in_cluster
         try:
             await self._refresh_rings()
             cursors = []
             for key, names in list(self._rings.items()):
                 ring_filter = flt.for_ring(*names) if names else flt
                 if ring_filter is not None:
-                    cursors.append(Cursor(self.client, key, ring_filter))
+                    cursors.append(Cursor(self.client, key, ring_filter, name, ids))
             await asyncio.gather(*(c.fill() for c in cursors))
             return await merge(cursors, limit=limit, offset=offset, max_bytes=max_bytes)
         except BACKEND_ERRORS as err:
             self._failed(err)
             raise StoreUnavailable("the log store is unreachable; retry later") from None
+
+    async def catch_up(self) -> None:
+        """Before a tail with history subscribes: the tails are fed up to what is stored."""
+        if not self.ordered:
+            return
+        try:
+            last = cast(bytes | None, await self.client.get(COUNTER))
+        except BACKEND_ERRORS as err:
+            self._failed(err)
+            raise StoreUnavailable("the log store is unreachable; retry later") from None
+        if last is not None:
+            await self._follower.reach(number(last))
+
+    def last_id(self) -> int:
+        """The id up to which a tail that subscribed now has its history (tail.py)."""
+        return self._follower.position()
+
+    async def evicted_after(self, flt: Filter, after: int) -> bool:
+        """Whether a ring that `flt` may match trimmed events that may be newer than id
+        `after`: it trimmed some and its oldest entry is newer. A Stream does not keep the
+        newest id it trimmed, so a ring that trimmed only older events says so too."""
+        try:
+            await self._refresh_rings()
+            keys = [k for k, names in self._rings.items() if not names or flt.for_ring(*names)]
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.xinfo_stream(key)
+            replies = await pipe.execute(raise_on_error=False)
+        except BACKEND_ERRORS as err:
+            self._failed(err)
+            raise StoreUnavailable("the log store is unreachable; retry later") from None
+        for info in replies:
+            if not isinstance(info, dict):
+                continue  # no such stream (yet): nothing trimmed
+            length = int(info.get("length", 0))
+            if int(info.get("entries-added", length) or length) > length:
+                first = info.get("first-entry")
+                if not first or number(first[0]) > after + 1:
+                    return True
+        return False
 
     async def hits(self, flt: Filter, tally: Tally) -> None:
         try:
@@ -358,3 +470,7 @@ class ValkeyStore:
             "tail_reader_errors": self._follower.errors,
             "typical_event_bytes": TYPICAL_EVENT_BYTES,
         }
+
+
+def _numbered(_stream: bytes, entry_id: bytes) -> int:
+    return number(entry_id)
