@@ -138,8 +138,8 @@ async def query(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     ids = {}
     if before is not None:
-        if not isinstance(store, backlog.History):
-            return json_error(400, "before= needs the memory store for now")
+        if not backlog.has_history(store):
+            return json_error(400, "before= needs ordered event ids: not on a Valkey cluster")
         ids = {"ids": (0, before - 1)}  # stable paging: older than that event
     gate = request.app[QUERIES]
     if not gate.enter():
@@ -175,9 +175,11 @@ async def tail(request: web.Request) -> web.StreamResponse:
     except FilterError as err:
         return json_error(400, str(err))
     store = request.app[STORE]
-    if ask is not None and not isinstance(store, backlog.History) and not params.get("since"):
-        return json_error(400, "n, after and Last-Event-ID need the memory store for now")
+    if ask is not None and not backlog.has_history(store) and not params.get("since"):
+        return json_error(400, "n, after and Last-Event-ID need ordered ids: not on a cluster")
     try:
+        if ask is not None and isinstance(store, backlog.FedLater):
+            await store.catch_up()  # the history then has the newest events
         sub = store.subscribe(flt)
     except TooManyTails:
         return json_error(429, "too many live tails; retry later", **{"Retry-After": "5"})
@@ -185,13 +187,16 @@ async def tail(request: web.Request) -> web.StreamResponse:
         return json_error(503, str(err), **{"Retry-After": "2"})
     sse = SSE in request.headers.get("Accept", "")
     first = b""
-    if ask is not None and isinstance(store, backlog.History):
+    if ask is not None and backlog.has_history(store):
         # Subscribed first: what is stored up to this id is history, the rest comes live.
-        last_id = store.last_id()
         try:
+            last_id = store.last_id()
             found, gap = await backlog.history(
                 store, flt, ask, last_id, request.app[CONFIG].query_max_bytes
             )
+        except StoreUnavailable as err:
+            sub.close()
+            return json_error(503, str(err), **{"Retry-After": "2"})
         except BaseException:
             sub.close()
             raise
