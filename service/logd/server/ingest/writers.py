@@ -16,7 +16,8 @@ against each other by tests/test_writers.py). The rule, per sender:
 Bounded: at most `capacity` writers (CAPACITY by default), the least recently heard
 forgotten first; each holds its sender (8 bytes), host and svc (at most MAX_NAME bytes
 each: accept.py refuses longer ones), a few counters and the bitmap (WINDOW bits): about
-700 bytes each in Python, 440 in C, so under 3 MB for the whole table.
+700 bytes each in Python, 450 in C (with its index), so under 3 MB for the whole table:
+within the memory budget's fixed part (budget.FIXED_BYTES).
 """
 
 from __future__ import annotations
