@@ -193,6 +193,12 @@ FILTER_CASES = [
     (["--attr", "ms=900"], ["slow card"]),
     (["--attr", "ms=9*", "--attr", "ms=1"], ["slow card"]),
     (["--not-attr", "ms=900"], ["declined\x1b[2J", "listed 3 items"]),
+    # --from-host is host= (these events name no host); --host stays logd's URL.
+    (["--from-host", "web-1"], []),
+    (
+        ["--not-from-host", "web-1", "--not-from-host", "web-2"],
+        ["declined\x1b[2J", "slow card", "listed 3 items"],
+    ),  # fmt: skip
 ]
 
 
