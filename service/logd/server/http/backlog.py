@@ -18,7 +18,7 @@ a Valkey cluster's ids have no order across rings, so it has no history.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeGuard, runtime_checkable
 
@@ -28,6 +28,9 @@ from logd.server.store.ring import IdRange
 from logd.server.store.scan import Found
 
 TAIL_BACKLOG_MAX = 10_000
+RENDER_SLICE = 100  # events of the history rendered before they are written
+
+_render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @runtime_checkable
@@ -117,15 +120,18 @@ async def history(
     return found, gap
 
 
-def render(found: Found, *, gap: bool, sse: bool) -> bytes:
-    """The history as the stream's first bytes, oldest first."""
-    parts: list[bytes] = []
+def render(found: Found, *, gap: bool, sse: bool) -> Iterator[bytes]:
+    """The history as the stream's first bytes, oldest first, RENDER_SLICE events a part:
+    the first part can go out while the rest is rendered."""
     if gap:
-        parts.append(b'event: gap\ndata: {"gap": true}\n\n' if sse else b'{"gap": true}\n')
-    for msg, event_id in zip(reversed(found.events), reversed(found.ids), strict=True):
-        line = json.dumps(msg_to_json(msg, event_id), ensure_ascii=False).encode()
-        if sse:
-            parts.append(b"id: " + event_id.encode() + b"\ndata: " + line + b"\n\n")
-        else:
-            parts.append(line + b"\n")
-    return b"".join(parts)
+        yield b'event: gap\ndata: {"gap": true}\n\n' if sse else b'{"gap": true}\n'
+    pairs = list(zip(reversed(found.events), reversed(found.ids), strict=True))
+    for start in range(0, len(pairs), RENDER_SLICE):
+        parts: list[bytes] = []
+        for msg, event_id in pairs[start : start + RENDER_SLICE]:
+            line = _render(msg_to_json(msg, event_id)).encode()
+            if sse:
+                parts.append(b"id: " + event_id.encode() + b"\ndata: " + line + b"\n\n")
+            else:
+                parts.append(line + b"\n")
+        yield b"".join(parts)

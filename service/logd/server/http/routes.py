@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -186,7 +186,7 @@ async def tail(request: web.Request) -> web.StreamResponse:
     except StoreUnavailable as err:
         return json_error(503, str(err), **{"Retry-After": "2"})
     sse = SSE in request.headers.get("Accept", "")
-    first = b""
+    first: Iterable[bytes] = ()
     if ask is not None and backlog.has_history(store):
         # Subscribed first: what is stored up to this id is history, the rest comes live.
         try:
@@ -214,8 +214,8 @@ async def tail(request: web.Request) -> web.StreamResponse:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TAIL_SNDBUF // 2)
     try:
         await response.prepare(request)
-        if first:
-            await response.write(first)
+        for part in first:
+            await response.write(part)
         while True:
             try:
                 chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)

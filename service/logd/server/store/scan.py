@@ -73,17 +73,24 @@ async def merge(
     while heap and len(out) < limit:
         _, i = heapq.heappop(heap)
         cursor = cursors[i]
-        _t_ns, data, msg, event_id = cursor.hits.popleft()
-        if offset:
-            offset -= 1
-        else:
-            held += len(data)
-            if held > room and out:
-                return Found(out, ids, truncated=True, nbytes=held - len(data))
-            out.append(msg if msg is not None else Msg.FromString(data))
-            ids.append(str(event_id))
-        if not cursor.hits:
-            await cursor.fill()
-        if cursor.hits:
-            heapq.heappush(heap, (-cursor.hits[0][0], i))
+        hits = cursor.hits
+        # Take this ring's hits while they are newer than every other ring's next one: one
+        # heap step per run of events instead of one per event (one ring: a single run).
+        bound = -heap[0][0] if heap else None
+        while hits and len(out) < limit:
+            _t_ns, data, msg, event_id = hits.popleft()
+            if offset:
+                offset -= 1
+            else:
+                held += len(data)
+                if held > room and out:
+                    return Found(out, ids, truncated=True, nbytes=held - len(data))
+                out.append(msg if msg is not None else Msg.FromString(data))
+                ids.append(str(event_id))
+            if not hits:
+                await cursor.fill()
+            if hits and bound is not None and hits[0][0] <= bound:
+                break  # another ring's event is as new: the heap decides (ties as before)
+        if hits:
+            heapq.heappush(heap, (-hits[0][0], i))
     return Found(out, ids, truncated=False, nbytes=held)
