@@ -28,7 +28,10 @@ def available() -> bool:
 def _emit(port: int, calls: int) -> dict[str, Any]:
     # Imported by name: the bench must also run (and type-check) before the logger exists.
     logger = importlib.import_module("logd.logger")
-    log = logger.Logger(host="127.0.0.1", port=port, env="bench", svc="logger", fn="emit")
+    # As an app runs it: every frame with its sender and seq, every event with host and pid.
+    log = logger.Logger(
+        host="127.0.0.1", port=port, env="bench", svc="logger", fn="emit", origin=True
+    )
     try:
         # 1. Cost per call, with the queue never full: flushed between chunks, untimed.
         in_calls = 0.0

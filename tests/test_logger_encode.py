@@ -12,6 +12,7 @@ from logd.client.encoder import (
     MIN_FRAME,
     TRAILER_ROOM,
     Encoder,
+    HttpFields,
     field_size,
     fit,
     msg_budget,
@@ -60,7 +61,7 @@ def test_budget_fills_the_frame_exactly(max_frame: int) -> None:
     budget = msg_budget(max_frame)  # with room for sender and any seq
     assert HEADER_LEN + field_size(budget) + TRAILER_ROOM <= max_frame
     assert HEADER_LEN + field_size(budget + 1) + TRAILER_ROOM > max_frame
-    assert TRAILER_ROOM == trailer_size(2**64 - 1)
+    assert trailer_size(2**64 - 1) == TRAILER_ROOM
 
 
 @given(
@@ -115,3 +116,58 @@ def test_a_name_past_the_servers_cap_is_refused_when_the_encoder_is_made(field: 
     with pytest.raises(ValueError, match=f"{field} is 129 bytes; a server refuses names over 128"):
         Encoder(**names, max_frame=1400)
     Encoder(**(names | {field: "é" * (MAX_NAME // 2)}), max_frame=1400)  # 128 bytes: fine
+
+
+@given(
+    t_ns=st.one_of(
+        st.integers(0, 2**63 - 1),
+        st.integers(0, 10**9 - 1),  # second 0: the field holds nanos alone
+        st.integers(1, 2**33).map(lambda s: s * 1_000_000_000),  # nanos 0
+    ),
+    fn=st.sampled_from([None, "Other", ""]),
+    http=st.sampled_from([None, HttpFields(), HttpFields("post", "/v1", 201), HttpFields(url="/")]),
+    origin=st.sampled_from([("", 0), ("web-1", 4242), ("h" * 300, 2**32 - 1), ("", 7)]),
+    # One attribute at most: the library itself writes a parsed map in no fixed order.
+    attrs=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=1),
+)
+def test_an_event_is_the_libraries_msg_byte_for_byte(
+    t_ns: int,
+    fn: str | None,
+    http: HttpFields | None,
+    origin: tuple[str, int],
+    attrs: dict[str, str],
+) -> None:
+    enc = Encoder(env="prod", svc="api", fn="Default", max_frame=65_507)
+    enc.set_origin(*origin)
+    enc.encode((max(0, t_ns - 10**9), INFO, "before", None, "", None, None))  # a cached second
+    data = enc.encode((t_ns, WARN, "txt", attrs or None, "stack", fn, http))
+    msg = Msg.FromString(data)
+    assert data == msg.SerializeToString()  # fields in field order, as the library writes
+    assert msg.t.ToNanoseconds() == t_ns
+    assert (msg.fn, msg.host, msg.pid) == (
+        "Default" if fn is None else fn,
+        origin[0][:128],
+        origin[1],
+    )
+    if http is not None:
+        assert (msg.url, msg.response_status) == (http.url, http.status)
+
+
+@given(
+    sender=st.binary(min_size=8, max_size=8),
+    seq=st.integers(0, 2**64 - 1),
+    sizes=st.lists(st.integers(0, 300), min_size=1, max_size=5),
+)
+def test_a_write_payload_with_sender_and_seq_is_the_libraries_cmd(
+    sender: bytes, seq: int, sizes: list[int]
+) -> None:
+    msgs = [Msg(txt="x" * n, lvl=INFO) for n in sizes]
+    payload = write_payload([m.SerializeToString() for m in msgs], sender, seq)
+    assert payload == Cmd(msg=msgs[0], batch=msgs[1:], sender=sender, seq=seq).SerializeToString()
+    if seq:
+        assert len(payload) == sum(field_size(m.ByteSize()) for m in msgs) + trailer_size(seq)
+
+
+def test_a_sender_id_is_8_bytes() -> None:
+    with pytest.raises(ValueError, match="sender must be 8 bytes"):
+        write_payload([b""], b"short", 1)

@@ -58,10 +58,24 @@ _ATTRS_DROPPED = {"logd_truncated": "attrs dropped: too large for one frame"}
 
 
 def varint(n: int) -> bytes:
-    if n < 0x80:  # the common lengths first, without a loop
+    if n < 0x80:  # the common lengths first, without a loop (nanoseconds take 4 or 5)
         return bytes((n,))
     if n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x10000000:
+        if n < 0x200000:
+            return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    if n < 0x800000000:
+        return bytes(
+            (
+                n & 0x7F | 0x80,
+                n >> 7 & 0x7F | 0x80,
+                n >> 14 & 0x7F | 0x80,
+                n >> 21 & 0x7F | 0x80,
+                n >> 28,
+            )
+        )
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -115,7 +129,16 @@ class Encoder:
     """Encodes events of one logger: env, svc, the default fn and the origin (host, pid)
     are serialised once."""
 
-    __slots__ = ("_origin", "_prefix", "_prefix_fn", "budget", "truncated")
+    __slots__ = (
+        "_origin",
+        "_prefix",
+        "_prefix_fn",
+        "_second",
+        "_seconds",
+        "_t5",
+        "budget",
+        "truncated",
+    )
 
     def __init__(self, *, env: str, svc: str, fn: str, max_frame: int) -> None:
         for field, name in (("env", env), ("svc", svc), ("fn", fn)):
@@ -134,6 +157,7 @@ class Encoder:
             )
         self.truncated = 0
         self._origin = b""
+        self._second, self._seconds, self._t5 = -1, b"", b""  # see _time
 
     def set_origin(self, host: str, pid: int) -> None:
         """The host and pid every event carries from now on ("" and 0: none)."""
@@ -160,16 +184,32 @@ class Encoder:
             msg.fn = fn
         # In field order: t (1), the prefix (env 3, svc 4, and fn 5), msg (fn 5, 6-13),
         # origin (14, 15). The time is written by hand: cheaper than a Timestamp message.
-        seconds, nanos = divmod(t_ns, 1_000_000_000)
-        stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
-            b"\x10" + varint(nanos) if nanos else b""
-        )
-        head = _T_TAG + bytes((len(stamp),)) + stamp + prefix  # a stamp is at most 17 bytes
+        head = self._time(t_ns) + prefix
         data = head + msg.SerializeToString() + self._origin
         if len(data) > self.budget:
             self.truncated += 1
             data = head + fit(msg, self.budget - len(head) - len(self._origin)) + self._origin
         return data
+
+    def _time(self, t_ns: int) -> bytes:
+        """Msg field 1 (t) for `t_ns`. The second's part is kept from one call to the next
+        (it changes once a second); 3 in 4 nanosecond counts take 5 bytes, written inline."""
+        second, n = divmod(t_ns, 1_000_000_000)
+        if second != self._second:
+            self._second, self._seconds = second, b"\x08" + varint(second) if second else b""
+            self._t5 = _T_TAG + bytes((len(self._seconds) + 6,)) + self._seconds + b"\x10"
+        if n >= 0x10000000:
+            return self._t5 + bytes(
+                (
+                    n & 0x7F | 0x80,
+                    n >> 7 & 0x7F | 0x80,
+                    n >> 14 & 0x7F | 0x80,
+                    n >> 21 & 0x7F | 0x80,
+                    n >> 28,
+                )
+            )
+        stamp = self._seconds + b"\x10" + varint(n) if n else self._seconds
+        return _T_TAG + bytes((len(stamp),)) + stamp
 
 
 def fit(msg: Msg, budget: int) -> bytes:
