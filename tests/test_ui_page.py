@@ -241,12 +241,28 @@ def test_older_events_page_back_with_before(server: LogdProcess, browser: Any) -
     stored(server, "t-page", 250)
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     open_page(browser, server, f"?env=t-page&until={until}")  # a search: no live tail
-    wait_for(lambda: len(row_texts(browser)) == 200)
-    assert row_texts(browser) == texts[::-1][:200]
+    shown = lambda: by_css(browser, "#shown")[0].text  # noqa: E731
+    wait_for(lambda: shown() == "200 events")
+    newest = row_texts(browser)
+    assert newest == texts[::-1][: len(newest)]
+    assert 10 < len(newest) < 40, "only the rows in view are drawn"
+    assert scrolled_to_end(browser)[-1] == "p050"
     by_css(browser, "#older")[0].click()
-    wait_for(lambda: len(row_texts(browser)) == 250)
-    assert row_texts(browser) == texts[::-1]
+    wait_for(lambda: shown() == "250 events")
+    assert scrolled_to_end(browser)[-1] == "p000"
     assert by_css(browser, "#older")[0].get_attribute("disabled") is not None
+    assert held_ids(browser) == sorted(held_ids(browser), key=int, reverse=True)
+
+
+def scrolled_to_end(driver: Any) -> list[str]:
+    driver.execute_script("const l = document.getElementById('list'); l.scrollTop = l.scrollHeight")
+    time.sleep(0.1)  # the rows in view are drawn at the next animation frame
+    return row_texts(driver)
+
+
+def held_ids(driver: Any) -> list[str]:
+    """The ids of the events the list holds (drawn or scrolled out of view)."""
+    return list(driver.execute_script("return state.items.filter(i => i.id).map(i => i.id)"))
 
 
 def test_hostile_text_renders_literally_and_runs_nothing(server: LogdProcess, browser: Any) -> None:
@@ -372,11 +388,11 @@ def test_a_network_drop_resumes_after_the_last_id_with_a_gap_marker(
             wait_for(lambda: proc.query(env="t-drop", limit="1")[0]["txt"] == "after the drop")
         wait_for(lambda: row_texts(browser)[:1] == ["after the drop"], timeout=20)
         assert any("events were lost here" in m for m in markers(browser))
-        ids = browser.execute_script(
-            "return [...document.querySelectorAll('#list .row[data-id]')].map(r => r.dataset.id)"
-        )
+        ids = held_ids(browser)
         assert len(ids) == len(set(ids)), "no event is shown twice"
-        assert len(ids) <= 2000, "the list keeps at most 2,000 rows"
+        assert ids == sorted(ids, key=int, reverse=True), "newest first, in id order"
+        assert 500 < len(ids) <= 2000, "the list keeps at most 2,000 events"
+        assert len(by_css(browser, "#list .row")) < 40, "and draws only those in view"
     finally:
         relay.close()
         proc.stop()

@@ -105,14 +105,16 @@ def _shown(driver: Any, element_id: str) -> Any:
 
 
 def row_texts(driver: Any) -> list[str]:
-    """The txt of every event row, top (newest) first."""
+    """The txt of the event rows drawn (those in view), top (newest) first."""
     script = "return [...document.querySelectorAll('#list .row:not(.marker) .txt')]"
     return list(driver.execute_script(script + ".map(e => e.textContent)"))
 
 
 def markers(driver: Any) -> list[str]:
-    script = "return [...document.querySelectorAll('#list .marker')].map(e => e.textContent)"
-    return list(driver.execute_script(script))
+    """The markers the list holds (gaps, losses), drawn or scrolled out of view."""
+    return list(
+        driver.execute_script("return state.items.filter(i => i.marker).map(i => i.marker)")
+    )
 
 
 class Relay:
@@ -142,7 +144,11 @@ class Relay:
             if self.refuse.is_set():
                 client.close()
                 continue
-            upstream = socket.create_connection(self.target)
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:  # logd is gone: so is this connection
+                client.close()
+                continue
             with self.lock:
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -155,6 +161,7 @@ class Relay:
         for sock in (src, dst):
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     @contextmanager
     def holding(self) -> Iterator[None]:
@@ -251,7 +258,8 @@ def screenshot(path: Path) -> None:
             wait_for(lambda: proc.info()["store"]["writes"] >= len(msgs))
             with chromium(1400, 900) as driver:
                 sign_in(driver, proc.http_url + "/ui/?since=30m", proc.read_secret)
-                wait_for(lambda: len(row_texts(driver)) >= 150)
+                shown = driver.find_element(By.ID, "shown")
+                wait_for(lambda: shown.text.startswith("200 events"))
                 wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#hist g.bucket"))
                 driver.find_element(By.CSS_SELECTOR, "#list .row.lvl-ERROR").click()
                 time.sleep(0.3)

@@ -3,7 +3,8 @@
 // textContent; the read secret lives in sessionStorage and the Authorization header only.
 "use strict";
 
-const KEEP_ROWS = 2000; // rows kept in the list (and events held while paused): the DOM stays small
+const KEEP_ROWS = 2000; // events kept in the list (and held while paused), newest first
+const ROW_PX = 20; // every row's height (app.css .row): the list draws only the rows in view
 const BACKLOG = 200; // events a live view starts with (/tail n=) and a page of older ones
 const MAX_LINE = 4 << 20; // a stream line longer than this is not logd's: reconnect
 const HITS_EVERY_MS = 2000; // the histogram follows the live tail at most this often
@@ -25,6 +26,8 @@ const state = {
   oldestId: null, // the oldest event shown, for before=
   pending: [], // events to draw at the next animation frame, oldest first
   frame: 0,
+  items: [], // what the list holds, newest first: events and markers, at most KEEP_ROWS
+  scrolled: 0, // an animation frame is asked for to draw the rows in view
   paused: false,
   waiting: [], // events that arrived while paused (the newest KEEP_ROWS)
   waitingCount: 0,
@@ -197,7 +200,9 @@ function loadView() {
   state.waitingCount = 0;
   state.paused = false;
   state.trimmedTop = false;
-  $("list").replaceChildren();
+  state.items = [];
+  $("list").scrollTop = 0;
+  showRows();
   $("detail").hidden = true;
   say("");
   showPause();
@@ -223,23 +228,23 @@ async function loadPage(view, params) {
     return;
   }
   if (view !== state.view) return;
-  const list = $("list");
-  const rows = document.createDocumentFragment();
   for (const item of events) {
     if (item.truncated) {
-      rows.append(marker(`more matched than one answer holds (${item.max_bytes} bytes)`));
+      state.items.push({ marker: `more matched than one answer holds (${item.max_bytes} bytes)` });
     } else {
-      rows.append(row(item));
+      state.items.push(item);
       state.oldestId = item.id;
     }
   }
-  list.append(rows);
   $("older").disabled = events.length < BACKLOG;
-  while (list.childElementCount > KEEP_ROWS) {
-    list.firstElementChild.remove();
+  const over = state.items.length - KEEP_ROWS;
+  if (over > 0) {
+    state.items.splice(0, over); // paging back: the newest go
     state.trimmedTop = true;
+    $("list").scrollTop -= over * ROW_PX;
   }
-  if (!events.length && !list.childElementCount) say("No event matches.");
+  showRows();
+  if (!state.items.length) say("No event matches.");
 }
 
 async function live(view) {
@@ -323,29 +328,44 @@ function arrived(item) {
   if (!state.frame) state.frame = requestAnimationFrame(draw);
 }
 
-// One DOM update per animation frame, whatever the rate: at 1,000 events/s a frame adds
-// ~17 rows and drops as many from the bottom.
+// One update per animation frame, whatever the rate: the new events go on top of the
+// held ones and only the rows in view are drawn (~20 elements whatever the list holds), so
+// 1,000 events/s costs what the visible rows cost.
 function draw() {
   state.frame = 0;
-  const items = state.pending.slice(-KEEP_ROWS);
-  const skipped = state.pending.length - items.length;
+  const fresh = state.pending.slice(-KEEP_ROWS).reverse();
+  const skipped = state.pending.length - fresh.length;
   state.pending = [];
-  const rows = document.createDocumentFragment();
-  if (skipped) rows.append(marker(`${skipped} events not drawn (more than ${KEEP_ROWS} at once)`));
-  for (let i = items.length - 1; i >= 0; i--) {
-    rows.append(items[i].marker ? marker(items[i].marker) : row(items[i]));
+  if (skipped) fresh.push({ marker: `${skipped} events not drawn (more than ${KEEP_ROWS} at once)` });
+  state.items = fresh.concat(state.items);
+  if (state.items.length > KEEP_ROWS) {
+    state.items.length = KEEP_ROWS;
+    const last = state.items.findLast((item) => item.id);
+    if (last) state.oldestId = last.id;
   }
   const list = $("list");
-  list.prepend(rows);
-  let trimmed = false;
-  while (list.childElementCount > KEEP_ROWS) {
-    list.lastElementChild.remove();
-    trimmed = true;
-  }
-  if (trimmed) {
-    const last = list.lastElementChild;
-    state.oldestId = last && last.logdEvent ? last.logdEvent.id : state.oldestId;
-  }
+  showRows();
+  // Someone reading further down keeps the same rows in view while new ones come on top.
+  if (list.scrollTop > 0) list.scrollTop += fresh.length * ROW_PX;
+}
+
+// The rows in view, in a window moved to where they are in the list's full height.
+function showRows() {
+  state.scrolled = 0;
+  const list = $("list");
+  const win = $("rows");
+  $("rows-height").style.height = `${state.items.length * ROW_PX}px`;
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW_PX));
+  const count = Math.ceil(list.clientHeight / ROW_PX) + 1;
+  const rows = state.items.slice(first, first + count).map((item) => (item.marker ? marker(item.marker) : row(item)));
+  win.style.transform = `translateY(${first * ROW_PX}px)`;
+  win.replaceChildren(...rows);
+  const n = state.items.filter((item) => item.id).length;
+  $("shown").textContent = `${n} event${n === 1 ? "" : "s"}` + (state.items.length >= KEEP_ROWS ? ` (the list keeps ${KEEP_ROWS})` : "");
+}
+
+function listScroll() {
+  if (!state.scrolled) state.scrolled = requestAnimationFrame(showRows);
 }
 
 function row(event) {
@@ -434,9 +454,7 @@ function toggleZone() {
   state.utc = !state.utc;
   localStorage.setItem("logd.utc", state.utc ? "1" : "0");
   showZone();
-  for (const line of $("list").children) {
-    if (line.logdEvent) line.firstElementChild.textContent = showTime(line.logdEvent.t);
-  }
+  showRows();
   if (!$("detail").hidden && $("detail").logdEvent) showDetail($("detail").logdEvent);
   drawAxis();
 }
@@ -779,6 +797,7 @@ function start() {
   $("status-toggle").addEventListener("click", toggleStatus);
   $("list").addEventListener("click", listClick);
   $("list").addEventListener("keydown", listKey);
+  $("list").addEventListener("scroll", listScroll);
   const svg = $("hist");
   svg.addEventListener("pointerdown", dragStart);
   svg.addEventListener("pointermove", dragMove);
