@@ -68,7 +68,7 @@ redis-server:
 
 # The web page's tests (tests/test_ui_page.py) drive Debian's Chromium, headless, with
 # selenium through chromium-driver; `make screenshots` too.
-.PHONY: chromium screenshots
+.PHONY: chromium screenshots bench-ui
 chromium:
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
@@ -126,6 +126,12 @@ $(BENCH_SENDER): bench/sender.c | build-deps
 bench: install redis-server $(BENCH_SENDER)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.valkey_ingest $(BENCH_VALKEY_ARGS)
+	$(BIN)/python -m bench.ui_tail $(BENCH_UI_ARGS)
+
+# The web page's live tail: frames/s in headless Chromium at 1,000 events/s (~1 min).
+bench: chromium
+bench-ui: install chromium $(BENCH_SENDER)
+	$(BIN)/python -m bench.ui_tail $(BENCH_UI_ARGS)
 
 # Events/s into a Valkey/Redis store (README "Scale out") from one and two nodes (~1 min).
 bench-valkey: install redis-server $(BENCH_SENDER)
