@@ -41,6 +41,7 @@ from logd.server.store.memory import OVERFLOW_KEY, ring_key
 from logd.server.store.ring import ALL_IDS, IdRange
 from logd.server.store.scan import Found, merge
 from logd.server.store.tally import Tally
+from logd.server.store.valkey import resp
 from logd.server.store.valkey.client import connect, redact
 from logd.server.store.valkey.count import count_stream
 from logd.server.store.valkey.ids import COUNTER, SEQ_LIMIT, in_cluster, number
@@ -75,8 +76,9 @@ return (#ARGV - 1) / 3
 # One server: every ring of a batch in one call, each entry's id from the counter in
 # KEYS[1] (ids.py): the backend's clock in ms, never going back, and a sequence. KEYS[2..]
 # are the rings, ARGV[1..#KEYS-1] their MAXLEN, then (ring number, t, l, d) per event.
-# A ring holding a newer id (the counter was lost) takes its own next one, and the
-# counter goes on from there.
+# Without the counter (a new backend, or one that evicted it) ids go on above the newest
+# entry of the call's rings: an id at or below a ring's newest is an error, and a script
+# that fails half-way keeps what it added.
 APPEND_NUMBERED = """
 local rings = #KEYS - 1
 local ms, seq = 0, -1
@@ -84,6 +86,15 @@ local last = redis.call('GET', KEYS[1])
 if last then
   local a, b = string.match(last, '(%d+)-(%d+)')
   ms, seq = tonumber(a), tonumber(b)
+else
+  for r = 2, #KEYS do
+    local top = redis.call('XREVRANGE', KEYS[r], '+', '-', 'COUNT', 1)[1]
+    if top then
+      local a, b = string.match(top[1], '(%d+)-(%d+)')
+      a, b = tonumber(a), tonumber(b)
+      if a > ms or (a == ms and b > seq) then ms, seq = a, b end
+    end
+  end
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -92,15 +103,8 @@ for i = rings + 1, #ARGV, 4 do
   seq = seq + 1
   if seq >= SEQ_LIMIT then ms, seq = ms + 1, 0 end
   local r = tonumber(ARGV[i])
-  local key, maxlen = KEYS[r + 1], ARGV[r]
-  local added = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, string.format('%d-%d', ms, seq),
-                            't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
-  if type(added) == 'table' and added.err then
-    added = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*',
-                       't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
-    local a, b = string.match(added, '(%d+)-(%d+)')
-    ms, seq = tonumber(a), tonumber(b)
-  end
+  redis.call('XADD', KEYS[r + 1], 'MAXLEN', '~', ARGV[r], string.format('%d-%d', ms, seq),
+             't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
 end
 redis.call('SET', KEYS[1], string.format('%d-%d', ms, seq))
 return (#ARGV - rings) / 4
@@ -248,15 +252,19 @@ class ValkeyStore:
         (the events go back to the front of the buffer)."""
         batch = [self._buffer.popleft() for _ in range(min(PIPELINE_MAX, len(self._buffer)))]
         registering = list(self._unregistered)
-        pipe = self.client.pipeline(transaction=False)
-        for key in registering:
-            pipe.hset(REGISTRY, key, json.dumps(self._rings.get(key)))
-        if self.ordered:
-            self._append_numbered(pipe, batch)
-        else:
-            self._append_per_ring(pipe, batch)
         try:
-            await pipe.execute()
+            if self.ordered:
+                commands = [
+                    resp.command("HSET", REGISTRY, key, json.dumps(self._rings.get(key)))
+                    for key in registering
+                ]
+                await resp.send(self.client, commands + self._append_numbered(batch))
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for key in registering:
+                    pipe.hset(REGISTRY, key, json.dumps(self._rings.get(key)))
+                self._append_per_ring(pipe, batch)
+                await pipe.execute()
         except BACKEND_ERRORS as err:
             self._failed(err)
             self._buffer.extendleft(reversed(batch))
@@ -269,18 +277,32 @@ class ValkeyStore:
         self.round_trips += 1
         return True
 
-    def _append_numbered(self, pipe: Any, batch: list[_Entry]) -> None:
-        """One server: one call per CALL_MAX events, every ring in it."""
+    def _append_numbered(self, batch: list[_Entry]) -> list[bytes]:
+        """One server: one call per CALL_MAX events, every ring in it, packed here."""
+        commands = []
         for start in range(0, len(batch), CALL_MAX):
-            rings: dict[bytes, int] = {}
-            args: list[bytes | int] = []
+            rings: dict[bytes, bytes] = {}  # stream -> its number in this call, packed
+            events = []
             for key, t_ns, lvl, data in batch[start : start + CALL_MAX]:
-                r = rings.get(key)
-                if r is None:
-                    r = rings[key] = len(rings) + 1
-                args += (r, t_ns, lvl, data)
-            maxlens = [self._maxlen[key] for key in rings]
-            pipe.eval(APPEND_NUMBERED, 1 + len(rings), COUNTER, *rings, *maxlens, *args)
+                ring = rings.get(key)
+                if ring is None:
+                    ring = rings[key] = resp.bulk(b"%d" % (len(rings) + 1))
+                t, level = b"%d" % t_ns, b"%d" % lvl
+                events.append(
+                    b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                    % (ring, len(t), t, len(level), level, len(data), data)
+                )
+            head = resp.command(
+                "EVAL",
+                APPEND_NUMBERED,
+                1 + len(rings),
+                COUNTER,
+                *rings,
+                *(self._maxlen[key] for key in rings),
+                more=4 * len(events),  # an event's four arguments
+            )
+            commands.append(head + b"".join(events))
+        return commands
 
     def _append_per_ring(self, pipe: Any, batch: list[_Entry]) -> None:
         """A cluster: one call per ring (a call's keys must be in one slot)."""
