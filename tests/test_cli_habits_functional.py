@@ -233,3 +233,13 @@ def test_since_compound_durations_and_local_times(logd: LogdProcess) -> None:
     done = run(env, "query", "--since", "soon")
     assert done.returncode == 2
     assert "cannot read 'soon' as a time" in done.stderr
+
+
+def test_lvl_warning_filters_reads_like_warn(logd: LogdProcess) -> None:
+    logd.write(*(Msg(svc="lv", lvl=lvl, txt=f"at {lvl}") for lvl in (3, 4, 5)))
+    wait_for(lambda: len(logd.query(svc="lv")) == 3)
+    env = client_env(logd)
+    done = run(env, "query", "--svc", "lv", "--lvl", "warning", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert [e["txt"] for e in json.loads(done.stdout)] == ["at 5", "at 4"]
+    assert done.stdout == run(env, "query", "--svc", "lv", "--lvl", "WARN", "-o", "json").stdout
