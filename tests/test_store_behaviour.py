@@ -5,15 +5,18 @@ not depend on the backend."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.server.filters import Filter
+from logd.server.http import backlog
 from logd.server.store import MemoryStore, Store
 from logd.server.store.memory import OVERFLOW_KEY
 from logd.server.store.valkey.store import ValkeyStore
+from logd.server.tail import Subscription
 from redis_support import RedisClusterNodes, RedisServer
 from support import tail_batch
 
@@ -232,3 +235,114 @@ def test_per_key_sizes_exact_then_longest_prefix(tmp_path: Path) -> None:
             3 * MiB,
             MiB,
         ]
+
+
+# --- event ids: tail history and paging (every store with ordered ids) --------------------
+
+
+def ordered(s: Store) -> bool:
+    """Whether the store's ids have one order across rings (not a Valkey cluster)."""
+    has = backlog.has_history(s)
+    assert has == (not isinstance(s, ValkeyStore) or s.ordered)
+    return has
+
+
+async def tail_from_now(s: Store, flt: Filter) -> tuple[Subscription, int]:
+    """What /tail does before its history: catch up, subscribe, then the id it cuts at."""
+    assert backlog.has_history(s)
+    if isinstance(s, backlog.FedLater):
+        await s.catch_up()
+    sub = s.subscribe(flt)
+    return sub, s.last_id()
+
+
+def test_ids_increase_in_arrival_order_across_rings_and_page_back_stably(
+    run: Callable[..., None],
+) -> None:
+    async def body(s: Store) -> None:
+        for i in range(30):  # three rings, interleaved
+            put(s, i * S, env="p", svc=f"s{i % 3}", txt=f"e{i}")
+            if i % 7 == 6:
+                await settle(s)  # several batches
+        await settle(s)
+        found = await s.query(Filter(), limit=100, offset=0)
+        assert len(set(found.ids)) == 30  # unique across rings
+        if not ordered(s):
+            assert not found.ids[0].isdigit()  # a cluster's ids: entry id and ring, not numbers
+            return
+        ids = [int(i) for i in found.ids]
+        assert ids == sorted(ids, reverse=True)  # newest first is highest id first
+        before = ids[10]  # e19
+        page = await s.query(Filter(), limit=5, offset=0, ids=(0, before - 1))
+        assert [m.txt for m in page.events] == ["e18", "e17", "e16", "e15", "e14"]
+        put(s, 100 * S, env="p", svc="s1", txt="new")
+        put(s, 101 * S, env="p", svc="s9", txt="new ring")
+        await settle(s)
+        again = await s.query(Filter(), limit=5, offset=0, ids=(0, before - 1))
+        assert again.ids == page.ids  # new writes do not shift a page
+        newer = await s.query(Filter(), limit=100, offset=0, ids=(ids[0] + 1, 2**64 - 1))
+        assert [m.txt for m in newer.events] == ["new ring", "new"]
+        assert min(int(i) for i in newer.ids) > ids[0]
+
+    run(body)
+
+
+def test_history_cut_is_the_newest_stored_and_live_events_come_after_it(
+    run: Callable[..., None],
+) -> None:
+    async def body(s: Store) -> None:
+        if not ordered(s):
+            return
+        for i in range(5):
+            put(s, i, env="p", svc=f"s{i % 2}", txt=f"old{i}")
+        await settle(s)
+        newest = max(int(i) for i in (await s.query(Filter(), limit=10, offset=0)).ids)
+        sub, cut = await tail_from_now(s, Filter())
+        try:
+            assert cut == newest  # the history has every stored event
+            put(s, 10, env="p", svc="s0", txt="live0")
+            put(s, 11, env="p", svc="s5", txt="live1")  # a ring that did not exist
+            await settle(s)
+            lines: list[str] = []
+            for _ in range(50):
+                got, dropped = await tail_batch(sub, 0.2)
+                assert dropped == 0
+                lines += got
+                if len(lines) >= 2:
+                    break
+            events = [json.loads(line) for line in lines]
+            assert [e["txt"] for e in events] == ["live0", "live1"]  # none of the history
+            assert all(int(e["id"]) > cut for e in events)
+        finally:
+            sub.close()
+
+    run(body)
+
+
+def test_evicted_after_tells_whether_events_after_an_id_are_gone(
+    run: Callable[..., None],
+) -> None:
+    async def body(s: Store) -> None:
+        if not ordered(s):
+            return
+        assert backlog.has_history(s)
+        put(s, 0, env="p", svc="a", txt="first")
+        put(s, 0, env="p", svc="b", txt="other ring")
+        await settle(s)
+        first, other = sorted(int(i) for i in (await s.query(Filter(), limit=2, offset=0)).ids)
+        for i in range(3000):  # through a 256 KiB ring, or a stream capped at 1,024 entries
+            put(s, i + 1, env="p", svc="a", txt=f"{i:0100d}")
+            if i % 500 == 499:
+                await settle(s)
+        await settle(s)
+        newest = max(int(i) for i in (await s.query(Filter(), limit=1, offset=0)).ids)
+
+        async def evicted(flt: Filter, after: int) -> bool:
+            answer = s.evicted_after(flt, after)
+            return answer if isinstance(answer, bool) else await answer
+
+        assert await evicted(Filter(), first)  # "first" and events after it are gone
+        assert not await evicted(Filter(), newest)
+        assert not await evicted(Filter.from_params({"svc": "b"}, 0), other)  # b evicted none
+
+    run(body, ring_bytes=256 * 1024)

@@ -4,6 +4,7 @@ buffer, 503-worthy reads; plus its settings and key names."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from logd.errors import ConfigError
 from logd.server.config import Config
 from logd.server.filters import Filter
 from logd.server.store.base import StoreUnavailable
+from logd.server.store.valkey import ids
 from logd.server.store.valkey import store as valkey
 from logd.server.store.valkey.replay import PREFIX, SLOTS, SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
 from redis_support import RedisClusterNodes, RedisServer
+from support import tail_batch
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -37,10 +40,12 @@ def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     nodes.stop()
 
 
-def make(server: RedisServer | RedisClusterNodes, buffer_events: int = 1000) -> ValkeyStore:
+def make(
+    server: RedisServer | RedisClusterNodes, buffer_events: int = 1000, tail_queue: int = 16
+) -> ValkeyStore:
     return ValkeyStore(
         url=server.url, password=None, buffer_events=buffer_events, ring_bytes=MiB,
-        ring_sizes={}, max_rings=8, max_tails=4, tail_queue=16, timeout=0.5,
+        ring_sizes={}, max_rings=8, max_tails=4, tail_queue=tail_queue, timeout=0.5,
     )  # fmt: skip
 
 
@@ -252,3 +257,94 @@ def test_close_ends_even_when_redis_py_loses_the_cancel(
         asyncio.run(main())
     assert "did not stop" not in caplog.text
     assert "could not send" not in caplog.text
+
+
+def test_tails_get_every_ring_in_id_order_also_past_a_read_s_count(server: RedisServer) -> None:
+    """One reader position for every ring: a ring XREAD cut off at COUNT holds back the
+    other rings' later events, and a ring another node creates meanwhile is read in among
+    them, so a tail's events come in id order, each once."""
+    server.start()
+
+    async def main() -> None:
+        a = make(server, buffer_events=20_000)
+        b = make(server, buffer_events=20_000, tail_queue=10_000)
+        await a.client.flushall()
+        await a.start()
+        await b.start()
+        sub = b.subscribe(Filter())
+        try:
+            await asyncio.sleep(0.1)  # the reader starts
+            for i in range(2500):  # past COUNT (1,000) in one ring, a few in others
+                msg = Msg(env="p", svc="big" if i % 50 else f"n{i % 3}", txt=f"e{i}")
+                (b if i % 50 else a).write(msg, i)  # a's rings are new to b
+            a.end_batch()
+            b.end_batch()
+            await a.send_all()
+            await b.send_all()
+            ids: list[int] = []
+            async with asyncio.timeout(20):
+                while len(ids) < 2500:
+                    lines, dropped = await tail_batch(sub, 0.5)
+                    assert dropped == 0
+                    ids += [int(json.loads(line)["id"]) for line in lines]
+            assert len(ids) == 2500
+            assert ids == sorted(set(ids))  # increasing: in order, no duplicate
+        finally:
+            sub.close()
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_ids_go_on_above_the_rings_when_the_counter_is_lost(server: RedisServer) -> None:
+    """A backend that lost (or evicted) the id counter: the next ids start above the newest
+    entry of the rings appended to, instead of failing on a smaller id."""
+    server.start()
+
+    async def main() -> None:
+        s = make(server)
+        await s.client.flushall()
+        await s.start()
+        try:
+            for i in range(3):
+                put(s, i)
+            await s.send_all()
+            newest = ids.number(await s.client.get(ids.COUNTER))
+            # Ahead of the clock, as after a step back of the backend's clock.
+            ahead = newest + (3600_000 << ids.SEQ_BITS)
+            await s.client.xadd(stream_key("p/a"), {"t": 3, "l": 0, "d": b""}, id=ids.entry(ahead))
+            await s.client.delete(ids.COUNTER)
+            put(s, 4)
+            await s.send_all()
+            assert s.info()["errors"] == 0
+            found = await s.query(Filter(), limit=10, offset=0)
+            assert int(found.ids[0]) == ahead + 1
+            assert ids.number(await s.client.get(ids.COUNTER)) == ahead + 1
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_checks_across_nodes_hand_their_batches_back_in_order(server: RedisServer) -> None:
+    """Concurrent checks go out on different connections and a small batch's reply can come
+    first; the frames are acted on in the order they came all the same."""
+    server.start()
+    now = 10**18
+
+    async def main() -> None:
+        s = make(server)
+        guard = SharedReplayGuard(client=s.client, max_age_ns=S, max_future_ns=0, clock=lambda: now)
+        order: list[int] = []
+        try:
+            big = [(i.to_bytes(16, "big"), now) for i in range(20_000)]
+            guard.submit(big, lambda fresh: order.append(len(fresh)))
+            guard.submit([(b"x" * 16, now)], lambda fresh: order.append(len(fresh)))
+            await guard.close()
+            assert order == [20_000, 1]
+            assert guard.info()["checked"] == 20_001
+        finally:
+            await s.close()
+
+    asyncio.run(main())
