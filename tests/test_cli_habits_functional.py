@@ -189,6 +189,18 @@ def test_query_follow_shows_the_matches_then_new_ones(
     assert nd.stop() == 0  # Ctrl-C ends it quietly
 
 
+def test_query_follow_pages_a_limit_past_the_servers_cap(
+    shop: LogdProcess, follows: list[Follow]
+) -> None:
+    assert shop.get("/", {"limit": "10001"})[0] == 400  # one query may not ask that much
+    big = Follow(client_env(shop), "--svc", "shop", "--limit", "10001", "-o", "ndjson")
+    follows.append(big)
+    assert [json.loads(big.line())["txt"] for _ in range(3)] == ["first", "second", "third"]
+    wait_for(lambda: shop.info()["tail"]["subscribers"] == 1)
+    shop.write(Msg(svc="shop", txt="fourth"))
+    assert json.loads(big.line())["txt"] == "fourth"
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [

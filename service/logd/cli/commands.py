@@ -382,8 +382,12 @@ def _query_then_follow(client: ReadClient, params: Params, fmt: str | None, pain
         raise ClientError(f"--follow goes on from now: it cannot be used with --{given[0]}")
     if fmt == "json":
         raise ClientError("--follow writes one event per line: use -o ndjson (or -o text)")
-    events = json.loads(client.query(params))
-    marker = events.pop() if events and "truncated" in events[-1] else None
+    limit = next((v for k, v in params if k == "limit"), "")
+    if limit.isdigit() and int(limit) > PAGE:
+        events, marker = _pages(client, params, int(limit))
+    else:
+        events = json.loads(client.query(params))
+        marker = events.pop() if events and "truncated" in events[-1] else None
     show = _shower(as_json=fmt is not None, paint=paint)
     for event in reversed(events):
         show(event)
