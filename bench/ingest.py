@@ -39,6 +39,7 @@ from bench.procs import (
 BARE_RECV = Path(__file__).with_name("bare_recv.py")
 IDLE_S = 0.3  # no progress for this long: the server has taken all it will take
 DRAIN_TIMEOUT_S = 10.0
+PLAIN = Load()  # the frames of a fill unless asked otherwise: one event of 100 bytes of txt
 
 
 @dataclass(frozen=True)
@@ -233,29 +234,46 @@ def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[
 
 
 def fill_while_stopped(
-    pid: int, sender: Path, port: int, secret: str, packets: int, cores: Cores
-) -> None:
-    """Stop `pid` (SIGSTOP) while the sender queues `packets` frames in its socket buffer,
-    then let it go: it is kept busy until it has drained them."""
+    pid: int,
+    sender: Path,
+    port: int,
+    secret: str,
+    packets: int,
+    cores: Cores,
+    load: Load = PLAIN,
+) -> dict[str, Any]:
+    """Stop `pid` (SIGSTOP) while the sender queues `packets` frames of `load` in its socket
+    buffer, then let it go: it is kept busy until it has drained them. The sender's result."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        send(sender, port, secret, Load(seconds=600, count=packets), cores.load)
+        return send(sender, port, secret, replace(load, seconds=600, count=packets), cores.load)
     finally:
         os.kill(pid, signal.SIGCONT)
 
 
 def logd_drain(
-    server: LogdServer, sender: Path, cores: Cores, *, packets: int, rounds: int
+    server: LogdServer,
+    sender: Path,
+    cores: Cores,
+    *,
+    packets: int,
+    rounds: int,
+    load: Load = PLAIN,
 ) -> dict[str, Any]:
     """logd kept busy, measured as the bare loop is (bare_drain): stopped while the sender
     fills its socket buffer, then measured while it empties it. Once the sender can no
     longer keep logd saturated, this is its cost per frame at saturation; the flat-out
     figure then includes waking up for short bursts. The server must run with a max_age
-    longer than a fill takes, so that no queued frame is refused as stale."""
+    longer than a fill takes, so that no queued frame is refused as stale. `load`: what the
+    frames hold (its rate, duration and count are the fill's)."""
     total: dict[str, float] = {"cpu_s": 0.0, "received": 0, "stored": 0}
+    frame_bytes = 0
     for _ in range(rounds):
         before, _ = wait_drained(server, cores, server.udp_port)
-        fill_while_stopped(server.pid, sender, server.udp_port, server.write_secret, packets, cores)
+        sent = fill_while_stopped(
+            server.pid, sender, server.udp_port, server.write_secret, packets, cores, load
+        )
+        frame_bytes += sent["frame_bytes"]
         after, _ = wait_drained(server, cores, server.udp_port)
         d = before.delta(after)
         for key in total:
@@ -264,6 +282,7 @@ def logd_drain(
         "sent": packets * rounds,
         **total,
         "cpu_us_per_frame": 1e6 * total["cpu_s"] / max(1, total["received"]),
+        "bytes_per_frame": frame_bytes / (packets * rounds),
     }
 
 

@@ -215,6 +215,7 @@ class Load:
     error_every: int = 0
     svc: str = "api"
     keys: int = 0  # frames cycle over services <svc>-0 .. <svc>-<keys-1> (0: svc alone)
+    origin: bool = False  # sender and seq on every frame, host and pid on every event
 
     def args(self) -> list[str]:
         return [
@@ -227,6 +228,7 @@ class Load:
             f"--error-every={self.error_every}",
             f"--svc={self.svc}",
             f"--keys={self.keys}",
+            *(["--origin"] if self.origin else []),
         ]
 
 

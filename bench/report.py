@@ -72,6 +72,12 @@ ROWS = [
         "(Go: 3.5-3.8 µs)"),
     Row("ingest.frames_per_cpu_s", "per-frame ingest: frames per CPU-second", _rate,
         "(Go: 263-286k)"),
+    Row("ingest.origin_drain_cpu_us_per_frame",
+        "per-frame ingest kept busy, sender/seq/host/pid set: CPU per frame", _us, ""),
+    Row("ingest.origin_ratio", "per-frame CPU kept busy: with sender/seq/host/pid / without",
+        _times, "<= 1.05x", lambda v: v <= 1.05),
+    Row("ingest.origin_same_bytes_ratio",
+        "per-frame CPU kept busy: with them / as many bytes of txt instead", _times, ""),
     Row("bare.cpu_us_per_packet", "bare Python recv_into loop kept busy: CPU per packet",
         _us, "(ref. machine: 1.25-1.5 µs)"),
     Row("bare.live_cpu_us_per_packet", "bare loop fed live by the sender: CPU per packet",
@@ -191,6 +197,14 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         out["bare.cpu_us_per_packet"] = bare
         out["bare.live_cpu_us_per_packet"] = med("bare", "cpu_us_per_packet")
         out["ingest.ratio_to_bare"] = per_frame / bare if bare > 0 else math.nan
+        if raw.get("logd_drain_origin"):
+            out["ingest.origin_drain_cpu_us_per_frame"] = med(
+                "logd_drain_origin", "cpu_us_per_frame"
+            )
+            out["ingest.origin_ratio"] = _ratio(raw["logd_drain"], raw["logd_drain_origin"])
+            out["ingest.origin_same_bytes_ratio"] = _ratio(
+                raw["logd_drain_padded"], raw["logd_drain_origin"]
+            )
         out["batched.events_per_s"] = med("batched", "events_per_s")
         per_event = med("batched", "cpu_us_per_event")
         out["batched.cpu_us_per_event"] = per_event
@@ -227,6 +241,14 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         out["logger.call_us"] = "pending: logd.logger not written yet"
     out |= summarise_memory(raw)
     return out
+
+
+def _ratio(reference: list[dict[str, Any]], runs: list[dict[str, Any]]) -> float:
+    """The median of the per-run ratios of CPU per frame (both measured in the same run)."""
+    pairs = zip(reference, runs, strict=True)
+    return median(
+        [b["cpu_us_per_frame"] / a["cpu_us_per_frame"] for a, b in pairs if a["cpu_us_per_frame"]]
+    )
 
 
 def summarise_memory(raw: dict[str, Any]) -> dict[str, float | str]:

@@ -33,6 +33,10 @@ MiB = 1 << 20
 SECTIONS = ("ingest", "steps", "query", "tail", "logger", "memory")
 BUSY = 0.15  # a share of a core taken by other processes that makes results doubtful
 MIN_FILL_RATE = 20_000.0  # events/s
+# What bench/sender.c --origin adds to a one-event frame: host (26 bytes) and pid per event,
+# sender and seq per frame (3 bytes from seq 16,384 to 2**21), less the byte a txt past 127
+# bytes adds to its length. The smoke test checks that the frames match.
+ORIGIN_BYTES = 44
 
 
 @dataclass(frozen=True)
@@ -229,16 +233,25 @@ class Bench:
                 )
             )
             # Frames wait in the buffer while logd is stopped: a long max_age keeps them fresh.
-            with self.server(s.drain_rcvbuf, extra=["--max-age=120"]) as server:
-                self.raw.setdefault("logd_drain", []).append(
-                    ingest.logd_drain(
-                        server,
-                        self.sender,
-                        self.cores,
-                        packets=s.drain_packets,
-                        rounds=s.drain_rounds,
+            # Then the same frames numbered and with their origin (sender, seq, host, pid),
+            # and frames as long as those without them (txt longer by as many bytes).
+            drains = {
+                "logd_drain": Load(),
+                "logd_drain_origin": Load(origin=True),
+                "logd_drain_padded": Load(txt_len=Load().txt_len + ORIGIN_BYTES),
+            }
+            for name, frames in drains.items():
+                with self.server(s.drain_rcvbuf, extra=["--max-age=120"]) as server:
+                    self.raw.setdefault(name, []).append(
+                        ingest.logd_drain(
+                            server,
+                            self.sender,
+                            self.cores,
+                            packets=s.drain_packets,
+                            rounds=s.drain_rounds,
+                            load=frames,
+                        )
                     )
-                )
             self.raw.setdefault("saturation", []).append(saturation(flat, s.sat_rcvbuf))
             batched = replace(flat, batch=s.batch)
             self.raw.setdefault("batched", []).append(saturation(batched, s.batched_rcvbuf))

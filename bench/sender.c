@@ -8,9 +8,10 @@
  *
  * Frames go out with sendmmsg, paced to --rate frames/s (0: flat out), for
  * --duration seconds or --count frames, or until SIGTERM/SIGINT. With --keys N,
- * frame i goes to service "<svc>-<i mod N>" (N rings at once). The secret comes
- * from LOGD_WRITE_SECRET (never argv, which `ps` shows). The result is one JSON
- * line on stdout.
+ * frame i goes to service "<svc>-<i mod N>" (N rings at once). With --origin, frames
+ * carry sender and seq (1, 2, 3...) and events host and pid, as logd.logger sends them.
+ * The secret comes from LOGD_WRITE_SECRET (never argv, which `ps` shows). The result is
+ * one JSON line on stdout.
  *
  * --test-vector prints docs/protocol.md's test-vector frame in hex, built by the same code.
  */
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -66,7 +68,14 @@ struct opts {
     const char *env;
     const char *svc;
     int keys;         /* frames cycle over this many services <svc>-<i> (0: svc alone) */
+    int origin;       /* --origin: sender and seq on every frame, host and pid on every event */
 };
+
+/* What --origin sets, as logd.logger does: a host name of the length EC2 gives (the same
+ * on every machine, so that runs compare), this pid, 8 random bytes. */
+static const char origin_host[] = "ip-10-0-12-34.ec2.internal";
+static uint32_t origin_pid;
+static unsigned char origin_sender[8];
 
 struct signer {
     EVP_MAC_CTX *ctx;
@@ -159,9 +168,9 @@ static size_t put_bytes(unsigned char *p, unsigned tag, const void *data, size_t
     return n + len;
 }
 
-/* Msg{t (when t_ns >= 0), env=3, svc=4, lvl=6, txt=7}. */
+/* Msg{t (when t_ns >= 0), env=3, svc=4, lvl=6, txt=7, host=14 and pid=15 (with `origin`)}. */
 static size_t encode_msg(unsigned char *p, int64_t t_ns, const char *env, const char *svc,
-                         int lvl, const char *txt, size_t txt_len) {
+                         int lvl, const char *txt, size_t txt_len, int origin) {
     size_t n = 0;
     if (t_ns >= 0) {
         unsigned char ts[24];
@@ -179,6 +188,11 @@ static size_t encode_msg(unsigned char *p, int64_t t_ns, const char *env, const 
         n += put_varint(p + n, (uint64_t)lvl);
     }
     n += put_bytes(p + n, 0x3a, txt, txt_len);
+    if (origin) {
+        n += put_bytes(p + n, 0x72, origin_host, strlen(origin_host));
+        p[n++] = 0x78;
+        n += put_varint(p + n, origin_pid);
+    }
     return n;
 }
 
@@ -197,9 +211,10 @@ static size_t make_txt(char *out, int len, uint64_t seq, int64_t sent, int marke
     return at;
 }
 
-/* Payload of one frame carrying events seq0..seq0+batch-1; returns its length. */
+/* Payload of one frame carrying events seq0..seq0+batch-1 (with --origin: numbered
+ * `frame_no`, from 1); returns its length. */
 static size_t encode_cmd(unsigned char *p, const struct opts *o, const char *svc, uint64_t seq0,
-                         int64_t t_ns, size_t *msg_bytes) {
+                         uint64_t frame_no, int64_t t_ns, size_t *msg_bytes) {
     static unsigned char msg[MAX_TXT + 256];
     static char txt[MAX_TXT + 1];
     size_t n = 0;
@@ -208,10 +223,16 @@ static size_t encode_cmd(unsigned char *p, const struct opts *o, const char *svc
         int marker = o->marker_every > 0 && seq % (uint64_t)o->marker_every == 0;
         int error = o->error_every > 0 && seq % (uint64_t)o->error_every == 0;
         size_t tl = make_txt(txt, o->txt_len, seq, t_ns, marker);
-        size_t ml = encode_msg(msg, t_ns, o->env, svc, error ? LVL_ERROR : LVL_INFO, txt, tl);
+        size_t ml = encode_msg(msg, t_ns, o->env, svc, error ? LVL_ERROR : LVL_INFO, txt, tl,
+                               o->origin);
         *msg_bytes += ml;
         /* Cmd.msg (2) for a single event, Cmd.batch (4) for a batch. */
         n += put_bytes(p + n, o->batch == 1 ? 0x12 : 0x22, msg, ml);
+    }
+    if (o->origin) { /* Cmd.sender (5), Cmd.seq (6) */
+        n += put_bytes(p + n, 0x2a, origin_sender, sizeof origin_sender);
+        p[n++] = 0x30;
+        n += put_varint(p + n, frame_no);
     }
     return n;
 }
@@ -220,7 +241,7 @@ static int test_vector(void) {
     struct signer s;
     signer_init(&s, "test-secret");
     unsigned char frame[256], msg[128];
-    size_t ml = encode_msg(msg, -1, "prod", "api", LVL_INFO, "hello", 5);
+    size_t ml = encode_msg(msg, -1, "prod", "api", LVL_INFO, "hello", 5, 0);
     size_t pl = put_bytes(frame + HEADER_LEN, 0x12, msg, ml);
     sign_frame(&s, frame, pl, 1700000000000000000LL);
     for (size_t i = 0; i < HEADER_LEN + pl; i++) printf("%02x", frame[i]);
@@ -234,7 +255,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: sender --port N [--host 127.0.0.1] [--rate FPS|0] [--duration S] [--count N]\n"
             "              [--batch N] [--txt-len N] [--marker-every N] [--error-every N]\n"
-            "              [--burst N] [--cpu N] [--env E] [--svc S] [--keys N]\n"
+            "              [--burst N] [--cpu N] [--env E] [--svc S] [--keys N] [--origin]\n"
             "              (secret: LOGD_WRITE_SECRET)\n"
             "       sender --test-vector\n");
     exit(2);
@@ -243,8 +264,8 @@ static void usage(void) {
 /* Room for one frame: per event its txt, names (svc-<key>: up to 16 more bytes) and at
  * most ~50 bytes of tags, lengths, level and time. */
 static size_t frame_capacity(const struct opts *o) {
-    size_t names = strlen(o->env) + strlen(o->svc) + 16;
-    return (size_t)o->batch * ((size_t)o->txt_len + names + 64) + HEADER_LEN;
+    size_t names = strlen(o->env) + strlen(o->svc) + 16 + (o->origin ? MAX_NAME + 8 : 0);
+    return (size_t)o->batch * ((size_t)o->txt_len + names + 64) + HEADER_LEN + 24;
 }
 
 static void parse(int argc, char **argv, struct opts *o) {
@@ -254,6 +275,7 @@ static void parse(int argc, char **argv, struct opts *o) {
         {"txt-len", 1, 0, 't'},     {"marker-every", 1, 0, 'm'}, {"error-every", 1, 0, 'e'},
         {"burst", 1, 0, 'u'},       {"cpu", 1, 0, 'C'},         {"env", 1, 0, 'E'},
         {"svc", 1, 0, 'S'},         {"keys", 1, 0, 'K'},        {"test-vector", 0, 0, 'T'},
+        {"origin", 0, 0, 'O'},
         {0, 0, 0, 0},
     };
     int c;
@@ -273,6 +295,7 @@ static void parse(int argc, char **argv, struct opts *o) {
         case 'E': o->env = optarg; break;
         case 'S': o->svc = optarg; break;
         case 'K': o->keys = atoi(optarg); break;
+        case 'O': o->origin = 1; break;
         case 'T': exit(test_vector());
         default: usage();
         }
@@ -296,8 +319,13 @@ static double cpu_seconds(void) {
 }
 
 int main(int argc, char **argv) {
-    struct opts o = {"127.0.0.1", 0, 0, 5.0, 0, 1, 100, 0, 0, 32, -1, "bench", "api", 0};
+    struct opts o = {"127.0.0.1", 0, 0, 5.0, 0, 1, 100, 0, 0, 32, -1, "bench", "api", 0, 0};
     parse(argc, argv, &o);
+    if (o.origin) {
+        origin_pid = (uint32_t)getpid();
+        if (getrandom(origin_sender, sizeof origin_sender, 0) != sizeof origin_sender)
+            die("cannot read 8 random bytes for --origin");
+    }
     const char *secret = getenv("LOGD_WRITE_SECRET");
     if (!secret || !*secret) die("set LOGD_WRITE_SECRET to the server's write secret");
     struct signer s;
@@ -358,7 +386,8 @@ int main(int argc, char **argv) {
                 snprintf(svc, sizeof svc, "%s-%lld", o.svc, (sent + i) % o.keys);
             else
                 snprintf(svc, sizeof svc, "%s", o.svc);
-            size_t pl = encode_cmd(f + HEADER_LEN, &o, svc, seq, t, &msg_bytes);
+            size_t pl = encode_cmd(f + HEADER_LEN, &o, svc, seq, (uint64_t)(sent + i + 1), t,
+                                   &msg_bytes);
             sign_frame(&s, f, pl, t);
             seq += (uint64_t)o.batch;
             iov[i].iov_base = f;

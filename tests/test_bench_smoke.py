@@ -29,6 +29,7 @@ NUMBERS = [
     "ingest.saturation_frames_per_s",
     "ingest.cpu_us_per_frame",
     "ingest.drain_cpu_us_per_frame",
+    "ingest.origin_drain_cpu_us_per_frame",
     "bare.cpu_us_per_packet",
     "batched.events_per_s",
     "batched.cpu_us_per_event",
@@ -60,6 +61,35 @@ def test_sender_signs_the_protocol_test_vector(sender: Path) -> None:
     assert out.strip() == VECTOR_FRAME
 
 
+def test_sender_origin_numbers_frames_and_names_the_host(sender: Path) -> None:
+    """--origin: what logd.logger sends (sender and seq 1, 2, ... per frame, host and pid
+    per event), encoded as protobuf would encode it."""
+    import os
+    import socket
+
+    from logd._pb.logd_pb2 import Cmd
+    from logd.wire import HEADER_LEN
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        env = {**os.environ, "LOGD_WRITE_SECRET": "bench-smoke-secret"}
+        args = [str(sender), f"--port={rx.getsockname()[1]}", "--count=3", "--batch=2", "--origin"]
+        subprocess.run(args, env=env, check=True, capture_output=True)
+        payloads = [rx.recv(65_536)[HEADER_LEN:] for _ in range(3)]
+    finally:
+        rx.close()
+    cmds = [Cmd.FromString(p) for p in payloads]
+    assert [c.SerializeToString() for c in cmds] == payloads  # field order, shortest varints
+    assert [c.seq for c in cmds] == [1, 2, 3]
+    assert len({c.sender for c in cmds}) == 1
+    assert len(cmds[0].sender) == 8
+    assert {(m.host, m.pid > 0) for c in cmds for m in c.batch} == {
+        ("ip-10-0-12-34.ec2.internal", True)
+    }
+
+
 @pytest.mark.timeout(240)
 def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
@@ -81,7 +111,13 @@ def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> N
     assert "ingest.ratio_to_bare" in summary
     for run_ in results["raw"]["saturation"] + results["raw"]["batched"]:
         assert "bad_mac" not in run_["rejected"]
-    for run_ in results["raw"]["logd_drain"]:  # kept busy: nothing queued went stale
+    assert "ingest.origin_ratio" in summary
+    raw = results["raw"]
+    for origin, padded in zip(raw["logd_drain_origin"], raw["logd_drain_padded"], strict=True):
+        # the same bytes, but for the seq's varint: 1 to 3 bytes as it grows
+        assert abs(origin["bytes_per_frame"] - padded["bytes_per_frame"]) < 1
+    for run_ in raw["logd_drain"] + raw["logd_drain_origin"] + raw["logd_drain_padded"]:
+        # kept busy: nothing queued went stale
         assert run_["stored"] == run_["received"] == run_["sent"]
     logger = summary.get("logger.call_us")
     assert isinstance(logger, float | str)

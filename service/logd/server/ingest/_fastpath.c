@@ -342,7 +342,9 @@ static PyTypeObject ReplayTableType = {
 typedef struct {
     uint64_t sender, highest, frames, lost;
     int64_t last_seen;
-    uint64_t window[WINDOW_WORDS]; /* bit i: seq highest - 1 - i counted lost, not come */
+    /* The seqs highest - WINDOW .. highest - 1 counted lost and not come, a bit each at
+     * seq % WINDOW: a frame one above the highest (the usual case) clears one bit. */
+    uint64_t window[WINDOW_WORDS];
     int32_t prev, next;             /* toward the newer and the older entry */
     uint8_t host_len, svc_len;
     char host[MAX_NAME], svc[MAX_NAME];
@@ -351,7 +353,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Writer *entries;  /* capacity of them, `count` used */
-    int32_t *index;   /* 2 * capacity slots: an entry's number, or -1 */
+    int32_t *index;   /* mask + 1 slots (a power of two, at least 2 * capacity): an entry, or -1 */
+    size_t mask;
     Py_ssize_t capacity, count;
     int32_t newest, oldest;
     uint64_t seed;
@@ -365,23 +368,21 @@ static uint64_t wt_hash(const WriterTable *t, uint64_t sender) {
     return z ^ (z >> 31);
 }
 
-static size_t wt_slots(const WriterTable *t) { return (size_t)t->capacity * 2; }
-
 /* The index slot of `sender`: where it is, or the empty slot where it would go. */
 static size_t wt_slot(const WriterTable *t, uint64_t sender) {
-    size_t n = wt_slots(t), i = (size_t)(wt_hash(t, sender) % n);
-    while (t->index[i] >= 0 && t->entries[t->index[i]].sender != sender) i = (i + 1) % n;
+    size_t i = (size_t)wt_hash(t, sender) & t->mask;
+    while (t->index[i] >= 0 && t->entries[t->index[i]].sender != sender) i = (i + 1) & t->mask;
     return i;
 }
 
 static void wt_unindex(WriterTable *t, uint64_t sender) {
-    size_t n = wt_slots(t), hole = wt_slot(t, sender), i = hole;
+    size_t hole = wt_slot(t, sender), i = hole;
     t->index[hole] = -1;
     for (;;) { /* shift back the entries after the hole that probed past it */
-        i = (i + 1) % n;
+        i = (i + 1) & t->mask;
         int32_t e = t->index[i];
         if (e < 0) return;
-        size_t home = (size_t)(wt_hash(t, t->entries[e].sender) % n);
+        size_t home = (size_t)wt_hash(t, t->entries[e].sender) & t->mask;
         if ((i > hole && (home <= hole || home > i)) || (i < hole && home <= hole && home > i)) {
             t->index[hole] = e;
             t->index[i] = -1;
@@ -407,21 +408,21 @@ static void wt_push(WriterTable *t, int32_t e) {
     if (t->oldest < 0) t->oldest = e;
 }
 
-/* The window shifted up by d >= 1 seqs: the d - 1 between were lost (bits 0 .. d - 2). */
-static void wt_advance(uint64_t *win, uint64_t d) {
-    if (d > WINDOW) {
+static void wt_set(uint64_t *win, uint64_t seq, int on) {
+    uint64_t slot = seq % WINDOW, bit = 1ULL << (slot % 64);
+    win[slot / 64] = on ? win[slot / 64] | bit : win[slot / 64] & ~bit;
+}
+
+/* The highest moves from `highest` to `seq`: `highest` (seen) joins the window, the seqs
+ * between (lost) too, and as many leave it, the ones whose slots they take. */
+static void wt_advance(uint64_t *win, uint64_t highest, uint64_t seq) {
+    uint64_t gap = seq - highest - 1;
+    if (gap >= WINDOW) { /* the whole window is the gap */
         memset(win, 0xFF, WINDOW_WORDS * sizeof *win);
         return;
     }
-    int words = (int)(d / 64), bits = (int)(d % 64);
-    for (int j = WINDOW_WORDS - 1; j >= 0; j--) {
-        uint64_t hi = j - words >= 0 ? win[j - words] << bits : 0;
-        uint64_t lo = bits && j - words - 1 >= 0 ? win[j - words - 1] >> (64 - bits) : 0;
-        win[j] = hi | lo;
-    }
-    uint64_t gap = d - 1; /* set bits 0 .. gap - 1 */
-    for (int j = 0; gap > 0; j++, gap = gap > 64 ? gap - 64 : 0)
-        win[j] |= gap >= 64 ? ~0ULL : (1ULL << gap) - 1;
+    wt_set(win, highest, 0);
+    for (uint64_t s = highest + 1; s < seq; s++) wt_set(win, s, 1);
 }
 
 static void wt_name(char *dst, uint8_t *len, const uint8_t *src, size_t n) {
@@ -481,14 +482,13 @@ static void wt_note(WriterTable *t, const uint8_t *sender, size_t sender_len, ui
     }
     if (seq > w->highest) {
         uint64_t gap = seq - w->highest - 1;
-        wt_advance(w->window, gap + 1); /* gap <= 2**64 - 3: seq <= 2**64 - 1, highest >= 1 */
+        wt_advance(w->window, w->highest, seq);
         w->highest = seq;
         w->lost += gap; /* at most 2**64 - 2 in all: highest never passes 2**64 - 1 */
         t->lost = t->lost + gap < t->lost ? UINT64_MAX : t->lost + gap;
     } else if (seq < w->highest && w->highest - 1 - seq < WINDOW) {
-        uint64_t i = w->highest - 1 - seq, bit = 1ULL << (i % 64);
-        if (w->window[i / 64] & bit) {
-            w->window[i / 64] &= ~bit;
+        if (w->window[seq % WINDOW / 64] >> (seq % 64) & 1) { /* counted lost: now it came */
+            wt_set(w->window, seq, 0);
             w->lost--;
             if (t->lost) t->lost--;
         }
@@ -503,15 +503,18 @@ static int WriterTable_init(WriterTable *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "the writers table needs a capacity of at least 1");
         return -1;
     }
+    size_t slots = 2;
+    while (slots < (size_t)capacity * 2) slots *= 2;
     PyMem_Free(self->entries);
     PyMem_Free(self->index);
     self->entries = PyMem_Calloc((size_t)capacity, sizeof(Writer));
-    self->index = PyMem_Malloc((size_t)capacity * 2 * sizeof(int32_t));
+    self->index = PyMem_Malloc(slots * sizeof(int32_t));
     if (self->entries == NULL || self->index == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(self->index, 0xFF, (size_t)capacity * 2 * sizeof(int32_t)); /* all -1 */
+    memset(self->index, 0xFF, slots * sizeof(int32_t)); /* all -1 */
+    self->mask = slots - 1;
     self->capacity = capacity;
     self->count = 0;
     self->newest = self->oldest = -1;
