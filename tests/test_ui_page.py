@@ -398,6 +398,28 @@ def test_a_network_drop_resumes_after_the_last_id_with_a_gap_marker(
         proc.stop()
 
 
+def test_a_throttled_tail_is_told_and_retried(tmp_path: Path, browser: Any) -> None:
+    import http.client
+
+    proc = start_logd(tmp_path, env={"LOGD_MAX_TAILS": "1"})
+    host, port = urllib.parse.urlsplit(proc.http_url).netloc.split(":")
+    other = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        other.request("GET", "/tail", headers={"Authorization": proc.read_secret})
+        assert other.getresponse().status == 200  # the one tail this server allows
+        open_page(browser, proc, "?env=t-busy")
+        message = lambda: by_css(browser, "#msg")[0].text  # noqa: E731
+        wait_for(lambda: "Throttled by the server: too many live tails" in message())
+        assert "retry in 5 s" in message()
+        other.close()  # the place frees: the page's next try gets it
+        wait_for(lambda: by_css(browser, "#conn.on"), timeout=20)
+        write(proc, "t-busy", "through at last")
+        wait_for(lambda: row_texts(browser) == ["through at last"])
+    finally:
+        other.close()
+        proc.stop()
+
+
 def test_the_page_is_served_with_its_security_headers(server: LogdProcess) -> None:
     for path, media in (
         ("/ui/", "text/html"),

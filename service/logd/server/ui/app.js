@@ -5,6 +5,9 @@
 
 const KEEP_ROWS = 2000; // events kept in the list (and held while paused), newest first
 const ROW_PX = 20; // every row's height (app.css .row): the list draws only the rows in view
+// The list changes at most 10 times a second (each time at an animation frame): no one reads
+// faster, and the page keeps its frames for scrolling and clicks at 1,000 events/s.
+const DRAW_EVERY_MS = 100;
 const BACKLOG = 200; // events a live view starts with (/tail n=) and a page of older ones
 const MAX_LINE = 4 << 20; // a stream line longer than this is not logd's: reconnect
 const HITS_EVERY_MS = 2000; // the histogram follows the live tail at most this often
@@ -26,6 +29,8 @@ const state = {
   oldestId: null, // the oldest event shown, for before=
   pending: [], // events to draw at the next animation frame, oldest first
   frame: 0,
+  drawn: 0, // when the list last changed (the animation frames' clock)
+  counted: 0, // an animation frame is asked for to show the waiting count
   items: [], // what the list holds, newest first: events and markers, at most KEEP_ROWS
   scrolled: 0, // an animation frame is asked for to draw the rows in view
   paused: false,
@@ -270,6 +275,7 @@ async function live(view) {
       } else {
         $("conn").textContent = "live";
         $("conn").className = "conn on";
+        say(""); // a refusal or a break told before is over
         wait = 500;
         await readLines(response.body.getReader(), view);
       }
@@ -321,17 +327,22 @@ function arrived(item) {
     state.waitingCount += 1;
     state.waiting.push(item);
     if (state.waiting.length > KEEP_ROWS) state.waiting.shift();
-    showPause();
+    if (!state.counted) state.counted = requestAnimationFrame(showPause);
     return;
   }
   state.pending.push(item);
   if (!state.frame) state.frame = requestAnimationFrame(draw);
 }
 
-// One update per animation frame, whatever the rate: the new events go on top of the
+// One update per animation frame at most, whatever the rate: the new events go on top of the
 // held ones and only the rows in view are drawn (~20 elements whatever the list holds), so
 // 1,000 events/s costs what the visible rows cost.
-function draw() {
+function draw(now) {
+  if (now - state.drawn < DRAW_EVERY_MS) {
+    state.frame = requestAnimationFrame(draw);
+    return;
+  }
+  state.drawn = now;
   state.frame = 0;
   const fresh = state.pending.slice(-KEEP_ROWS).reverse();
   const skipped = state.pending.length - fresh.length;
@@ -426,6 +437,7 @@ function togglePause() {
 }
 
 function showPause() {
+  state.counted = 0;
   $("pause").textContent = state.paused ? "Resume" : "Pause";
   $("pause").setAttribute("aria-pressed", String(state.paused));
   $("waiting").textContent = state.paused ? `${state.waitingCount} waiting` : "";
