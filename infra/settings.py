@@ -47,6 +47,9 @@ class DeploySettings:
     """A managed prefix list (pl-...) that may write and read, in addition to allowed_cidrs."""
     alarm_topic_arn: str | None = None
     """SNS topic told when a rotation fails; None: the alarm only shows in CloudWatch."""
+    alerts_sns_topic_arn: str | None = None
+    """SNS topic that logd's alert rules notify (logdrc.yml `notify: {sns_topic_arn: ...}`):
+    the hosts may publish to it, through an SNS endpoint; None: no SNS for alerts."""
     nodes: int = 1
     """1: one instance with its own store; more: that many behind a load balancer, on Valkey."""
     az: str | None = None
@@ -72,6 +75,9 @@ class DeploySettings:
             ),
             alarm_topic_arn=_optional(
                 get("alarm_topic_arn"), "alarm_topic_arn", _TOPIC_ARN, "an SNS topic ARN"
+            ),
+            alerts_sns_topic_arn=_optional(
+                get("alerts_sns_topic_arn"), "alerts_sns_topic_arn", _TOPIC_ARN, "an SNS topic ARN"
             ),
             nodes=_nodes(get("nodes"), default=cls.nodes),
             az=_optional(get("az"), "az", _AZ, "an availability zone name like us-east-1a"),

@@ -334,13 +334,15 @@ RULES = [
     {"name": "text", "filter": {"txt": "timeout", "lvl": "info"}, "over": "1m", "threshold": 10**6},
     {"name": "other-ring", "filter": {"svc": "billing"}, "over": "1m", "threshold": 10**6},
     {"name": "excluded", "filter": {"env!": "prod"}, "over": "1m", "threshold": 10**6},
+    {"name": "kelvin", "filter": {"txt": "kelvin"}, "over": "1m", "threshold": 10**6},
+    {"name": "nowhere", "filter": {"txt": "deadlock"}, "over": "1m", "threshold": 10**6},
 ]
 
 
 def test_a_run_counts_as_its_events_one_by_one() -> None:
     msgs = [
         msg(lvl=lvl, txt=txt)
-        for lvl, txt in [(3, "ok"), (4, "slow"), (5, "TIMEOUT here"), (1, "timeout"), (6, "x")] * 7
+        for lvl, txt in [(3, "ok"), (4, "slow"), (5, "TIMEOUT here"), (1, "timeout"), (6, "\u212aELVIN")] * 7
     ]
     clock = Clock()
     one, _ = engine(RULES, clock)
@@ -350,7 +352,15 @@ def test_a_run_counts_as_its_events_one_by_one() -> None:
     data, ends, lvls = run_of(msgs)
     runs.run("prod", "api", data, ends, lvls)
     counts = {r["name"]: r["count"] for r in one.status()}
-    assert counts == {"all": 35, "level": 21, "text": 7, "other-ring": 0, "excluded": 0}
+    assert counts == {
+        "all": 35,
+        "level": 21,
+        "text": 7,
+        "other-ring": 0,
+        "excluded": 0,
+        "kelvin": 7,  # KELVIN SIGN lowers to "k": the run's lowered bytes must not decide
+        "nowhere": 0,
+    }
     assert {r["name"]: r["count"] for r in runs.status()} == counts
 
 
@@ -373,7 +383,9 @@ def test_a_rule_that_cannot_match_a_ring_is_not_selected_for_it() -> None:
     chosen = eng._select("dev", "billing")
     assert sorted(state.rule.name for state, _, _ in chosen) == [
         "excluded",
+        "kelvin",
         "level",
+        "nowhere",
         "other-ring",
         "text",  # a text search can match in any ring
     ]

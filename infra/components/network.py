@@ -81,21 +81,24 @@ class LogdNetwork(Construct):
             subnet_type=subnet_type, availability_zones=[az] if az else None
         )
         self.s3_endpoint: ec2.GatewayVpcEndpoint | None = None
+        self._create_endpoints = create_endpoints
         if create_endpoints:
             self.s3_endpoint = self.vpc.add_gateway_endpoint(
                 "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
             )
             for name, service in INTERFACE_ENDPOINTS.items():
-                endpoint = self.vpc.add_interface_endpoint(
-                    name,
-                    service=service,
-                    subnets=self.subnets,
-                    private_dns_enabled=True,
-                    open=False,
-                )
-                endpoint.connections.allow_default_port_from(
-                    ec2.Peer.ipv4(self.cidr), "HTTPS from the VPC"
-                )
+                self._interface_endpoint(name, service)
+
+    def _interface_endpoint(self, name: str, service: ec2.IInterfaceVpcEndpointService) -> None:
+        endpoint = self.vpc.add_interface_endpoint(
+            name, service=service, subnets=self.subnets, private_dns_enabled=True, open=False
+        )
+        endpoint.connections.allow_default_port_from(ec2.Peer.ipv4(self.cidr), "HTTPS from the VPC")
+
+    def add_sns_endpoint(self) -> None:
+        """SNS for alert notices (the host has no NAT), unless the VPC brings its own."""
+        if self._create_endpoints:
+            self._interface_endpoint("Sns", ec2.InterfaceVpcEndpointAwsService.SNS)
 
     def allow_s3_reads(self, *object_arns: str) -> None:
         """Limit the S3 endpoint to reading these objects. Only in a VPC of our own: in an

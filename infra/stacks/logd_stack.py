@@ -118,6 +118,14 @@ class LogdStack(Stack):
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[wheelhouse_object])
         )
         network.allow_s3_reads(wheelhouse_object, AL2023_REPO_OBJECTS)
+        if settings.alerts_sns_topic_arn:
+            # Alert notices to SNS: that one topic, through an endpoint (there is no NAT).
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["sns:Publish"], resources=[settings.alerts_sns_topic_arn]
+                )
+            )
+            network.add_sns_endpoint()
         # The rotation Lambda's testSecret PING; replies come back on the same flow.
         self.rotation.function.connections.allow_to(
             ping_group, ec2.Port.udp(UDP_PORT), "testSecret PING to logd"

@@ -51,7 +51,8 @@ for _command in COMMANDS:  # send, query, tail, hits, ping, info
         "none set, dev mode creates random ones in ~/.config/logd/dev-secrets.env (0600). "
         "Config file: --config, LOGD_CONFIG, or logdrc.yml found from the working directory "
         "upwards; its keys are the flag names with underscores, plus `rings:` for per-ring "
-        "sizes. Precedence: flag > env > file > default. SIGHUP reloads the secrets."
+        "sizes and `alerts:`/`notify:` for alert rules. Precedence: flag > env > file > "
+        "default. SIGHUP reloads the secrets and the alert rules."
     )
 )
 @click.option(

@@ -16,6 +16,7 @@ notice). A condition that holds during the cooldown fires once the cooldown is o
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from logd._pb.logd_pb2 import Msg
 from logd.server.alerts.notice import MAX_SAMPLES, SAMPLE_TEXT, Notice, build, query_line, rfc3339
 from logd.server.alerts.rules import AlertConfig, Rule, S
-from logd.server.filters import Filter
+from logd.server.filters import LOWERS_TO_ASCII, Filter
 
 WINDOW_BUCKETS = 60
 SAMPLE_MAX_BYTES = 4096  # a larger sample event is kept cut (bounds samples per rule)
@@ -161,7 +162,7 @@ class AlertEngine:
             selected = self._select(msg.env, msg.svc)
         for state, flt, mode in selected:
             if mode == _ALL or (msg.lvl >= flt.lvl and (mode == _LEVEL or flt.matches(msg))):
-                self._hit(state, now_ns // S, 1, (_kept(msg),))
+                self._hit(state, now_ns // S, 1, _kept_one, msg)
 
     def run(self, env: str, svc: str, data: bytes, ends: bytes, lvls: bytes) -> None:
         """Events for one ring that the C engine stored: their bytes, end offsets (uint32,
@@ -174,38 +175,41 @@ class AlertEngine:
         if not selected:
             return
         now_s = int(self._clock())
-        at = memoryview(ends).cast("I")
-        records: list[bytes] | None = None  # sliced and parsed once, shared by the rules
-        parsed: dict[int, Msg] = {}
+        run = _Run(data, ends, lvls)
         for state, flt, mode in selected:
             if mode == _ALL:
-                n = len(at)
-                self._hit(state, now_s, n, (_record(data, at, i) for i in range(max(0, n - 5), n)))
+                self._hit(state, now_s, len(run.at), _newest, run)
             elif mode == _LEVEL:
-                count = sum(lvls.count(v) for v in _levels_from(flt.lvl))
+                count = sum(run.histogram[flt.lvl :])
                 if count:
-                    self._hit(state, now_s, count, _last_at_level(data, at, lvls, flt.lvl))
+                    self._hit(state, now_s, count, _newest_at_level, run, flt.lvl)
             else:
-                if records is None:
-                    records = [_slice(data, at, i) for i in range(len(at))]
-                hits = [
-                    i
-                    for i, record in enumerate(records)
-                    if lvls[i] >= flt.lvl
-                    and flt.prefilter(record)
-                    and flt.matches(_parsed(parsed, records, i))
-                ]
+                hits = run.matching(flt)
                 if hits:
-                    self._hit(state, now_s, len(hits), (parsed[i] for i in hits[-MAX_SAMPLES:]))
+                    self._hit(state, now_s, len(hits), _parsed_at, run, hits)
 
     def _hit(
-        self, state: RuleState, now_s: int, count: int, samples: Iterable[Msg | bytes]
+        self,
+        state: RuleState,
+        now_s: int,
+        count: int,
+        sampler: Callable[..., Iterable[Msg | bytes]],
+        *args: Any,
     ) -> None:
+        """Count `count` matches; samples (`sampler(*args)`) only for a notice that may
+        come: the last matches before a threshold rule fires, the event that resolves an
+        absent rule. A rule far from its threshold costs no sampling."""
+        threshold = state.rule.threshold
+        if threshold is None:
+            wanted = state.firing
+        else:  # the window is not rolled yet: its total is at least what it will be
+            wanted = not state.firing and state.window.total + count >= threshold - MAX_SAMPLES
         state.window.add(now_s, count)
-        for sample in samples:
-            state.samples.append((now_s, sample))
-        if state.rule.threshold is not None:
-            if not state.firing and state.window.total >= state.rule.threshold:
+        if wanted:
+            for sample in sampler(*args):
+                state.samples.append((now_s, sample))
+        if threshold is not None:
+            if not state.firing and state.window.total >= threshold:
                 self._evaluate(state, now_s)
         elif state.firing:
             self._evaluate(state, now_s)
@@ -235,7 +239,9 @@ class AlertEngine:
         if not state.rule.notify:
             return
         since = now_s - state.window.span_s
-        samples = [_message(s) for at, s in state.samples if at > since]
+        # Samples show what fired a threshold rule, and what resolved an absent one.
+        shown = (what == "firing") == (state.rule.threshold is not None)
+        samples = [_message(s) for at, s in state.samples if at > since] if shown else []
         self._send(build(state.rule, what, state.window.total, now_s, samples))
 
     # --- GET /alerts ------------------------------------------------------------------------
@@ -273,45 +279,121 @@ def _when(at_s: int | None) -> str | None:
     return None if at_s is None else rfc3339(at_s)
 
 
-def _levels_from(lvl: int) -> list[bytes]:
-    return [bytes((v,)) for v in range(lvl, 7)]
+class _Run:
+    """One run of the C engine's events, seen by every rule of its ring: what several rules
+    need (the level histogram, the lowered bytes, the events sliced and parsed) is made
+    once, when the first one needs it."""
+
+    __slots__ = ("_histogram", "_lowered", "_odd", "_parsed", "at", "data", "lvls")
+
+    def __init__(self, data: bytes, ends: bytes, lvls: bytes) -> None:
+        self.data = data
+        self.at = memoryview(ends).cast("I")
+        self.lvls = lvls
+        self._histogram: list[int] | None = None
+        self._lowered: bytes | None = None
+        self._odd: list[int] | None = None
+        self._parsed: dict[int, Msg] = {}
+
+    @property
+    def histogram(self) -> list[int]:
+        """Events per level 0..6 (C-speed counts)."""
+        if self._histogram is None:
+            self._histogram = [self.lvls.count(v) for v in _LEVEL_BYTES]
+        return self._histogram
+
+    def record(self, i: int) -> bytes:
+        return self.data[self.at[i - 1] if i else 0 : self.at[i]]
+
+    def candidates(self, flt: Filter) -> Iterable[int]:
+        """The events that may match, found with C-speed searches over the whole run (as
+        store/ring.py searches a chunk): none when a string the filter needs is nowhere in
+        the run's bytes."""
+        if flt.search is not None and not any(needle in self.data for needle in flt.search):
+            return ()
+        if flt.text_search is None:
+            return range(len(self.at))
+        if self._lowered is None:
+            self._lowered = self.data.lower()
+            self._odd = self._lowering_inexact()
+        if any(needle in self._lowered for needle in flt.text_search):
+            return range(len(self.at))
+        return self._odd or ()  # only where bytes.lower() may miss a match
+
+    def _lowering_inexact(self) -> list[int]:
+        """The events holding a character that str.lower() turns into ASCII but
+        bytes.lower() does not (filters.LOWERS_TO_ASCII): found by its first byte (memchr)."""
+        data, found = self.data, set()
+        for char in LOWERS_TO_ASCII:
+            lead = char[:1]
+            pos = data.find(lead)
+            while pos >= 0:
+                if data.startswith(char, pos):
+                    found.add(bisect_right(self.at, pos))
+                pos = data.find(lead, pos + 1)
+        return sorted(found)
+
+    def matching(self, flt: Filter) -> list[int]:
+        """The indexes of the events that match, each parsed at most once per run."""
+        lvls, parsed, lvl = self.lvls, self._parsed, flt.lvl
+        hits = []
+        for i in self.candidates(flt):
+            if lvls[i] < lvl:
+                continue
+            msg = parsed.get(i)
+            if msg is None:
+                record = self.record(i)
+                if not flt.prefilter(record):
+                    continue
+                msg = parsed[i] = Msg.FromString(record)
+            if flt.matches(msg):
+                hits.append(i)
+        return hits
+
+    def parsed(self, i: int) -> Msg:
+        return self._parsed[i]
 
 
-def _slice(data: bytes, at: memoryview, i: int) -> bytes:
-    return data[at[i - 1] if i else 0 : at[i]]
+_LEVEL_BYTES = [bytes((v,)) for v in range(7)]
 
 
-def _record(data: bytes, at: memoryview, i: int) -> Msg | bytes:
-    record = _slice(data, at, i)
-    return record if len(record) <= SAMPLE_MAX_BYTES else _kept(Msg.FromString(record))
+def _kept_one(msg: Msg) -> tuple[Msg | bytes]:
+    return (_kept(msg),)
 
 
-def _parsed(cache: dict[int, Msg], records: list[bytes], i: int) -> Msg:
-    msg = cache.get(i)
-    if msg is None:
-        msg = cache[i] = Msg.FromString(records[i])
-    return msg
+def _newest(run: _Run) -> list[Msg | bytes]:
+    n = len(run.at)
+    return [_sample(run.record(i)) for i in range(max(0, n - MAX_SAMPLES), n)]
 
 
-def _last_at_level(data: bytes, at: memoryview, lvls: bytes, lvl: int) -> list[Msg | bytes]:
-    """The run's last MAX_SAMPLES events at `lvl` or above, oldest first (C-speed rfind)."""
+def _newest_at_level(run: _Run, lvl: int) -> list[Msg | bytes]:
+    """The run's newest MAX_SAMPLES events at `lvl` or above, oldest first (rfind)."""
     found: list[Msg | bytes] = []
-    end = len(lvls)
-    levels = _levels_from(lvl)
+    end = len(run.lvls)
+    levels = _LEVEL_BYTES[lvl:]
     while len(found) < MAX_SAMPLES:
-        i = max(lvls.rfind(v, 0, end) for v in levels)
+        i = max(run.lvls.rfind(v, 0, end) for v in levels)
         if i < 0:
             break
-        found.append(_record(data, at, i))
+        found.append(_sample(run.record(i)))
         end = i
     found.reverse()
     return found
 
 
+def _parsed_at(run: _Run, hits: list[int]) -> list[Msg | bytes]:
+    return [_kept(run.parsed(i)) for i in hits[-MAX_SAMPLES:]]
+
+
+def _sample(record: bytes) -> Msg | bytes:
+    return record if len(record) <= SAMPLE_MAX_BYTES else _kept(Msg.FromString(record))
+
+
 def _kept(msg: Msg) -> Msg | bytes:
-    """A sample as held until a notice: the event, or a cut copy of a large one."""
+    """A sample as held until a notice: the event's bytes (not the message, which keeps its
+    whole frame alive), or a cut copy of a large one."""
     if msg.ByteSize() <= SAMPLE_MAX_BYTES:
-        return msg
+        return msg.SerializeToString()
     cut = Msg(env=msg.env[:256], svc=msg.svc[:256], fn=msg.fn[:256], lvl=msg.lvl)
     cut.t.CopyFrom(msg.t)
     cut.txt = msg.txt[: SAMPLE_TEXT + 1]

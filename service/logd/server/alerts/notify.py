@@ -64,6 +64,7 @@ class _Delivery:
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_MAX)
         self._sns: Any = None
         self._thread: ThreadPoolExecutor | None = None
+        self._busy = False
         self._task = asyncio.get_running_loop().create_task(
             self._work(), name=f"logd-notify-{target.name}"
         )
@@ -87,7 +88,11 @@ class _Delivery:
     async def _work(self) -> None:
         while True:
             notice = await self._queue.get()
-            await self._deliver(notice)
+            self._busy = True  # counted once delivered or given up; close() counts it else
+            try:
+                await self._deliver(notice)
+            finally:
+                self._busy = False
 
     async def _deliver(self, notice: Notice) -> None:
         target = self.target
@@ -161,10 +166,11 @@ class _Delivery:
             raise Failed(type(err).__name__) from None
 
     async def close(self) -> None:
+        in_flight = self._busy
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self.counts.dropped += self._queue.qsize()
+        self.counts.dropped += self._queue.qsize() + in_flight
         if self._thread is not None:
             self._thread.shutdown(wait=False, cancel_futures=True)
 
