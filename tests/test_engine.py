@@ -10,7 +10,7 @@ import pytest
 from ingest_support import S, key_ring
 from logd.client import encoder
 from logd.events import LEVEL_VALUES, MAX_LEVEL
-from logd.server.ingest import accept, drain, engine, fastpath
+from logd.server.ingest import accept, drain, engine, fastpath, writers
 from logd.server.ingest.replay import ReplayGuard
 from logd.server.keys import KeyHolder
 from logd.server.store import MemoryStore
@@ -49,6 +49,7 @@ def test_the_extensions_constants_are_the_protocols() -> None:
     assert ext.MAX_LVL == MAX_LEVEL == max(LEVEL_VALUES.values())
     assert ext.MAX_NAME == accept.MAX_NAME  # longer names: the C reader defers to Python
     assert encoder.MAX_NAME == accept.MAX_NAME  # the writer checks the same cap
+    assert (ext.WINDOW, ext.WRITERS) == (writers.WINDOW, writers.CAPACITY)  # loss accounting
     # The engine counts the checks before the payload, by the names and in the order of
     # accept.py; the payload checks (bad_payload, forbidden) are Python's.
     assert tuple(r.value for r in accept.Reject)[: len(ext.REASONS)] == ext.REASONS
