@@ -441,6 +441,27 @@ def test_the_page_is_served_with_its_security_headers(server: LogdProcess) -> No
     assert not re.search(r"\s(style|on[a-z]+)=", html)
 
 
+def test_the_page_never_turns_text_into_html_or_code() -> None:
+    """Beside the browser test of hostile text: no API in the page's script that parses a
+    string as HTML or runs it, no inline handler or style in its HTML."""
+    ui = Path(__file__).resolve().parents[1] / "service" / "logd" / "server" / "ui"
+    script = (ui / "app.js").read_text()
+    for api in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setAttribute("style',
+        ".href =",
+    ):
+        assert api not in script, api
+    assert "textContent" in script
+    html = (ui / "index.html").read_text()
+    assert not re.search(r"<script>|\s(style|on[a-z]+)=", html)
+
+
 def test_only_a_browser_without_a_secret_is_redirected_from_root(server: LogdProcess) -> None:
     html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
     status, _, headers = _no_redirect(server, "/?svc=api", html)

@@ -27,7 +27,9 @@ const state = {
   tail: null, // AbortController of the live stream
   lastId: null, // the newest event id the stream gave
   oldestId: null, // the oldest event shown, for before=
-  pending: [], // events to draw at the next animation frame, oldest first
+  pending: [], // events to draw at the next animation frame, oldest first (at most KEEP_ROWS:
+  // a tab in the background gets no animation frames while the stream goes on)
+  skipped: 0, // events that came after KEEP_ROWS were already pending
   frame: 0,
   drawn: 0, // when the list last changed (the animation frames' clock)
   counted: 0, // an animation frame is asked for to show the waiting count
@@ -201,6 +203,7 @@ function loadView() {
   state.lastId = null;
   state.oldestId = null;
   state.pending = [];
+  state.skipped = 0;
   state.waiting = [];
   state.waitingCount = 0;
   state.paused = false;
@@ -331,6 +334,10 @@ function arrived(item) {
     return;
   }
   state.pending.push(item);
+  if (state.pending.length > KEEP_ROWS) {
+    state.pending.shift();
+    state.skipped += 1;
+  }
   if (!state.frame) state.frame = requestAnimationFrame(draw);
 }
 
@@ -344,9 +351,10 @@ function draw(now) {
   }
   state.drawn = now;
   state.frame = 0;
-  const fresh = state.pending.slice(-KEEP_ROWS).reverse();
-  const skipped = state.pending.length - fresh.length;
+  const fresh = state.pending.reverse();
+  const skipped = state.skipped;
   state.pending = [];
+  state.skipped = 0;
   if (skipped) fresh.push({ marker: `${skipped} events not drawn (more than ${KEEP_ROWS} at once)` });
   state.items = fresh.concat(state.items);
   if (state.items.length > KEEP_ROWS) {
