@@ -119,6 +119,37 @@ def test_a_restarted_backend_gets_the_events_written_while_it_was_away(
         server.stop()
 
 
+def test_the_buffer_is_bounded_in_bytes_too(server: RedisServer) -> None:
+    """Big events while the backend is down: the buffer holds at most its bytes (the oldest
+    go, counted), whatever its bound in events; what it kept is sent, in order."""
+
+    async def main() -> None:
+        s = ValkeyStore(
+            url=server.url, password=None, buffer_events=100_000, buffer_bytes=MiB,
+            ring_bytes=MiB, ring_sizes={}, max_rings=8, max_tails=4, tail_queue=16, timeout=0.5,
+        )  # fmt: skip
+        await s.start()
+        try:
+            for i in range(1000):  # 60 MB of 60 KB events
+                msg = Msg(env="p", svc="a", txt=f"{i:04d}" + "x" * 60_000)
+                msg.t.FromNanoseconds(i)
+                s.write(msg, i)
+                s.end_batch()
+                assert s.info()["buffered_bytes"] <= MiB
+            kept = s.info()["buffered_events"]
+            assert 10 <= kept <= 17  # 1 MiB of 60 KB events
+            assert s.info()["dropped_events"] == 1000 - kept
+            await asyncio.to_thread(server.start)
+            await until(lambda: s.info()["buffered_bytes"] == 0)  # with the round trip's
+            assert s.info()["buffered_events"] == 0
+            got = [m.txt[:4] for m in (await s.query(Filter(), limit=100, offset=0)).events]
+            assert got == [f"{i:04d}" for i in range(999, 999 - kept, -1)]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
 def test_a_full_buffer_drops_the_oldest_and_counts_them(server: RedisServer) -> None:
     async def main() -> None:
         s = make(server, buffer_events=3)

@@ -58,6 +58,13 @@ TYPICAL_EVENT_BYTES = 256
 # Events per round trip: all that is buffered, up to this. At saturation ingest holds
 # the event loop between the steps of a flush, so each round trip must take all.
 PIPELINE_MAX = 10_000
+BATCH_BYTES = 4 * 1024 * 1024  # and at most this many bytes of events (one event at least)
+# The buffer's bound in bytes, besides --store-buffer in events: events are up to a frame
+# (64 KiB), so 200,000 of them could be 13 GB while the backend is down. It counts the
+# events in the buffer and those of the round trip under way; ENTRY_BYTES is what one
+# buffered event costs besides its bytes (its tuple and two ints).
+BUFFER_BYTES = 64 * 1024 * 1024
+ENTRY_BYTES = 120
 CALL_MAX = 2000  # events per script call: the backend serves other clients between calls
 RETRY_S = 0.5  # between reconnection attempts while the backend is down
 REFRESH_S = 1.0  # ring list and /info figures
@@ -132,6 +139,7 @@ class ValkeyStore:
         tail_queue: int,
         tail_bytes: int = 1024 * 1024,
         buffer_events: int,
+        buffer_bytes: int = BUFFER_BYTES,
         timeout: float = 2.0,
     ) -> None:
         self.url = url
@@ -149,6 +157,8 @@ class ValkeyStore:
         )
         self._buffer: deque[_Entry] = deque()
         self._buffer_max = buffer_events
+        self._bytes_max = buffer_bytes
+        self._bytes = 0  # of the events buffered and in the round trip under way
         self._streams: dict[tuple[str, str], bytes] = {}  # this node's (env, svc) -> stream
         self._rings: dict[bytes, tuple[str, str] | None] = {}  # every known stream -> env, svc
         self._maxlen: dict[bytes, int] = {}
@@ -213,13 +223,21 @@ class ValkeyStore:
         key = self._streams.get((msg.env, msg.svc))
         if key is None:
             key = self._stream_for(msg.env, msg.svc)
+        data = msg.SerializeToString()
+        self._bytes += len(data) + ENTRY_BYTES
         buffer = self._buffer
-        if len(buffer) >= self._buffer_max:
-            buffer.popleft()
-            self.dropped += 1
-            self._quiet.once("dropped", "store buffer full: dropping the oldest buffered events")
-        buffer.append((key, t_ns, msg.lvl, msg.SerializeToString()))
+        buffer.append((key, t_ns, msg.lvl, data))
         self.writes += 1
+        if len(buffer) > self._buffer_max or self._bytes > self._bytes_max:
+            self._drop_oldest()
+            self._quiet.once("dropped", "store buffer full: dropping the oldest buffered events")
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest buffered events until the buffer is within both its bounds."""
+        buffer = self._buffer
+        while buffer and (len(buffer) > self._buffer_max or self._bytes > self._bytes_max):
+            self._bytes -= len(buffer.popleft()[3]) + ENTRY_BYTES
+            self.dropped += 1
 
     def _stream_for(self, env: str, svc: str) -> bytes:
         key = stream_key(ring_key(env, svc))
@@ -248,9 +266,14 @@ class ValkeyStore:
             self._flushing = None
 
     async def _flush(self) -> bool:
-        """Send the buffer (up to PIPELINE_MAX events) in one round trip; False if it failed
-        (the events go back to the front of the buffer)."""
-        batch = [self._buffer.popleft() for _ in range(min(PIPELINE_MAX, len(self._buffer)))]
+        """Send the buffer (up to PIPELINE_MAX events or BATCH_BYTES) in one round trip; False
+        if it failed (the events go back to the front of the buffer)."""
+        buffer = self._buffer
+        batch = [buffer.popleft()]
+        size = len(batch[0][3])
+        while buffer and len(batch) < PIPELINE_MAX and size < BATCH_BYTES:
+            batch.append(buffer.popleft())
+            size += len(batch[-1][3])
         registering = list(self._unregistered)
         try:
             if self.ordered:
@@ -267,11 +290,10 @@ class ValkeyStore:
                 await pipe.execute()
         except BACKEND_ERRORS as err:
             self._failed(err)
-            self._buffer.extendleft(reversed(batch))
-            while len(self._buffer) > self._buffer_max:
-                self._buffer.popleft()
-                self.dropped += 1
+            buffer.extendleft(reversed(batch))
+            self._drop_oldest()
             return False
+        self._bytes -= size + ENTRY_BYTES * len(batch)
         self._unregistered.difference_update(registering)
         self.flushed += len(batch)
         self.round_trips += 1
@@ -484,6 +506,8 @@ class ValkeyStore:
             "reachable": not self.down,
             "buffered_events": len(self._buffer),
             "buffer_capacity": self._buffer_max,
+            "buffered_bytes": self._bytes,
+            "buffer_capacity_bytes": self._bytes_max,
             "dropped_events": self.dropped,
             "sent_events": self.flushed,
             "round_trips": self.round_trips,
