@@ -7,6 +7,7 @@ tests share one server and one browser without seeing each other's events.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import time
@@ -204,6 +205,34 @@ def test_clicking_a_bar_narrows_the_time_range(server: LogdProcess, browser: Any
     _, hits, _ = server.get("/hits", {"env": "t-click", "since": since, "until": until})
     assert hits["step_s"] == 10
     assert params["until"] == [minute.replace(":00Z", ":09.999Z")]
+    # Back to the whole range (the browser's history), then a drag over minutes 2 to 5.
+    browser.back()
+    wait_for(lambda: len(row_texts(browser)) == 10)
+
+    def bar(minutes: int) -> Any:
+        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base // 10**9 + 60 * minutes))
+        g = wait_for(lambda: by_css(browser, f'#hist g.bucket[data-t="{t}"] rect.hit'))
+        return g[0]
+
+    chain = ActionChains(browser).click_and_hold(bar(2)).move_to_element(bar(4))
+    chain.move_to_element(bar(5)).release().perform()
+    wait_for(lambda: row_texts(browser) == ["c5", "c4", "c3", "c2"])
+
+
+def test_the_histogram_follows_the_live_tail(server: LogdProcess, browser: Any) -> None:
+    open_page(browser, server, "?env=t-follow&since=5m")
+    wait_for(lambda: by_css(browser, "#conn.on"))
+    drawn = "return [...document.querySelectorAll('#hist g.bucket')].map(g => g.dataset.by)"
+    total = lambda: sum(  # noqa: E731
+        json.loads(by).get(level, 0)
+        for by in browser.execute_script(drawn)
+        for level in ("INFO", "ERROR")
+    )
+    assert total() == 0
+    write(server, "t-follow", "a", "b", "c")
+    server.write(Msg(env="t-follow", svc="api", lvl=5, txt="bad"))
+    wait_for(lambda: total() == 4, timeout=15)  # asked again every 2 s while events come
+    assert len(by_css(browser, "#hist rect.b-ERROR")) == 1
 
 
 def test_a_filter_narrows_the_list_and_the_url_never_holds_the_secret(
