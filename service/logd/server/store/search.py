@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 
 from logd.server.filters import whole_field_in
 
+_CSearch = Callable[[bytes | bytearray, "array[int]", bytes, bool, bool], list[int]]
 try:
-    from logd.server.store._search import containing as _c_containing
+    from logd.server.store._search import containing as _loaded
 except ImportError:  # built without C
-    _c_containing = None
+    _c_containing: _CSearch | None = None
+else:
+    _c_containing = _loaded
 
 
 def containing(
@@ -26,8 +30,7 @@ def containing(
     when `folded` (the needle ASCII and lower-case), as a whole field when `whole`
     (filters.whole_field_in). `ends`: each event's end offset in `data`."""
     if _c_containing is not None:
-        found: list[int] = _c_containing(data, ends, needle, folded, whole)
-        return found
+        return _c_containing(data, ends, needle, folded, whole)
     return python_containing(data, ends, needle, folded=folded, whole=whole)
 
 
