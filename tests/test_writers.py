@@ -164,6 +164,12 @@ def test_host_and_svc_are_the_latest_frames_and_kept_for_an_empty_write(make: Ma
     assert list(table.entries()) == [(A, "", "db", 3, 0, NOW + 2)]
 
 
+@pytest.mark.skipif(not available(), reason="the C engine is not built")
+def test_the_c_table_lists_at_most_100_writers_with_the_most_loss() -> None:
+    with pytest.raises(ValueError, match="0 to 100"):
+        _c_table().most_lost(101)
+
+
 @pytest.mark.parametrize("make", TABLES)
 def test_info_shows_the_writers_with_the_most_loss(make: Make) -> None:
     table = make()
@@ -240,11 +246,13 @@ def test_c_and_python_tables_agree(notes: list[tuple[int, int]], capacity: int) 
     for at, (n, seq) in enumerate(notes):
         sender = bytes([n]) * (8 if n else 7)  # sender 0: malformed
         for table in (python, c):
-            table.note(sender, seq, f"h{n}", "s", NOW + at)
+            table.note(sender, seq, f"h{n}", "s", NOW + at // 4)  # ties in time too
     assert sorted(python.entries()) == sorted(c.entries())
     for name in ("frames", "lost", "forgotten", "malformed", "capacity"):
         assert getattr(python, name) == getattr(c, name)
     assert len(python) == len(c)
+    for top in (0, 1, 3, 100):  # the same writers in the same order, ties included
+        assert python.most_lost(top) == c.most_lost(top)
 
 
 # --- the engines over real UDP --------------------------------------------------------

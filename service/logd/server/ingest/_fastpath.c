@@ -555,20 +555,67 @@ static PyObject *WriterTable_note(WriterTable *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *wt_entry(const Writer *w) {
+    return Py_BuildValue("(y#s#s#KKL)", (const char *)&w->sender, (Py_ssize_t)SENDER_LEN,
+                         w->host, (Py_ssize_t)w->host_len, w->svc, (Py_ssize_t)w->svc_len,
+                         w->frames, w->lost, (long long)w->last_seen);
+}
+
+static PyObject *wt_list(const Writer *const *ws, Py_ssize_t n) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *item = wt_entry(ws[i]);
+        if (item == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 /* entries() -> [(sender, host, svc, frames, lost, last_seen_ns), ...], newest first. */
 static PyObject *WriterTable_entries(WriterTable *self, PyObject *Py_UNUSED(ignored)) {
     if (!wt_ready(self)) return NULL;
-    PyObject *out = PyList_New(0);
-    for (int32_t e = self->newest; out != NULL && e >= 0; e = self->entries[e].next) {
-        const Writer *w = &self->entries[e];
-        PyObject *item = Py_BuildValue("(y#s#s#KKL)", (const char *)&w->sender,
-                                       (Py_ssize_t)SENDER_LEN, w->host, (Py_ssize_t)w->host_len,
-                                       w->svc, (Py_ssize_t)w->svc_len, w->frames, w->lost,
-                                       (long long)w->last_seen);
-        if (item == NULL || PyList_Append(out, item) < 0) Py_CLEAR(out);
-        Py_XDECREF(item);
-    }
+    const Writer **ws = PyMem_Malloc((size_t)(self->count ? self->count : 1) * sizeof *ws);
+    if (ws == NULL) return PyErr_NoMemory();
+    Py_ssize_t n = 0;
+    for (int32_t e = self->newest; e >= 0; e = self->entries[e].next) ws[n++] = &self->entries[e];
+    PyObject *out = wt_list(ws, n);
+    PyMem_Free(ws);
     return out;
+}
+
+/* Whether `a` shows before `b` in most_lost: more lost, then heard later, then the larger
+ * sender bytes (writers.most_lost's order). */
+static int wt_before(const Writer *a, const Writer *b) {
+    if (a->lost != b->lost) return a->lost > b->lost;
+    if (a->last_seen != b->last_seen) return a->last_seen > b->last_seen;
+    return memcmp(&a->sender, &b->sender, SENDER_LEN) > 0;
+}
+
+#define MOST_LOST_MAX 100
+
+/* most_lost(n) -> the n entries with the most loss, in that order: a pass over the table
+ * keeping the best n (n <= MOST_LOST_MAX), so that /info costs microseconds, not a list
+ * of every writer. */
+static PyObject *WriterTable_most_lost(WriterTable *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if ((n == -1 && PyErr_Occurred()) || !wt_ready(self)) return NULL;
+    if (n < 0 || n > MOST_LOST_MAX) {
+        PyErr_Format(PyExc_ValueError, "most_lost takes 0 to %d", MOST_LOST_MAX);
+        return NULL;
+    }
+    const Writer *best[MOST_LOST_MAX];
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t e = 0; e < self->count && n > 0; e++) {
+        const Writer *w = &self->entries[e];
+        if (kept == n && !wt_before(w, best[n - 1])) continue;
+        Py_ssize_t at = kept < n ? kept++ : n - 1; /* the last place, or a new one */
+        while (at > 0 && wt_before(w, best[at - 1])) {
+            best[at] = best[at - 1];
+            at--;
+        }
+        best[at] = w;
+    }
+    return wt_list(best, kept);
 }
 
 static Py_ssize_t WriterTable_len(WriterTable *self) { return self->count; }
@@ -578,6 +625,8 @@ static PyMethodDef WriterTable_methods[] = {
      "note(sender, seq, host, svc, now_ns): one accepted WRITE frame carrying a sender."},
     {"entries", (PyCFunction)WriterTable_entries, METH_NOARGS,
      "[(sender, host, svc, frames, lost, last_seen_ns), ...], the newest first."},
+    {"most_lost", (PyCFunction)WriterTable_most_lost, METH_O,
+     "most_lost(n): the n entries with the most loss, the most first."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -60,6 +60,10 @@ class Writers(Protocol):
         ...
 
     def entries(self) -> Iterable[Entry]: ...
+    def most_lost(self, n: int) -> list[Entry]:
+        """The `n` writers with the most loss, then the most recently heard, then the larger
+        sender: the most first."""
+        ...
 
 
 class WriterTable:
@@ -118,11 +122,14 @@ class WriterTable:
         for sender, (_, frames, lost, _, seen, host, svc) in self._writers.items():
             yield sender, host, svc, frames, lost, seen
 
+    def most_lost(self, n: int) -> list[Entry]:
+        best = heapq.nlargest(n, self._writers.items(), key=lambda i: (i[1][2], i[1][4], i[0]))
+        return [(sender, w[5], w[6], w[1], w[2], w[4]) for sender, w in best]
+
 
 def writers_info(table: Writers, top: int = TOP) -> dict[str, Any]:
     """/info's `udp.writers`: the totals, and the `top` writers with the most loss (then the
     most recently heard)."""
-    worst = heapq.nlargest(top, table.entries(), key=lambda e: (e[4], e[5], e[0]))
     return {
         "tracked": len(table),
         "capacity": table.capacity,
@@ -139,6 +146,6 @@ def writers_info(table: Writers, top: int = TOP) -> dict[str, Any]:
                 "lost": lost,
                 "last_seen": format_time(seen),
             }
-            for sender, host, svc, frames, lost, seen in worst
+            for sender, host, svc, frames, lost, seen in table.most_lost(top)
         ],
     }
