@@ -3,7 +3,6 @@ on its own), and its URL without the password for /info and logs."""
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,9 +40,3 @@ def connect(url: str, password: str | None, *, timeout: float) -> Client:
     if plus:
         return RedisCluster.from_url(f"{scheme}://{rest}", **options)
     return aioredis.from_url(url, **options)
-
-
-def event_id(stream: bytes, entry_id: bytes) -> str:
-    """An event's id on the Valkey store: its stream entry id (`ms-seq`, increasing in
-    arrival order) and its ring, so that ids are unique across rings."""
-    return f"{entry_id.decode()}-{zlib.crc32(stream):08x}"
