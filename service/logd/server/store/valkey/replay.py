@@ -4,9 +4,10 @@ A load balancer may send a client's frames (or an attacker's copies of them) to
 any node, and each node's ReplayGuard only knows what it saw. So after the local
 checks pass (size, key, MAC, time, local guard: synchronous, per frame), the
 frames of one drained batch are checked together against the backend in one
-pipeline: `SET logd:mac:{tag}:<mac> "" NX PX <ttl>` for each, run by a script per
-hash tag. The first node to set a MAC wins, atomically; a node whose SET finds
-the key treats the frame as a replay.
+round trip: `SET logd:mac:{tag}:<mac> "" NX PX <ttl>` for each, run by one script
+call (packed by resp.py; in a cluster one call per hash tag, pipelined). The first
+node to set a MAC wins, atomically; a node whose SET finds the key treats the frame
+as a replay. Batches are handed back in the order they were submitted.
 
 TTL: the MAC must be remembered as long as any node could still find the frame
 fresh: `signed_at + max_age - now`, plus `max_future` as the clock skew allowed
