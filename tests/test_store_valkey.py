@@ -379,3 +379,32 @@ def test_checks_across_nodes_hand_their_batches_back_in_order(server: RedisServe
             await s.close()
 
     asyncio.run(main())
+
+
+def test_a_tail_waits_a_bounded_time_for_the_reader_and_leaves_nothing_behind(
+    server: RedisServer,
+) -> None:
+    """catch_up waits for the tail reader to reach the newest id, at most REACH_S: a reader
+    that cannot get there (here: an id no event has) holds a tail for that long, and no
+    waiter stays behind."""
+    server.start()
+
+    async def main() -> None:
+        s = make(server)
+        await s.client.flushall()
+        await s.start()
+        sub = s.subscribe(Filter())
+        try:
+            put(s, 1)
+            await s.send_all()
+            await s.client.set(ids.COUNTER, ids.entry(2**62))  # ahead of every event
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await s.catch_up()
+            assert 1.5 < loop.time() - started < 10
+            assert s._follower._waiters == []
+        finally:
+            sub.close()
+            await s.close()
+
+    asyncio.run(main())

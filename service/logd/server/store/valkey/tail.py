@@ -104,8 +104,13 @@ class StreamFollower:
         (or after REACH_S). With no subscriber nothing is owed to anyone: it moves there."""
         if len(self._hub) and (self._pos is None or self._pos < event_id):
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append((event_id, waiter))
-            await asyncio.wait({waiter}, timeout=REACH_S)
+            pending = (event_id, waiter)
+            self._waiters.append(pending)
+            try:
+                await asyncio.wait({waiter}, timeout=REACH_S)
+            finally:
+                if pending in self._waiters:  # timed out: the list holds only tails waiting
+                    self._waiters.remove(pending)
         if not len(self._hub) and (self._pos is None or self._pos < event_id):
             self._pos = event_id  # a read under way publishes nothing up to it
 
