@@ -193,3 +193,30 @@ def test_smoke_memory_rows(sender: Path, tmp_path: Path) -> None:
     assert mix["fill"]["fill"] > 0.5
     assert sum(q["count"] for q in mix["answers"].values()) > 0
     assert "| worst mix: peak RSS (worst run) |" in run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_valkey_bench_writes_well_formed_results(sender: Path, tmp_path: Path) -> None:
+    """`python -m bench.valkey_ingest` (one short step): one and two nodes on a real
+    redis-server, each step with its rates and CPU per event."""
+    out = tmp_path / "valkey.json"
+    args = ["--rates=100", "--seconds=1", f"--out={out}"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.valkey_ingest", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    for count in (1, 2):
+        (step,) = results[f"{count}_node"]["steps"]
+        assert len(step) == count
+        for node in step:
+            assert node["offered_events_per_s"] == 1600
+            assert node["accepted_events_per_s"] > 0
+            for key in ("node_cpu_us_per_event", "redis_cpu_us_per_event"):
+                assert math.isfinite(node[key]), key
+    assert "two_nodes_over_one" in results
+    assert "two nodes / one node:" in run.stdout
