@@ -439,7 +439,11 @@ class ValkeyStore:
         newest id it trimmed, so a ring that trimmed only older events says so too."""
         try:
             await self._refresh_rings()
-            keys = [k for k, names in self._rings.items() if not names or flt.for_ring(*names)]
+            keys = [
+                key
+                for key, names in self._rings.items()
+                if not names or flt.for_ring(*names) is not None
+            ]
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.xinfo_stream(key)
