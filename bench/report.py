@@ -156,6 +156,16 @@ ROWS = [
     Row("worst_mix.loss", "worst mix: ingest loss (8 KB events at 20k/s)", _pct, ""),
     Row("worst_mix.status_5xx", "worst mix: 5xx answers (all runs)", _count, "0",
         lambda v: v == 0),
+    Row("alerts.none_cpu_us_per_frame", "ingest kept busy, no alert rules: CPU per frame", _us,
+        ""),
+    Row("alerts.rules20_cpu_us_per_frame", "ingest kept busy, 20 alert rules: CPU per frame",
+        _us, ""),
+    Row("alerts.ratio", "ingest CPU per frame: 20 alert rules / none (same run)", _times,
+        "<= 1.10x", lambda v: v <= 1.10),
+    Row("alerts.search_cpu_us_per_frame",
+        "ingest kept busy, 20 rules, 4 of them searching the busy ring: CPU per frame", _us, ""),
+    Row("alerts.search_ratio", "ingest CPU per frame: 20 rules with 4 searches / none", _times,
+        "<= 1.10x", lambda v: v <= 1.10),
 ]  # fmt: skip
 
 
@@ -240,6 +250,13 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
     elif "logger" in raw:
         out["logger.call_us"] = "pending: logd.logger not written yet"
     out |= summarise_memory(raw)
+    if raw.get("alerts_none") and raw.get("alerts_20"):
+        out["alerts.none_cpu_us_per_frame"] = med("alerts_none", "cpu_us_per_frame")
+        out["alerts.rules20_cpu_us_per_frame"] = med("alerts_20", "cpu_us_per_frame")
+        out["alerts.ratio"] = _ratio(raw["alerts_none"], raw["alerts_20"])
+    if raw.get("alerts_none") and raw.get("alerts_20_search"):
+        out["alerts.search_cpu_us_per_frame"] = med("alerts_20_search", "cpu_us_per_frame")
+        out["alerts.search_ratio"] = _ratio(raw["alerts_none"], raw["alerts_20_search"])
     return out
 
 

@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, logger_cost, memory, query, report, tail
+from bench import alerts, ingest, logger_cost, memory, query, report, tail
 from bench.procs import SERVER_NICE, Cores, Load, LogdServer, pin, wait_quiet
 from bench.stats import median
 
 HERE = Path(__file__).parent
 MiB = 1 << 20
-SECTIONS = ("ingest", "steps", "query", "tail", "logger", "memory")
+SECTIONS = ("ingest", "steps", "query", "tail", "logger", "memory", "alerts")
 BUSY = 0.15  # a share of a core taken by other processes that makes results doubtful
 MIN_FILL_RATE = 20_000.0  # events/s
 # What bench/sender.c --origin adds to a one-event frame: host (26 bytes) and pid per event,
@@ -334,6 +334,28 @@ class Bench:
                 return logger_cost.measure(server, self.cores, calls=self.s.logger_calls)
 
         self.repeat("logger", self.s.runs, one)
+
+    def alerts(self) -> None:
+        """Ingest kept busy with no alert rules and with 20 of two kinds (bench/alerts.py),
+        in each run."""
+        s = self.s
+        servers: list[tuple[str, list[str]]] = [("alerts_none", [])]
+        for name, searches in (("alerts_20", False), ("alerts_20_search", True)):
+            path = alerts.write_config(self.workdir, searches=searches)
+            servers.append((name, [f"--config={path}"]))
+        for i in range(s.runs):
+            log(f"alerts run {i + 1}/{s.runs}: no rules, 20 rules, 20 rules with 4 searches")
+            for name, extra in servers:
+                with self.server(s.drain_rcvbuf, extra=["--max-age=120", *extra]) as server:
+                    run = ingest.logd_drain(
+                        server,
+                        self.sender,
+                        self.cores,
+                        packets=s.drain_packets,
+                        rounds=s.drain_rounds,
+                    )
+                    run["rules"] = server.info()["alerts"]["rules"]
+                    self.raw.setdefault(name, []).append(run)
 
     def memory(self) -> None:
         """The memory budget under the read side's worst (issue 13), interleaved runs."""
