@@ -163,3 +163,21 @@ def test_an_sns_topic_that_does_not_exist_is_dropped_and_logged_by_name(
     (line,) = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert "target=page" in line
     assert "reason=NotFound" in line
+
+
+def test_a_url_the_client_refuses_is_dropped_without_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        notifier = Notifier(backoff_s=0.01)
+        bad = Target("bad", webhook="http://[::1-very-secret-token/x", retries=0)
+        await notifier.update({"bad": bad})
+        notifier.submit(notice(targets=("bad",)))
+        notifier.submit(notice(targets=("bad",)))  # the worker lives on after the first
+        await until(lambda: notifier.info()["dropped"] == 2)
+        await notifier.close()
+
+    run(main)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "target=bad" in logged
+    assert "very-secret-token" not in logged

@@ -104,7 +104,7 @@ class _Delivery:
                 failure = Failed("timeout")
             except Failed as err:
                 failure = err
-            except (aiohttp.ClientError, OSError) as err:
+            except Exception as err:  # a URL yarl refuses, a bug: never fatal to delivery
                 failure = Failed(type(err).__name__)  # its text may hold the URL
             else:
                 self.counts.sent += 1
