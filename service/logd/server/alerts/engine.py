@@ -16,7 +16,7 @@ notice). A condition that holds during the cooldown fires once the cooldown is o
 from __future__ import annotations
 
 import time
-from bisect import bisect_right
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +25,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.server.alerts.notice import MAX_SAMPLES, SAMPLE_TEXT, Notice, build, query_line, rfc3339
 from logd.server.alerts.rules import AlertConfig, Rule, S
 from logd.server.filters import LOWERS_TO_ASCII, Filter
+from logd.server.store.search import containing
 
 WINDOW_BUCKETS = 60
 SAMPLE_MAX_BYTES = 4096  # a larger sample event is kept cut (bounds samples per rule)
@@ -281,17 +282,16 @@ def _when(at_s: int | None) -> str | None:
 
 class _Run:
     """One run of the C engine's events, seen by every rule of its ring: what several rules
-    need (the level histogram, the lowered bytes, the events sliced and parsed) is made
-    once, when the first one needs it."""
+    need (the level histogram, the events parsed) is made once, when the first needs it."""
 
-    __slots__ = ("_histogram", "_lowered", "_odd", "_parsed", "at", "data", "lvls")
+    __slots__ = ("_histogram", "_odd", "_parsed", "at", "data", "lvls")
 
     def __init__(self, data: bytes, ends: bytes, lvls: bytes) -> None:
         self.data = data
-        self.at = memoryview(ends).cast("I")
+        self.at = array("I")
+        self.at.frombytes(ends)
         self.lvls = lvls
         self._histogram: list[int] | None = None
-        self._lowered: bytes | None = None
         self._odd: list[int] | None = None
         self._parsed: dict[int, Msg] = {}
 
@@ -306,32 +306,36 @@ class _Run:
         return self.data[self.at[i - 1] if i else 0 : self.at[i]]
 
     def candidates(self, flt: Filter) -> Iterable[int]:
-        """The events that may match, found with C-speed searches over the whole run (as
-        store/ring.py searches a chunk): none when a string the filter needs is nowhere in
-        the run's bytes."""
-        if flt.search is not None and not any(needle in self.data for needle in flt.search):
-            return ()
-        if flt.text_search is None:
+        """The events that may match, found as store/ring.py finds them in a chunk: the
+        C-speed search (store/search.py) of the strings one of which a match must hold,
+        else of its text, case-insensitively, plus the events holding a character that
+        lowers to ASCII (filters.LOWERS_TO_ASCII), which that search cannot decide."""
+        if flt.search:
+            found = {
+                i
+                for needle in flt.search
+                for i in containing(
+                    self.data, self.at, needle, folded=False, whole=needle in flt.whole
+                )
+            }
+        elif flt.text_search:
+            found = {
+                i
+                for needle in flt.text_search
+                for i in containing(self.data, self.at, needle, folded=True, whole=False)
+            }
+            found.update(self._lowering_inexact())
+        else:
             return range(len(self.at))
-        if self._lowered is None:
-            self._lowered = self.data.lower()
-            self._odd = self._lowering_inexact()
-        if any(needle in self._lowered for needle in flt.text_search):
-            return range(len(self.at))
-        return self._odd or ()  # only where bytes.lower() may miss a match
+        return sorted(found)
 
     def _lowering_inexact(self) -> list[int]:
-        """The events holding a character that str.lower() turns into ASCII but
-        bytes.lower() does not (filters.LOWERS_TO_ASCII): found by its first byte (memchr)."""
-        data, found = self.data, set()
-        for char in LOWERS_TO_ASCII:
-            lead = char[:1]
-            pos = data.find(lead)
-            while pos >= 0:
-                if data.startswith(char, pos):
-                    found.add(bisect_right(self.at, pos))
-                pos = data.find(lead, pos + 1)
-        return sorted(found)
+        if self._odd is None:
+            self._odd = []
+            if not self.data.isascii():  # most logs: one fast pass
+                for char in LOWERS_TO_ASCII:
+                    self._odd += containing(self.data, self.at, char, folded=False, whole=False)
+        return self._odd
 
     def matching(self, flt: Filter) -> list[int]:
         """The indexes of the events that match, each parsed at most once per run."""
