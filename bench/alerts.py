@@ -6,8 +6,8 @@ The 20 rules are what a deployment might have beside the bench's one ring (bench
 8 on other services (not selected for this ring: they cost nothing), 6 on its level (a
 count of the run's level bytes) and 6 absent rules on it (a count). In the second set, 4
 of the absent rules are text or attribute searches on that ring instead (`txt`, `attr.`,
-`fn`: a C-speed search over each run's bytes, lowered once for `txt`; no event matches, so
-none is parsed). Thresholds are out of reach: none fires."""
+`fn`: store/search.py's C search over each run's bytes; no event matches, so none is
+parsed). Thresholds are out of reach: none fires."""
 
 from __future__ import annotations
 

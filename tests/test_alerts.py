@@ -13,7 +13,7 @@ from logd._pb.logd_pb2 import Msg
 from logd.errors import ConfigError
 from logd.server.alerts.engine import RING_CACHE_MAX, AlertEngine, Window
 from logd.server.alerts.notice import SAMPLE_TEXT, Notice
-from logd.server.alerts.rules import AlertConfig, parse_alert_config
+from logd.server.alerts.rules import MAX_RULES, MAX_TARGETS, AlertConfig, parse_alert_config
 from logd.server.config import Config
 
 S = 1_000_000_000
@@ -340,10 +340,8 @@ RULES = [
 
 
 def test_a_run_counts_as_its_events_one_by_one() -> None:
-    msgs = [
-        msg(lvl=lvl, txt=txt)
-        for lvl, txt in [(3, "ok"), (4, "slow"), (5, "TIMEOUT here"), (1, "timeout"), (6, "\u212aELVIN")] * 7
-    ]
+    kinds = [(3, "ok"), (4, "slow"), (5, "TIMEOUT here"), (1, "timeout"), (6, "\u212aELVIN")]
+    msgs = [msg(lvl=lvl, txt=txt) for lvl, txt in kinds * 7]
     clock = Clock()
     one, _ = engine(RULES, clock)
     for m in msgs:
@@ -418,3 +416,30 @@ def test_a_reload_keeps_the_state_of_a_rule_that_did_not_change() -> None:
     eng.event(msg(), at(clock))
     eng.load(config([same, {**changed, "threshold": 50}, {**same, "name": "new"}]))
     assert {r["name"]: r["count"] for r in eng.status()} == {"same": 1, "changed": 0, "new": 0}
+
+
+def test_rules_and_targets_are_bounded() -> None:
+    rules = [{"name": f"r{i}", "over": "1m", "threshold": 1} for i in range(MAX_RULES + 1)]
+    with pytest.raises(ConfigError, match=f"201 rules; at most {MAX_RULES}"):
+        config(rules)
+    config(rules[:MAX_RULES])  # the bound itself is fine
+    targets = {f"t{i}": {"webhook": HOOK} for i in range(MAX_TARGETS + 1)}
+    with pytest.raises(ConfigError, match=f"51 targets; at most {MAX_TARGETS}"):
+        parse_alert_config([], targets, "test")
+
+
+def test_an_sns_target_without_boto3_is_refused_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from logd.server.alerts import service
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a)
+    )
+    sns = {"page": {"sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:alerts"}}
+    with pytest.raises(ConfigError, match=r"target 'page' publishes to SNS, which needs boto3"):
+        service._check_sns_client(parse_alert_config([], sns, "test"))
+    service._check_sns_client(config([]))  # a webhook needs nothing more

@@ -4,6 +4,7 @@ reload on SIGHUP (a refused reload keeps the old rules and says why in one sente
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +33,7 @@ class Alerts:
         self.reloads_refused = 0
 
     async def start(self) -> None:
+        _check_sns_client(self._config)
         await self.notifier.update(self._config.targets)
 
     async def run(self) -> None:
@@ -48,6 +50,7 @@ class Alerts:
             return
         try:
             config = read_alert_config(self._config_file)
+            _check_sns_client(config)
         except ConfigError as err:
             self.reloads_refused += 1
             log.warning("alerts reload refused, the old rules stay: %s", err)
@@ -67,6 +70,16 @@ class Alerts:
             "reloads": self.reloads,
             "reloads_refused": self.reloads_refused,
         }
+
+
+def _check_sns_client(config: AlertConfig) -> None:
+    """An SNS target needs boto3 (the aws extra): refused at start-up, not at each notice."""
+    if config.uses_sns and importlib.util.find_spec("boto3") is None:
+        name = next(t.name for t in config.targets.values() if t.sns_topic_arn)
+        raise ConfigError(
+            f"notify target {name!r} publishes to SNS, which needs boto3: "
+            "pip install 'logd[server,aws]'"
+        )
 
 
 ALERTS = web.AppKey("alerts", Alerts)
