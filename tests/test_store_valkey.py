@@ -17,7 +17,7 @@ from logd.server.filters import Filter
 from logd.server.store.base import StoreUnavailable
 from logd.server.store.valkey import ids
 from logd.server.store.valkey import store as valkey
-from logd.server.store.valkey.replay import PREFIX, SLOTS, SharedReplayGuard
+from logd.server.store.valkey.replay import CHECK_MAX, PREFIX, SLOTS, SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
 from redis_support import RedisClusterNodes, RedisServer
 from support import tail_batch
@@ -358,9 +358,9 @@ def test_ids_go_on_above_the_rings_when_the_counter_is_lost(server: RedisServer)
     asyncio.run(main())
 
 
-def test_checks_across_nodes_hand_their_batches_back_in_order(server: RedisServer) -> None:
-    """Concurrent checks go out on different connections and a small batch's reply can come
-    first; the frames are acted on in the order they came all the same."""
+def test_checks_across_nodes_go_one_at_a_time_together_and_in_order(server: RedisServer) -> None:
+    """One check in flight: batches submitted meanwhile go together in the next round trip
+    (at most CHECK_MAX frames each), and every batch is handed back in the order it came."""
     server.start()
     now = 10**18
 
@@ -369,12 +369,20 @@ def test_checks_across_nodes_hand_their_batches_back_in_order(server: RedisServe
         guard = SharedReplayGuard(client=s.client, max_age_ns=S, max_future_ns=0, clock=lambda: now)
         order: list[int] = []
         try:
-            big = [(i.to_bytes(16, "big"), now) for i in range(20_000)]
+            for n in (3, 1, 2):  # submitted in one turn of the loop: one round trip
+                frames = [(b"%d-%d" % (n, i) + b"." * 12, now) for i in range(n)]
+                guard.submit(frames, lambda fresh: order.append(len(fresh)))
+            await guard.close()
+            assert order == [3, 1, 2]
+            assert guard.info()["round_trips"] == 1
+            big = [(i.to_bytes(16, "big"), now) for i in range(CHECK_MAX + 5000)]
             guard.submit(big, lambda fresh: order.append(len(fresh)))
             guard.submit([(b"x" * 16, now)], lambda fresh: order.append(len(fresh)))
+            guard.submit(big[:10], lambda fresh: order.append(fresh.count(False)))  # replays
             await guard.close()
-            assert order == [20_000, 1]
-            assert guard.info()["checked"] == 20_001
+            assert order[3:] == [CHECK_MAX + 5000, 1, 10]
+            assert guard.info()["round_trips"] == 3  # the big batch alone, then the others
+            assert guard.info()["checked"] == 6 + CHECK_MAX + 5000 + 1 + 10
         finally:
             await s.close()
 

@@ -7,7 +7,8 @@ frames of one drained batch are checked together against the backend in one
 round trip: `SET logd:mac:{tag}:<mac> "" NX PX <ttl>` for each, run by one script
 call (packed by resp.py; in a cluster one call per hash tag, pipelined). The first
 node to set a MAC wins, atomically; a node whose SET finds the key treats the frame
-as a replay. Batches are handed back in the order they were submitted.
+as a replay. One check is in flight at a time: the batches submitted meanwhile go
+together in the next, and every batch is handed back in the order it came.
 
 TTL: the MAC must be remembered as long as any node could still find the frame
 fresh: `signed_at + max_age - now`, plus `max_future` as the clock skew allowed
@@ -47,6 +48,7 @@ PREFIX = b"logd:mac:"
 # MACs are spread over 16 hash tags (`logd:mac:{7}:<mac>`) so that a cluster shares the
 # load, and each script call touches one slot, as cluster mode requires.
 SLOTS = 16
+CHECK_MAX = 10_000  # frames a round trip (the backend serves other clients between calls)
 # One call per batch on one server (per tag in a cluster): redis-py spends ~50 us of
 # client CPU per pipelined command.
 CLAIM = """
@@ -72,8 +74,11 @@ class SharedReplayGuard:
         self._offline = offline  # the store knows the backend is down: do not wait for it
         self._keep_ns = max_age_ns + max_future_ns
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._last: asyncio.Task[None] | None = None  # the check submitted last
+        # One check in flight at a time; batches submitted meanwhile wait and go together in
+        # the next (at most CHECK_MAX frames a round trip): fewer, bigger calls under load,
+        # one connection, and the batches handed back in the order they came.
+        self._queued: list[tuple[Sequence[tuple[bytes, int]], Callable[[list[bool]], None]]] = []
+        self._running: asyncio.Task[None] | None = None
         self._quiet = QuietLogger(log)
         self.checked = 0
         self.replays = 0
@@ -87,45 +92,47 @@ class SharedReplayGuard:
         no node accepted before. Returns at once; `done` runs on the event loop, in the
         order of the calls (at once while the backend is known to be down and no check
         is under way)."""
-        previous = self._last
-        if self._offline() and (previous is None or previous.done()):
+        if self._running is None and self._offline():
             self._unchecked(len(frames), "the store backend is down")
             done([True] * len(frames))
             return
-        task = asyncio.get_running_loop().create_task(self._check(frames, done, previous))
-        self._last = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._queued.append((frames, done))
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._run())
 
-    async def _check(
-        self,
-        frames: Sequence[tuple[bytes, int]],
-        done: Callable[[list[bool]], None],
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        """One pipeline for the batch; `done` runs after the previous batch's, so that the
-        events are stored in the order they arrived, whichever reply comes first (the
-        pipelines of concurrent checks go out on different connections)."""
+    async def _run(self) -> None:
+        try:
+            while self._queued:
+                batches, size = 0, 0
+                while batches < len(self._queued) and size < CHECK_MAX:
+                    size += len(self._queued[batches][0])
+                    batches += 1
+                taken, self._queued = self._queued[:batches], self._queued[batches:]
+                fresh = await self._check([f for frames, _ in taken for f in frames])
+                at = 0
+                for frames, done in taken:
+                    done(fresh[at : at + len(frames)])
+                    at += len(frames)
+        finally:
+            self._running = None
+
+    async def _check(self, frames: list[tuple[bytes, int]]) -> list[bool]:
+        """One round trip for the frames; all fresh, unchecked, when the backend is away."""
         if self._offline():
-            await _after(previous)
             self._unchecked(len(frames), "the store backend is down")
-            done([True] * len(frames))
-            return
+            return [True] * len(frames)
         try:
             if isinstance(self._client, RedisCluster):
                 fresh = await self._claim_per_slot(frames)
             else:
                 fresh = await self._claim(frames)
         except (RedisError, OSError) as err:
-            await _after(previous)
             self._unchecked(len(frames), err)
-            done([True] * len(frames))
-            return
+            return [True] * len(frames)
         self.round_trips += 1
-        await _after(previous)
         self.checked += len(fresh)
         self.replays += fresh.count(False)
-        done(fresh)
+        return fresh
 
     def _key_and_ttl(self, mac: bytes, signed_at: int, now: int) -> tuple[bytes, int]:
         slot = mac[0] % SLOTS
@@ -171,10 +178,10 @@ class SharedReplayGuard:
         )
 
     async def close(self) -> None:
-        """Wait for the checks in flight (their frames are then stored), for a bounded time:
-        each is one round trip, limited by the client's timeout."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=STOP_S)
+        """Wait for the checks in flight and queued (their frames are then stored), for a
+        bounded time: each is one round trip, limited by the client's timeout."""
+        if self._running is not None:
+            await asyncio.wait({self._running}, timeout=STOP_S)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -183,9 +190,3 @@ class SharedReplayGuard:
             "unchecked": self.unchecked,
             "round_trips": self.round_trips,
         }
-
-
-async def _after(task: asyncio.Task[None] | None) -> None:
-    """Wait for `task` to end, whatever its outcome (its own errors are its own)."""
-    if task is not None and not task.done():
-        await asyncio.wait({task})
