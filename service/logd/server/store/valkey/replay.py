@@ -15,7 +15,8 @@ fresh: `signed_at + max_age - now`, plus `max_future` as the clock skew allowed
 between nodes. Cost per frame (measured on a local redis-server): one SET in the
 batch's single round trip, one backend key of ~100-175 bytes for about
 `max_age + max_future`, 10-20 us of this node's CPU, and one round trip of
-latency: ingest acts on the batch when the reply comes.
+latency (two when it waits for the check under way): ingest acts on the batch when
+the reply comes.
 
 If the backend does not answer (or the store already knows it is down: then
 without waiting for it), the frames are accepted on the local guard alone
