@@ -3,10 +3,12 @@
 Rules are selected once per (env, svc): a rule whose filter cannot match that ring costs
 nothing for its events. For the rest, a rule that only names the ring (and a level)
 counts a run of events from the C engine without parsing them (bytes.count on the run's
-level bytes); others parse each event once, shared by the ring's rules. Counts go into a
-window of at most WINDOW_BUCKETS buckets per rule (each over/60, at least a second, of
-arrival time), so a window's count costs no scan. One periodic check a second (`tick`)
-rolls the windows, fires absent rules and resolves threshold rules.
+level bytes); the others find the events that may match with the C search a ring scan
+uses (store/search.py) and parse only those, each once per run whatever the rules.
+Counts go into a window of at most WINDOW_BUCKETS buckets per rule (each over/60, at
+least a second, of arrival time), so a window's count costs no scan. Samples for a notice
+are taken only when one may come. One periodic check a second (`tick`) rolls the
+windows, fires absent rules and resolves threshold rules.
 
 State machine per rule: ok -> firing when the condition holds and the cooldown since it
 last fired has passed (a notice); firing -> ok when it no longer holds (a "resolved"
