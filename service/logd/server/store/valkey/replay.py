@@ -49,7 +49,7 @@ PREFIX = b"logd:mac:"
 # MACs are spread over 16 hash tags (`logd:mac:{7}:<mac>`) so that a cluster shares the
 # load, and each script call touches one slot, as cluster mode requires.
 SLOTS = 16
-CHECK_MAX = 10_000  # frames a round trip (the backend serves other clients between calls)
+CHECK_MAX = 10_000  # frames a script call (the backend serves other clients between calls)
 # One call per batch on one server (per tag in a cluster): redis-py spends ~50 us of
 # client CPU per pipelined command.
 CLAIM = """
@@ -75,9 +75,10 @@ class SharedReplayGuard:
         self._offline = offline  # the store knows the backend is down: do not wait for it
         self._keep_ns = max_age_ns + max_future_ns
         self._clock = clock
-        # One check in flight at a time; batches submitted meanwhile wait and go together in
-        # the next (at most CHECK_MAX frames a round trip): fewer, bigger calls under load,
-        # one connection, and the batches handed back in the order they came.
+        # One check in flight at a time; batches submitted meanwhile wait and all go together
+        # in the next round trip: fewer, bigger calls under load, one connection, and the
+        # batches handed back in the order they came. What waits is what arrived during the
+        # round trip under way, itself bounded by the client's timeout.
         self._queued: list[tuple[Sequence[tuple[bytes, int]], Callable[[list[bool]], None]]] = []
         self._running: asyncio.Task[None] | None = None
         self._quiet = QuietLogger(log)
@@ -104,11 +105,7 @@ class SharedReplayGuard:
     async def _run(self) -> None:
         try:
             while self._queued:
-                batches, size = 0, 0
-                while batches < len(self._queued) and size < CHECK_MAX:
-                    size += len(self._queued[batches][0])
-                    batches += 1
-                taken, self._queued = self._queued[:batches], self._queued[batches:]
+                taken, self._queued = self._queued, []
                 fresh = await self._check([f for frames, _ in taken for f in frames])
                 at = 0
                 for frames, done in taken:
@@ -141,14 +138,17 @@ class SharedReplayGuard:
         return b"%s{%d}:%s" % (PREFIX, slot, mac), ttl_ms
 
     async def _claim(self, frames: Sequence[tuple[bytes, int]]) -> list[bool]:
-        """One server: one call for the whole batch, packed here (resp.py)."""
+        """One server: one call per CHECK_MAX frames, packed here (resp.py), in one write."""
         now = self._clock()
-        pairs = [self._key_and_ttl(mac, signed_at, now) for mac, signed_at in frames]
-        keys = [resp.bulk(key) for key, _ in pairs]
-        ttls = [resp.bulk(b"%d" % ttl) for _, ttl in pairs]
-        head = resp.command("EVAL", CLAIM, len(pairs), more=2 * len(pairs))
-        (claimed,) = await resp.send(self._client, [head + b"".join(keys) + b"".join(ttls)])
-        return [first == 1 for first in claimed]
+        commands = []
+        for start in range(0, len(frames), CHECK_MAX):
+            pairs = [self._key_and_ttl(m, t, now) for m, t in frames[start : start + CHECK_MAX]]
+            keys = [resp.bulk(key) for key, _ in pairs]
+            ttls = [resp.bulk(b"%d" % ttl) for _, ttl in pairs]
+            head = resp.command("EVAL", CLAIM, len(pairs), more=2 * len(pairs))
+            commands.append(head + b"".join(keys) + b"".join(ttls))
+        replies = await resp.send(self._client, commands)
+        return [first == 1 for claimed in replies for first in claimed]
 
     async def _claim_per_slot(self, frames: Sequence[tuple[bytes, int]]) -> list[bool]:
         """A cluster: one call per hash tag (a call's keys must be in one slot)."""
