@@ -198,7 +198,7 @@ FILTER_CASES = [
     (
         ["--not-from-host", "web-1", "--not-from-host", "web-2"],
         ["declined\x1b[2J", "slow card", "listed 3 items"],
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -290,7 +290,9 @@ def test_hits_json_and_filters_and_errors(events: LogdProcess) -> None:
     assert (body["step_s"], body["total"]) == (3600, 2)
     done = run(env, "hits", "--by", "color")
     assert done.returncode == 1
-    assert "bad parameter 'by': expected lvl, env, svc, fn or attr.KEY" in one_sentence(done.stderr)
+    assert "bad parameter 'by': expected lvl, env, svc, fn, host or attr.KEY" in one_sentence(
+        done.stderr
+    )
     done = run(env, "hits", "--step", "0s")
     assert done.returncode == 1
     assert "bad parameter 'step'" in one_sentence(done.stderr)
