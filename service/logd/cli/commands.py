@@ -532,7 +532,7 @@ def _follow(client: ReadClient, params: Params, show: Callable[[dict[str, Any]],
 @click.option(
     "--step", metavar="DURATION", help="Bucket width: 30s, 1m, 1h [default: at most 300 buckets]."
 )
-@click.option("--by", metavar="FIELD", help="Split by lvl, env, svc, fn or attr.KEY.")
+@click.option("--by", metavar="FIELD", help="Split by lvl, env, svc, fn, host or attr.KEY.")
 @_output_option("text", "json")
 @click.option("--json", "fmt", flag_value="json", help="-o json: the raw /hits JSON.")
 @color_option
