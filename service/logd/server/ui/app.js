@@ -48,11 +48,10 @@ const state = {
 
 class Refused extends Error {}
 
-async function api(path, params, signal) {
-  const url = params && [...params].length ? `${path}?${params}` : path;
+async function api(path, params) {
+  const url = [...params].length ? `${path}?${params}` : path;
   const response = await fetch(url, {
     headers: { Authorization: state.secret, Accept: "application/json" },
-    signal,
     cache: "no-store",
   });
   if (response.ok) return response;
