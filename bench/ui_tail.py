@@ -5,7 +5,8 @@ frames/s). The page is signed in and follows the live tail; a script counts
 requestAnimationFrame callbacks over `--seconds` and the frames that took longer than
 50 ms. The reference is the same page, in the same browser and run, with no events.
 Medians of `--runs`. Also the page's first-load weight: the bytes of the responses of a
-fresh load (index.html, app.js, app.css), as the browser's Resource Timing reports them.
+fresh load (index.html, app.js, app.css, icon.svg), as the browser's Resource Timing
+reports them.
 
 `python -m bench.ui_tail` (`make bench` runs it after the main table); `--smoke` checks the
 harness in a few seconds (its numbers mean nothing).
@@ -147,7 +148,7 @@ def report(result: dict[str, Any]) -> str:
         _row(f"{RATE:,} events/s, paused (read, held, not drawn)", result["paused"], idle_fps),
         f"events the page's tail lost (server's tail.dropped): {sum(result['lost'])}",
     ]
-    names = {"index.html", "app.js", "app.css", "ui"}
+    names = {"index.html", "app.js", "app.css", "icon.svg"}
     parts = [w for w in result["weight"] if w[0] in names]
     transfer = sum(w[1] for w in parts)
     body = sum(w[2] for w in parts)

@@ -454,6 +454,7 @@ def test_the_page_is_served_with_its_security_headers(server: LogdProcess) -> No
         ("/ui/", "text/html"),
         ("/ui/app.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
     ):
         status, body, headers = server.get(path, secret="")
         assert status == 200

@@ -1,5 +1,5 @@
-"""GET /ui/: the web page for reading logs (index.html, app.js, app.css in logd.server.ui),
-and the redirect of a browser that opens `/`.
+"""GET /ui/: the web page for reading logs (index.html, app.js, app.css, icon.svg in
+logd.server.ui), and the redirect of a browser that opens `/`.
 
 The page's files are read from the package once, at start: logd serves everything the page
 needs (the host may have no internet), and a request never touches the disk. Every answer
@@ -19,6 +19,7 @@ FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "icon.svg": "image/svg+xml",  # asked for by the page: no 404 for /favicon.ico
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -1,1 +1,2 @@
-"""The web page's files (index.html, app.js, app.css), served by logd.server.http.ui."""
+"""The web page's files (index.html, app.js, app.css, icon.svg), served by
+logd.server.http.ui."""
