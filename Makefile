@@ -124,7 +124,14 @@ $(BENCH_SENDER): bench/sender.c | build-deps
 	mkdir -p $(dir $@)
 	gcc -O2 -Wall -Wextra -o $@ $< -lcrypto
 
-bench: install redis-server $(BENCH_SENDER)
+# The reference receiver (the machine's limit): a bare C recvmmsg loop.
+BENCH_BARE := bench/build/bare_recv
+
+$(BENCH_BARE): bench/bare_recv.c | build-deps
+	mkdir -p $(dir $@)
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+bench: install redis-server $(BENCH_SENDER) $(BENCH_BARE)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.valkey_ingest $(BENCH_VALKEY_ARGS)
 	$(BIN)/python -m bench.ui_tail $(BENCH_UI_ARGS)

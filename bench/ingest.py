@@ -1,5 +1,6 @@
 """Ingest measurements: saturation, offered-rate steps, batched frames, and the bare
-Python receive loop that the per-frame cost is compared with.
+receivers that the per-frame cost is compared with (a Python `recv_into` loop and a C
+`recvmmsg` loop, bench/bare_recv.*).
 
 At saturation the sender runs flat out and the server's socket buffer is kept
 small (`sat_rcvbuf`), so that queued frames stay fresh (a frame queued longer
@@ -37,6 +38,7 @@ from bench.procs import (
 )
 
 BARE_RECV = Path(__file__).with_name("bare_recv.py")
+BARE_RECV_C = Path(__file__).parent / "build" / "bare_recv"  # `make bench` builds it
 IDLE_S = 0.3  # no progress for this long: the server has taken all it will take
 DRAIN_TIMEOUT_S = 10.0
 PLAIN = Load()  # the frames of a fill unless asked otherwise: one event of 100 bytes of txt
@@ -171,11 +173,13 @@ def rate_steps(
 
 
 class BareLoop:
-    """bench/bare_recv.py pinned to the server's core; `stop()` returns its packet count."""
+    """bench/bare_recv.py (or, `c`, bench/bare_recv.c) pinned to the server's core;
+    `stop()` returns its packet count."""
 
-    def __init__(self, cores: Cores, rcvbuf: int) -> None:
+    def __init__(self, cores: Cores, rcvbuf: int, *, c: bool = False) -> None:
+        command = [str(BARE_RECV_C)] if c else [sys.executable, str(BARE_RECV)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(BARE_RECV), str(rcvbuf)],
+            [*command, str(rcvbuf)],
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own autogroup, as the server's: see procs.favour()
@@ -209,10 +213,13 @@ class BareLoop:
             stop_pid(self.proc, signal.SIGKILL)
 
 
-def bare_reference(sender: Path, cores: Cores, load: Load, rcvbuf: int) -> dict[str, Any]:
-    """The bare loop fed live by the same sender flat out, as `saturate` feeds logd. The sender
-    cannot keep it busy, so it also waits and wakes up: see `busy`."""
-    loop = BareLoop(cores, rcvbuf)
+def bare_reference(
+    sender: Path, cores: Cores, load: Load, rcvbuf: int, *, c: bool = False
+) -> dict[str, Any]:
+    """The bare loop (`c`: the C recvmmsg one) fed live by the same sender flat out, as
+    `saturate` feeds logd. The sender cannot keep it busy, so it also waits and wakes up:
+    see `busy`."""
+    loop = BareLoop(cores, rcvbuf, c=c)
     try:
         cpu0, busy0, t0 = cpu_seconds(loop.pid), core_busy_seconds(cores.server), time.monotonic()
         sent = send(sender, loop.port, "bare-reference-needs-no-real-secret", load, cores.load)

@@ -98,6 +98,18 @@ ROWS = [
     Row("mix.batched_cpu_us_per_event", "batched ingest, 8 rings: CPU per event", _us, ""),
     Row("mix.batched_ratio", "batched ingest: CPU per event, 8 rings / 1 ring", _times,
         "<= 1.5x", lambda v: v <= 1.5),
+    Row("mix.batched_events_per_cpu_s", "batched ingest, 8 rings: events per CPU-second",
+        _rate, ">= 1,500,000 (one core)", lambda v: v >= 1_500_000),
+    Row("ingest.live_over_busy",
+        "per-frame CPU per frame: fed live at the sender's best / kept busy", _times,
+        "<= 1.2x", lambda v: v <= 1.2),
+    Row("mix.live_cpu_us_per_frame", "per-frame ingest, 8 rings, fed live: CPU per frame",
+        _us, ""),
+    Row("bare_c.live_cpu_us_per_packet",
+        "bare C recvmmsg loop fed live by the sender: CPU per packet", _us, ""),
+    Row("mix.live_ratio_to_bare_c",
+        "fed live, 8 rings: CPU per frame / bare C recvmmsg loop", _times, "<= 1.5x",
+        lambda v: v <= 1.5),
     Row("query.newest_100.p50_ms", "query: newest 100, p50", _ms, "<= 5 ms (ring of 1M)",
         lambda v: v <= 5),
     Row("query.newest_100.p99_ms", "query: newest 100, p99", _ms, "<= 5 ms", lambda v: v <= 5),
@@ -229,6 +241,19 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         out["mix.batched_events_per_s"] = med("batched_mix", "events_per_s")
         out["mix.batched_cpu_us_per_event"] = mixed
         out["mix.batched_ratio"] = mixed / one if one > 0 else math.nan
+        out["mix.batched_events_per_cpu_s"] = 1e6 / mixed if mixed > 0 else math.nan
+    if raw.get("saturation") and raw.get("logd_drain"):
+        out["ingest.live_over_busy"] = _ratio(raw["logd_drain"], raw["saturation"])
+    if raw.get("saturation_mix") and raw.get("bare_c"):
+        out["mix.live_cpu_us_per_frame"] = med("saturation_mix", "cpu_us_per_frame")
+        out["bare_c.live_cpu_us_per_packet"] = med("bare_c", "cpu_us_per_packet")
+        out["mix.live_ratio_to_bare_c"] = median(
+            [
+                m["cpu_us_per_frame"] / b["cpu_us_per_packet"]
+                for b, m in zip(raw["bare_c"], raw["saturation_mix"], strict=True)
+                if b["cpu_us_per_packet"]
+            ]
+        )
     if raw.get("steps"):
         out["ingest.no_loss_frames_per_s"] = med("steps", "no_loss_frames_per_s")
     for name in query.QUERIES:

@@ -223,6 +223,12 @@ class Bench:
             self.raw.setdefault("bare", []).append(
                 ingest.bare_reference(self.sender, self.cores, flat, s.sat_rcvbuf)
             )
+            # The machine's limit: a bare C recvmmsg loop fed the mixed traffic the same way.
+            self.raw.setdefault("bare_c", []).append(
+                ingest.bare_reference(
+                    self.sender, self.cores, replace(flat, keys=s.mix_keys), s.sat_rcvbuf, c=True
+                )
+            )
             self.raw.setdefault("bare_drain", []).append(
                 ingest.bare_drain(
                     self.sender,
@@ -606,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown section {sorted(unknown)[0]!r}; known: {', '.join(SECTIONS)}")
     if not os.access(args.sender, os.X_OK):
         print(f"bench: no sender at {args.sender}; `make bench` builds it", file=sys.stderr)
+        return 2
+    if "ingest" in sections and not os.access(ingest.BARE_RECV_C, os.X_OK):
+        print(f"bench: no {ingest.BARE_RECV_C}; `make bench` builds it", file=sys.stderr)
         return 2
 
     version = code_version()  # before the run: the tree may change while it runs

@@ -49,8 +49,10 @@ LATENCIES = [
 
 @pytest.fixture(scope="module")
 def sender() -> Path:
-    """Built by the Makefile rule that `make bench` uses."""
-    subprocess.run(["make", "-s", "bench/build/sender"], cwd=REPO, check=True)
+    """Built by the Makefile rule that `make bench` uses (and the C reference receiver)."""
+    subprocess.run(
+        ["make", "-s", "bench/build/sender", "bench/build/bare_recv"], cwd=REPO, check=True
+    )
     return REPO / "bench" / "build" / "sender"
 
 
