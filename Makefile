@@ -84,7 +84,7 @@ screenshots: install chromium
 PURE := build/pure
 PURE_TESTS := tests/test_engine.py tests/test_accept.py tests/test_replay.py \
 	tests/test_fuzz_ingest.py tests/test_fastpath.py tests/test_server_functional.py \
-	tests/test_writers.py tests/test_writers_functional.py
+	tests/test_writers.py tests/test_writers_functional.py tests/test_ingest_pacing.py
 unit-pure: install
 	rm -rf $(PURE) && mkdir -p $(PURE) && cp -r service/logd $(PURE)/
 	find $(PURE) -name '*.so' -delete
