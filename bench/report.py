@@ -141,6 +141,7 @@ ROWS = [
     Row("memory.rss_over_payload", "memory: RSS growth / payload bytes", _times, "(Go: ~2.7x)"),
     Row("logger.call_us", "logger: one log.info() call (sender, seq, host, pid set)", _us,
         "<= 2.5 µs", lambda v: v <= 2.5),
+    Row("logger.call_cpu_us", "logger: one log.info() call, the app thread's CPU", _us, ""),
     Row("logger.events_per_s", "logger: events/s one Python process emits", _rate, ""),
     Row("stuck_tails.loss", "64 stuck filtered tails, 8 KB events at 20k/s: ingest loss", _pct,
         "<= 0.1%", lambda v: v <= 0.001),
@@ -271,6 +272,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, float | str]:
         out["tail.p99_ms"] = med("tail", "p99_ms")
     if raw.get("logger"):
         out["logger.call_us"] = med("logger", "call_us")
+        out["logger.call_cpu_us"] = med("logger", "call_cpu_us")
         out["logger.events_per_s"] = med("logger", "events_per_s")
     elif "logger" in raw:
         out["logger.call_us"] = "pending: logd.logger not written yet"
