@@ -245,6 +245,9 @@ def test_handler_takes_http_fields_from_extra(receiver: Receiver) -> None:
         ({"method": "FETCH"}, "method must be one of DELETE, GET"),
         ({"status": 42}, "status must be an HTTP status code from 100 to 999"),
         ({"status": 1000}, "status must be an HTTP status code"),
+        ({"status": "200"}, "status must be an HTTP status code"),
+        ({"status": True}, "status must be an HTTP status code"),
+        ({"url": 7}, "method and url must be str"),
     ],
 )
 def test_bad_http_fields_are_refused_when_made(kwargs: dict[str, object], error: str) -> None:

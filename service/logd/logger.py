@@ -414,7 +414,8 @@ def _from_event_dict(event_dict: Mapping[str, Any], method_name: str) -> _Parts:
     name) -> lvl, `exception` / `exc_info` / `stack` -> stack_trace, `fn` -> fn, `http`
     (an HttpFields) -> the HTTP fields, every other key -> attrs (as str)."""
     fields = {k: v for k, v in event_dict.items() if k not in _STRUCTLOG_META}
-    txt = fields.pop("event", "")
+    txt = fields.pop("event", None)
+    txt = "" if txt is None else txt  # log.info() with no event: an empty text, not "None"
     level = str(fields.pop("level", method_name) or method_name).lower()
     stack = []
     exc_info = fields.pop("exc_info", None)

@@ -32,8 +32,10 @@ class HttpFields:
             if self.method.upper() not in METHOD_VALUES:
                 raise ValueError(f"method must be one of {', '.join(METHOD_VALUES)}")
             object.__setattr__(self, "method", self.method.upper())
-        if self.status and not 100 <= self.status <= 999:
+        if self.status.__class__ is not int or (self.status and not 100 <= self.status <= 999):
             raise ValueError("status must be an HTTP status code from 100 to 999")
+        if self.url.__class__ is not str or self.method.__class__ is not str:
+            raise ValueError("method and url must be str")
 
 
 # (t_ns, lvl, txt, attrs, stack_trace, fn, http): what an app thread queues. A plain
