@@ -8,7 +8,6 @@ from collections import deque
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from logd._pb.logd_pb2 import Msg
 from logd.server.store.scan import Hit, merge
 
@@ -59,6 +58,8 @@ def test_merge_stops_at_the_byte_bound_with_at_least_one_event() -> None:
     size = len(Msg(txt="0-0").SerializeToString())
     found = asyncio.run(merge(cursors, limit=10, offset=0, max_bytes=2 * size))
     assert found.ids == ["0-0", "1-0"]
-    assert found.truncated and found.nbytes == 2 * size
+    assert found.truncated
+    assert found.nbytes == 2 * size
     tiny = asyncio.run(merge([ListCursor(0, [1, 0], 1)], limit=10, offset=0, max_bytes=1))
-    assert tiny.ids == ["0-0"] and tiny.truncated
+    assert tiny.ids == ["0-0"]
+    assert tiny.truncated

@@ -9,7 +9,6 @@ from bisect import bisect_right
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
 from logd.server.store import search
 
 C = pytest.mark.skipif(search._c_containing is None, reason="built without C")
