@@ -13,11 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from alerts_support import receiver
-from moto import mock_aws
-
 from logd.server.alerts.notice import Notice
 from logd.server.alerts.notify import QUEUE_MAX, Notifier
 from logd.server.alerts.rules import Target
+from moto import mock_aws
 
 REGION = "us-east-1"
 
@@ -27,8 +26,8 @@ def notice(rule: str = "r", targets: tuple[str, ...] = ("t",)) -> Notice:
     return Notice(rule, "firing", targets, text, {"rule": rule, "state": "firing"})
 
 
-async def until(check: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], Any], within_s: float = 10) -> Any:
+    deadline = time.monotonic() + within_s
     while not (value := check()):
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
