@@ -234,6 +234,7 @@ def test_handler_takes_http_fields_from_extra(receiver: Receiver) -> None:
     app.info("served", extra={"http": HttpFields(url="/health", status=200), "user": "bob"})
     [msg] = receiver.events(1)
     assert (msg.url, msg.response_status, msg.http_method) == ("/health", 200, 0)
+    assert (msg.host, msg.pid) == (socket.gethostname(), os.getpid())  # the handler's too
     assert dict(msg.attrs) == {"user": "bob", "logger": "test.http.extra"}
     app.removeHandler(handler)
     handler.close()
