@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -15,7 +16,8 @@ import pytest
 from alerts_support import receiver
 from logd.server.alerts.notice import Notice
 from logd.server.alerts.notify import QUEUE_MAX, Notifier
-from logd.server.alerts.rules import Target
+from logd.server.alerts.rules import AlertConfig, Target
+from logd.server.alerts.service import Alerts
 from moto import mock_aws
 
 REGION = "us-east-1"
@@ -180,3 +182,22 @@ def test_a_url_the_client_refuses_is_dropped_without_its_text(
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "target=bad" in logged
     assert "very-secret-token" not in logged
+
+
+def test_reloads_in_a_row_leave_one_delivery_per_target(tmp_path: Path) -> None:
+    path = tmp_path / "logdrc.yml"
+    path.write_text('notify: {ops: {webhook: "http://127.0.0.1:9/a"}}\n')
+
+    async def main() -> None:
+        alerts = Alerts(AlertConfig(), path)
+        await alerts.start()
+        for i in range(5):  # a target that changes each time: closed and made again
+            path.write_text(f'notify: {{ops: {{webhook: "http://127.0.0.1:9/{i}"}}}}\n')
+            await asyncio.gather(*(alerts.reload() for _ in range(3)))
+        assert alerts.reloads == 15
+        assert list(alerts.notifier.info()["targets"]) == ["ops"]
+        workers = [t for t in asyncio.all_tasks() if t.get_name().startswith("logd-notify-")]
+        assert len(workers) == 1
+        await alerts.notifier.close()
+
+    run(main)

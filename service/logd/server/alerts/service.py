@@ -16,6 +16,7 @@ from logd.errors import ConfigError
 from logd.server.alerts.engine import AlertEngine
 from logd.server.alerts.notify import Notifier
 from logd.server.alerts.rules import AlertConfig
+from logd.server.config import read_alert_config
 from logd.server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Alerts:
         self._config_file = config_file
         self.reloads = 0
         self.reloads_refused = 0
+        self._reloading = asyncio.Lock()  # SIGHUPs in a row: one reload at a time
 
     async def start(self) -> None:
         _check_sns_client(self._config)
@@ -44,12 +46,14 @@ class Alerts:
 
     async def reload(self) -> None:
         """Read `alerts:` and `notify:` from the config file again (SIGHUP)."""
-        from logd.server.config import read_alert_config
-
         if self._config_file is None:
             return
+        async with self._reloading:
+            await self._reload(self._config_file)
+
+    async def _reload(self, path: Path) -> None:
         try:
-            config = read_alert_config(self._config_file)
+            config = read_alert_config(path)
             _check_sns_client(config)
         except ConfigError as err:
             self.reloads_refused += 1
