@@ -194,6 +194,7 @@ class Notifier:
         self._deliveries: dict[str, _Delivery] = {}
         self._session: aiohttp.ClientSession | None = None
         self._gone = Counts()  # counts of targets a reload removed
+        self._updating = asyncio.Lock()  # reloads in a row, or one during shutdown
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -202,6 +203,10 @@ class Notifier:
 
     async def update(self, targets: Mapping[str, Target]) -> None:
         """Deliver to these targets from now on: an unchanged one keeps its queue."""
+        async with self._updating:
+            await self._update(targets)
+
+    async def _update(self, targets: Mapping[str, Target]) -> None:
         for name, delivery in list(self._deliveries.items()):
             if targets.get(name) != delivery.target:
                 await delivery.close()

@@ -32,7 +32,6 @@ class Alerts:
         self._config_file = config_file
         self.reloads = 0
         self.reloads_refused = 0
-        self._reloading = asyncio.Lock()  # SIGHUPs in a row: one reload at a time
 
     async def start(self) -> None:
         _check_sns_client(self._config)
@@ -48,12 +47,8 @@ class Alerts:
         """Read `alerts:` and `notify:` from the config file again (SIGHUP)."""
         if self._config_file is None:
             return
-        async with self._reloading:
-            await self._reload(self._config_file)
-
-    async def _reload(self, path: Path) -> None:
         try:
-            config = read_alert_config(path)
+            config = read_alert_config(self._config_file)
             _check_sns_client(config)
         except ConfigError as err:
             self.reloads_refused += 1
