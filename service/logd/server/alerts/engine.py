@@ -69,8 +69,10 @@ class Window:
         self._head = head
 
     def add(self, now_s: int, count: int) -> None:
-        self.roll(now_s)
-        self._buckets[self._head % len(self._buckets)] += count
+        if now_s // self.width != self._head:  # most adds land in the newest bucket
+            self.roll(now_s)
+        buckets = self._buckets
+        buckets[self._head % len(buckets)] += count
         self.total += count
 
 
@@ -179,9 +181,10 @@ class AlertEngine:
             return
         now_s = int(self._clock())
         run = _Run(data, ends, lvls)
+        events = len(run.at)
         for state, flt, mode in selected:
             if mode == _ALL:
-                self._hit(state, now_s, len(run.at), _newest, run)
+                self._hit(state, now_s, events, _newest, run)
             elif mode == _LEVEL:
                 count = sum(run.histogram[flt.lvl :])
                 if count:
