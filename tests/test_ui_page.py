@@ -263,6 +263,18 @@ def test_a_filter_narrows_the_list_and_the_url_never_holds_the_secret(
     assert by_css(browser, "#filters input[name=svc]")[0].get_attribute("value") == "billing"
 
 
+def test_the_host_field_filters_on_the_writers_host(server: LogdProcess, browser: Any) -> None:
+    write(server, "t-host", "from web-1", host="web-1", pid=11)
+    write(server, "t-host", "from web-2", host="web-2", pid=12)
+    stored(server, "t-host", 2)
+    open_page(browser, server, "?env=t-host")
+    wait_for(lambda: len(row_texts(browser)) == 2)
+    by_css(browser, "#filters input[name=host]")[0].send_keys("web-2")
+    by_css(browser, "#filters button[type=submit]")[0].click()
+    wait_for(lambda: row_texts(browser) == ["from web-2"])
+    assert url_params(browser) == {"env": ["t-host"], "host": ["web-2"]}
+
+
 def test_older_events_page_back_with_before(server: LogdProcess, browser: Any) -> None:
     texts = [f"p{i:03d}" for i in range(250)]
     for i in range(0, 250, 25):

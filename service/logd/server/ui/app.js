@@ -14,7 +14,7 @@ const HITS_EVERY_MS = 2000; // the histogram follows the live tail at most this 
 const STATUS_EVERY_MS = 5000;
 const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
 const STACK = [...LEVELS, "-"]; // bottom to top in a bar
-const FORM_FIELDS = ["env", "svc", "fn", "lvl", "txt", "since", "until"];
+const FORM_FIELDS = ["env", "svc", "fn", "host", "lvl", "txt", "since", "until"];
 const SECRET_KEY = "logd.readSecret";
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -491,7 +491,7 @@ const FIELDS = [
   ["env", "env", "env"],
   ["svc", "svc", "svc"],
   ["fn", "fn", "fn"],
-  ["host", "host"],
+  ["host", "host", "host"],
   ["pid", "pid"],
   ["http_method", "method"],
   ["url", "url"],
