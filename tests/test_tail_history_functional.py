@@ -58,13 +58,17 @@ def tail(
 
 
 def write(proc: LogdProcess, *texts: str, svc: str = "api") -> None:
+    before = proc.info()["udp"]["events"]
     for text in texts:
         proc.write(Msg(env="prod", svc=svc, txt=text))
-    stored(proc)
+    stored(proc, before + len(texts))
 
 
-def stored(proc: LogdProcess) -> None:
-    """Wait until what was accepted is stored (on Valkey: in the backend)."""
+def stored(proc: LogdProcess, events: int = 0) -> None:
+    """Wait until `events` were accepted (a read of the socket may wait a millisecond or
+    two: ingest/drain.py paces them), and what was accepted is stored (on Valkey: in the
+    backend)."""
+    wait_for(lambda: proc.info()["udp"]["events"] >= events)
     target = proc.info()["udp"]["events"]
 
     def done() -> bool:
