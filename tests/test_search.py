@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given, settings
@@ -48,35 +49,27 @@ def defined(data: bytes, ends: array[int], needle: bytes, folded: bool, whole: b
     return sorted({bisect_right(ends, s) for s in starts})
 
 
-@given(events, needles, st.booleans(), st.booleans())
+SEARCHES = [
+    pytest.param(search.python_containing, id="python"),
+    pytest.param(search.containing, id="c", marks=C),
+]
+
+
+@pytest.mark.parametrize("find", SEARCHES)
+@given(parts=events, needle=needles, folded=st.booleans(), whole=st.booleans())
 @settings(max_examples=400, deadline=None)
-@example([b"xQz", b"qz"], b"qz", True, False)  # both cases, two events
-@example([b"\x02ab", b"ab"], b"ab", False, True)  # whole: only after the length byte
-def test_python_search_is_the_definition(
-    parts: list[bytes], needle: bytes, folded: bool, whole: bool
+@example(parts=[b"xQz", b"qz"], needle=b"qz", folded=True, whole=False)  # both cases
+@example(parts=[b"Aa", b"`@"], needle=b"a@", folded=True, whole=False)  # the case bit only
+@example(parts=[b"\x02ab", b"ab"], needle=b"ab", folded=False, whole=True)  # after its length
+def test_the_search_is_the_definition(
+    find: Callable[..., list[int]], parts: list[bytes], needle: bytes, folded: bool, whole: bool
 ) -> None:
     data, ends = chunk(parts)
     if folded:
         needle = needle.lower()
     want = defined(data, ends, needle, folded, whole)
-    assert search.python_containing(data, ends, needle, folded=folded, whole=whole) == want
-
-
-@C
-@given(events, needles, st.booleans(), st.booleans())
-@settings(max_examples=400, deadline=None)
-@example([b"xQz", b"qz"], b"qz", True, False)
-@example([b"Aa", b"`@"], b"a@", True, False)  # @ and ` differ only in the case bit
-@example([b"\x02ab", b"ab"], b"ab", False, True)
-def test_c_search_is_the_definition(
-    parts: list[bytes], needle: bytes, folded: bool, whole: bool
-) -> None:
-    data, ends = chunk(parts)
-    if folded:
-        needle = needle.lower()
-    want = defined(data, ends, needle, folded, whole)
-    assert search.containing(data, ends, needle, folded=folded, whole=whole) == want
-    assert search.containing(bytearray(data), ends, needle, folded=folded, whole=whole) == want
+    assert find(data, ends, needle, folded=folded, whole=whole) == want
+    assert find(bytearray(data), ends, needle, folded=folded, whole=whole) == want
 
 
 @C
