@@ -222,6 +222,8 @@ def realistic_events(now_ns: int, minutes: int = 30, seed: int = 7) -> list[Msg]
             fn=rng.choice(services[svc]),
             lvl=LEVELS.index(lvl) + 1,
             txt=rng.choice(texts[lvl]),
+            host=f"ip-10-0-1-{11 + i % 4}",  # four hosts, each one process
+            pid=4100 + i % 4,
             attrs={"request_id": f"r-{i:05d}", "region": rng.choice(["eu-west-1", "us-east-1"])},
         )
         if lvl == "ERROR":
