@@ -95,20 +95,8 @@ def run_queries(server: LogdServer, reps: dict[str, int], stored: int) -> dict[s
         for name, (params, share) in QUERIES.items():
             want = min(LIMIT, math.ceil(stored * share))
             path = "/?" + urllib.parse.urlencode(params)
-            times_ms: list[float] = []
-            returned = 0
-            for i in range(reps[name] + 1):  # the first one warms up and is not counted
-                t0 = time.perf_counter()
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                body = response.read()
-                elapsed = (time.perf_counter() - t0) * 1000
-                if response.status != 200:
-                    raise RuntimeError(f"query {name} answered {response.status}: {body[:200]!r}")
-                if i:
-                    times_ms.append(elapsed)
-                else:
-                    returned = len(json.loads(body))
+            first, times_ms = _timed(conn, path, headers, reps[name], f"query {name}")
+            returned = len(first)
             p50, p99 = percentiles(times_ms, 50, 99)
             out[name] = {
                 "params": params,
@@ -124,21 +112,10 @@ def run_queries(server: LogdServer, reps: dict[str, int], stored: int) -> dict[s
 
 def run_hits(server: LogdServer, reps: int, stored: int) -> dict[str, Any]:
     """`GET /hits?by=lvl` over the whole ring, `reps` times: its total must be `stored`."""
-    times_ms: list[float] = []
-    total = 0
+    headers = {"Authorization": server.read_secret}
     with _connection(server) as conn:
-        for i in range(reps + 1):  # the first one warms up
-            t0 = time.perf_counter()
-            conn.request("GET", "/hits?by=lvl", headers={"Authorization": server.read_secret})
-            response = conn.getresponse()
-            body = response.read()
-            elapsed = (time.perf_counter() - t0) * 1000
-            if response.status != 200:
-                raise RuntimeError(f"/hits answered {response.status}: {body[:200]!r}")
-            if i:
-                times_ms.append(elapsed)
-            else:
-                total = json.loads(body)["total"]
+        first, times_ms = _timed(conn, "/hits?by=lvl", headers, reps, "/hits")
+    total = first["total"]
     p50, p99 = percentiles(times_ms, 50, 99)
     return {
         "reps": reps,
@@ -189,6 +166,28 @@ def run_tail_backlog(server: LogdServer, reps: int) -> dict[str, Any]:
         "first_byte_p99_ms": percentiles(first_ms, 99)[0],
         "backlog_p50_ms": percentiles(all_ms, 50)[0],
     }
+
+
+def _timed(
+    conn: http.client.HTTPConnection, path: str, headers: dict[str, str], reps: int, what: str
+) -> tuple[Any, list[float]]:
+    """GET `path` `reps` + 1 times on one connection: the first answer (parsed JSON; that
+    request warms up and is not timed) and the others' times in ms."""
+    times_ms: list[float] = []
+    first: Any = None
+    for i in range(reps + 1):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        elapsed = (time.perf_counter() - t0) * 1000
+        if response.status != 200:
+            raise RuntimeError(f"{what} answered {response.status}: {body[:200]!r}")
+        if i:
+            times_ms.append(elapsed)
+        else:
+            first = json.loads(body)
+    return first, times_ms
 
 
 @contextlib.contextmanager
