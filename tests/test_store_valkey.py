@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from array import array
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from logd.errors import ConfigError
 from logd.server.config import Config
 from logd.server.filters import Filter
 from logd.server.store.base import StoreUnavailable
-from logd.server.store.valkey import ids
+from logd.server.store.valkey import ids, tail
 from logd.server.store.valkey import store as valkey
 from logd.server.store.valkey.replay import CHECK_MAX, PREFIX, SLOTS, SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
@@ -412,6 +414,154 @@ def test_a_tail_waits_a_bounded_time_for_the_reader_and_leaves_nothing_behind(
             await s.catch_up()
             assert 1.5 < loop.time() - started < 10
             assert s._follower._waiters == []
+        finally:
+            sub.close()
+            await s.close()
+
+    asyncio.run(main())
+
+
+# --- runs: one stream entry per run of events ----------------------------------------------
+
+
+def run_of(texts: list[str], t0: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """A run as the C engine hands it over: bytes, ends (uint32), times (int64), levels."""
+    data = [Msg(env="p", svc="a", txt=txt).SerializeToString() for txt in texts]
+    ends = array("I", accumulate(map(len, data)))
+    times = array("q", range(t0, t0 + len(texts)))
+    return b"".join(data), ends.tobytes(), times.tobytes(), bytes(len(texts))
+
+
+def test_runs_keep_ids_in_arrival_order_and_ranges_cut_them_event_by_event(
+    server: RedisServer,
+) -> None:
+    """Runs of many sizes (and single events between them) become entries; each event
+    has its own id, increasing in arrival order, and every id range (after=, before=, a
+    tail's history) gives exactly the events in it: no gap, no duplicate at a cut that
+    falls inside an entry."""
+    server.start()
+
+    async def main() -> None:
+        s = make(server, buffer_events=10_000)
+        await s.client.flushall()
+        await s.start()
+        try:
+            sent = []
+            for size in (1, 5, 1, 1, 40, 3, 256, 2, 1, 17):
+                texts = [f"e{len(sent) + i}" for i in range(size)]
+                if size == 1:
+                    msg = Msg(env="p", svc="a", txt=texts[0])
+                    s.write(msg, len(sent))
+                else:
+                    s.write_run("p", "a", *run_of(texts, len(sent)))
+                sent += texts
+                s.end_batch()
+            await s.send_all()
+            found = await s.query(Filter(), limit=1000, offset=0)
+            assert [m.txt for m in found.events] == sent[::-1]
+            numbers = [int(i) for i in found.ids][::-1]
+            assert numbers == sorted(set(numbers))  # increasing, unique
+            assert await s.client.xlen(stream_key("p/a")) < len(sent) // 10  # runs, not events
+            for cut in range(len(numbers)):
+                after = await s.query(Filter(), limit=1000, offset=0,
+                                      ids=(numbers[cut] + 1, 2**64 - 1))  # fmt: skip
+                before = await s.query(Filter(), limit=1000, offset=0, ids=(0, numbers[cut]))
+                assert [m.txt for m in after.events][::-1] == sent[cut + 1 :]
+                assert [m.txt for m in before.events][::-1] == sent[: cut + 1]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def stored_events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    return sum(int(fields.get(b"n", 1)) for _, fields in entries)
+
+
+@pytest.mark.parametrize("event_bytes", [100, 20_000])
+def test_a_ring_keeps_its_caps_in_events_and_bytes_exactly(
+    server: RedisServer, event_bytes: int
+) -> None:
+    """A ring of 64 KiB keeps at most 256 events (budget / TYPICAL_EVENT_BYTES) and at most
+    64 KiB of entries, whatever the events' size: small events hit the first cap, big ones
+    the second; /info's length and evictions are in events; the newest stay."""
+    server.start()
+    budget = 64 * 1024
+
+    async def main() -> None:
+        s = ValkeyStore(
+            url=server.url, password=None, buffer_events=10_000, ring_bytes=budget,
+            ring_sizes={}, max_rings=8, max_tails=4, tail_queue=16, timeout=0.5,
+        )  # fmt: skip
+        await s.client.flushall()
+        await s.start()
+        try:
+            total = 0
+            for batch in range(20):
+                texts = [f"{total + i:05d}" + "x" * event_bytes for i in range(50)]
+                if batch % 2:
+                    s.write_run("p", "a", *run_of(texts, total))
+                else:
+                    for i, txt in enumerate(texts):
+                        s.write(Msg(env="p", svc="a", txt=txt), total + i)
+                total += len(texts)
+                s.end_batch()
+                await s.send_all()
+            entries = await s.client.xrange(stream_key("p/a"))
+            kept = stored_events(entries)
+            payload = sum(len(v) for _, f in entries for v in f.values())
+            assert kept <= budget // valkey.TYPICAL_EVENT_BYTES
+            assert payload - len(entries[-1][1][b"d"]) <= budget  # the newest entry stays
+            assert kept >= 1
+            await s.refresh()
+            (ring,) = s.stats().rings
+            assert (ring.events, ring.evicted) == (kept, total - kept)
+            texts = [m.txt[:5] for m in (await s.query(Filter(), limit=1000, offset=0)).events]
+            assert texts == [f"{i:05d}" for i in range(total - 1, total - 1 - kept, -1)]
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_tails_get_runs_in_id_order_past_a_read_s_count(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs in several rings, with XREAD cut off at 2 entries a ring: a tail gets every
+    event once, in id order (a cut-off ring holds back the others' later runs)."""
+    server.start()
+    monkeypatch.setattr(tail, "COUNT", 2)
+
+    async def main() -> None:
+        s = make(server, buffer_events=20_000, tail_queue=10_000)
+        await s.client.flushall()
+        await s.start()
+        sub = s.subscribe(Filter())
+        try:
+            await asyncio.sleep(0.1)  # the reader starts
+            sent = 0
+            for i in range(40):
+                svc = "big" if i % 4 else f"n{i % 3}"
+                data = [Msg(env="p", svc=svc, txt=f"e{sent + j}").SerializeToString()
+                        for j in range(1 + i % 7)]  # fmt: skip
+                ends = array("I", accumulate(map(len, data))).tobytes()
+                times = array("q", range(sent, sent + len(data))).tobytes()
+                s.write_run("p", svc, b"".join(data), ends, times, bytes(len(data)))
+                sent += len(data)
+                if i % 5 == 4:
+                    s.end_batch()
+            s.end_batch()
+            await s.send_all()
+            got: list[int] = []
+            texts: list[str] = []
+            async with asyncio.timeout(20):
+                while len(got) < sent:
+                    lines, dropped = await tail_batch(sub, 0.5)
+                    assert dropped == 0
+                    got += [int(json.loads(line)["id"]) for line in lines]
+                    texts += [json.loads(line)["txt"] for line in lines]
+            assert got == sorted(set(got))
+            assert sorted(texts, key=lambda t: int(t[1:])) == [f"e{i}" for i in range(sent)]
         finally:
             sub.close()
             await s.close()

@@ -1,6 +1,6 @@
-"""GET /hits on the Valkey store: each ring's stream read a page at a time, counted into
-the Tally on the entry's time and level fields; the stored event is parsed only when the
-filter or the group needs it."""
+"""GET /hits on the Valkey store: each ring's stream read a page of entries at a time,
+counted into the Tally on each event's time and level; the stored event is parsed only
+when the filter or the group needs it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from logd.server.filters import Filter
 from logd.server.store.tally import Tally, level_name
+from logd.server.store.valkey.entries import events
 from logd.server.store.valkey.query import PAGE
 
 if TYPE_CHECKING:
@@ -28,13 +29,13 @@ async def count_stream(
     while True:
         entries = cast(list[_StreamEntry], await client.xrevrange(key, newest, b"-", count=PAGE))
         for _id, fields in entries:
-            t_ns, lvl = int(fields[b"t"]), int(fields[b"l"])
-            if lvl < flt.lvl or not flt.time_match(t_ns):
-                continue
-            if not parse:
-                tally.add(t_ns, level_name(lvl) if by_level else ring_group)
-                continue
-            tally.add_event(flt, t_ns, fields[b"d"], ring_group)
+            for _event_id, t_ns, lvl, data in events(0, fields):
+                if lvl < flt.lvl or not flt.time_match(t_ns):
+                    continue
+                if not parse:
+                    tally.add(t_ns, level_name(lvl) if by_level else ring_group)
+                    continue
+                tally.add_event(flt, t_ns, data, ring_group)
         if len(entries) < PAGE:
             return
         newest = b"(" + entries[-1][0]

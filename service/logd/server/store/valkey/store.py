@@ -1,23 +1,26 @@
 """The Valkey/Redis store: each ring is a capped Stream that every logd node shares.
 
-Keys: `logd:ring:{env/svc}` is one ring (a Stream of `t`, `l`, `d` = event time,
-level, serialised Msg), its name in a `{hash tag}` so that cluster mode keeps it
-in one slot; `logd:rings` maps each stream to its `[env, svc]` (null: overflow).
+Keys: `logd:ring:{env/svc}` is one ring, a Stream whose entries each hold a run of
+events (entries.py), its name in a `{hash tag}` so that cluster mode keeps it in one
+slot; `logd:size:{env/svc}`, in the same slot, counts the ring's events, bytes and
+evicted events; `logd:rings` maps each stream to its `[env, svc]` (null: overflow).
 
-Ingest stays synchronous and O(1): `write` appends to a bounded local buffer and
-`end_batch` (once per drained batch of datagrams) starts a flush that sends the
-buffer in one pipeline of script calls that run `XADD ... MAXLEN ~` for each event:
-on one server one call for every ring, giving each entry its id from the shared
-counter (ids.py); in a cluster one call per ring. One round trip per batch, never
-one per event.
+Ingest stays synchronous and O(1) per event: `write` (one event) and `write_run` (a
+run of one ring from the C engine, as its bytes) append to a bounded local buffer,
+and `end_batch` (once per drained batch of datagrams) starts a flush that sends the
+buffer in one round trip of script calls: on one server one call for every ring,
+numbering the events from the shared counter (ids.py); in a cluster one call per
+ring. Each run becomes one stream entry (single events of a ring are packed into
+runs here), so the backend's work is per run, not per event.
 While the backend is down or slow the buffer absorbs events; when it is full the
 oldest go first and are counted. A background loop retries, re-registers the
 rings (a restarted backend may have lost them) and refreshes the per-ring
 figures /info shows. Reads that cannot reach the backend raise StoreUnavailable.
 
-Rings are capped by count, not bytes: Streams trim by length (`MAXLEN ~`, which
-trims whole macro-nodes, so a ring holds its cap or a little more). The cap is
-the ring's byte budget over TYPICAL_EVENT_BYTES.
+Rings are capped in events and in bytes, exactly: the script trims whole entries,
+oldest first, until the ring holds at most its byte budget over TYPICAL_EVENT_BYTES
+events and at most its byte budget of entry payload (the events' bytes, times,
+levels and offsets); the newest entry always stays.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
+import sys
+from array import array
 from collections import deque
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -44,6 +51,7 @@ from logd.server.store.tally import Tally
 from logd.server.store.valkey import resp
 from logd.server.store.valkey.client import connect, redact
 from logd.server.store.valkey.count import count_stream
+from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, little
 from logd.server.store.valkey.ids import COUNTER, SEQ_LIMIT, in_cluster, number
 from logd.server.store.valkey.query import Cursor
 from logd.server.store.valkey.tail import StreamFollower
@@ -53,52 +61,81 @@ from logd.server.tasks import stop_tasks
 log = logging.getLogger(__name__)
 
 # A typical event (service, function, a line of text, a few attributes) serialises to
-# 150-250 bytes; a stream entry adds its ID and field names. Budget / 256 = entries kept.
+# 150-250 bytes; its time, level and offset add 13. Budget / 256 = events kept.
 TYPICAL_EVENT_BYTES = 256
 # Events per round trip: all that is buffered, up to this. At saturation ingest holds
 # the event loop between the steps of a flush, so each round trip must take all.
 PIPELINE_MAX = 10_000
-BATCH_BYTES = 4 * 1024 * 1024  # and at most this many bytes of events (one event at least)
+BATCH_BYTES = 4 * 1024 * 1024  # and at most this many bytes of events (one run at least)
 # The buffer's bound in bytes, besides --store-buffer in events: events are up to a frame
 # (64 KiB), so 200,000 of them could be 13 GB while the backend is down. It counts the
-# events in the buffer and those of the round trip under way; ENTRY_BYTES is what one
-# buffered event costs besides its bytes (its tuple and two ints).
+# runs in the buffer and those of the round trip under way; RUN_BYTES is what one
+# buffered run costs besides its bytes (its tuple and its bytes objects).
 BUFFER_BYTES = 64 * 1024 * 1024
-ENTRY_BYTES = 120
+RUN_BYTES = 200
 CALL_MAX = 2000  # events per script call: the backend serves other clients between calls
 RETRY_S = 0.5  # between reconnection attempts while the backend is down
 REFRESH_S = 1.0  # ring list and /info figures
 CLOSE_S = 5.0  # a stopping node's last flush; longer outages lose the buffer (logged)
 REGISTRY = b"logd:rings"
-# One call per ring per batch instead of one XADD command each: redis-py spends ~50 us of
-# client CPU per pipelined command, ~3 us per event packed as script arguments. One ring
-# per call: cluster mode needs a call's keys in one slot.
+# One script for both: on one server one call for every ring of a batch (each event
+# numbered from the shared counter), in a cluster one call per ring with the ring's own
+# counter (a call's keys must be in one slot). KEYS: the counter, the rings' streams,
+# then their size hashes; ARGV: each ring's cap in events, then in bytes, then six per
+# run: (ring number, events, times, levels, ends, data). A run is one entry whose id is
+# its first event's; it never spans two milliseconds (ids.py). Without the counter (a
+# new backend, or one that evicted it) ids go on above the newest event of the call's
+# rings: an id at or below a ring's newest is an error, and a script that fails
+# half-way keeps what it added. redis-py spends ~50 us of client CPU per pipelined
+# command: one call per batch (resp.py packs it), never one command per event.
 APPEND = """
-for i = 2, #ARGV, 3 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-             't', ARGV[i], 'l', ARGV[i + 1], 'd', ARGV[i + 2])
+local rings = (#KEYS - 1) / 2
+local function held(fields)
+  for j = 1, #fields, 2 do
+    if fields[j] == 'n' then return tonumber(fields[j + 1]) end
+  end
+  return 1
 end
-return (#ARGV - 1) / 3
-"""
-# One server: every ring of a batch in one call, each entry's id from the counter in
-# KEYS[1] (ids.py): the backend's clock in ms, never going back, and a sequence. KEYS[2..]
-# are the rings, ARGV[1..#KEYS-1] their MAXLEN, then (ring number, t, l, d) per event.
-# Without the counter (a new backend, or one that evicted it) ids go on above the newest
-# entry of the call's rings: an id at or below a ring's newest is an error, and a script
-# that fails half-way keeps what it added.
-APPEND_NUMBERED = """
-local rings = #KEYS - 1
+local function payload(fields)
+  local size = 0
+  for j = 2, #fields, 2 do size = size + #fields[j] end
+  return size
+end
+-- Drop the oldest entries until the ring is within both caps; the newest stays.
+local function trim(stream, size, cap_n, cap_b, n, b, newest)
+  n = redis.call('HINCRBY', size, 'events', n)
+  b = redis.call('HINCRBY', size, 'bytes', b)
+  local gone_n, gone_b, cut, from = 0, 0, nil, '-'
+  while n - gone_n > cap_n or b - gone_b > cap_b do
+    local old = redis.call('XRANGE', stream, from, newest, 'COUNT', 16)
+    local moved = false
+    for _, e in ipairs(old) do
+      if e[1] == newest or (n - gone_n <= cap_n and b - gone_b <= cap_b) then break end
+      gone_n, gone_b = gone_n + held(e[2]), gone_b + payload(e[2])
+      cut, moved = e[1], true
+    end
+    if not moved then break end
+    from = '(' .. cut
+  end
+  if cut then
+    local a, c = string.match(cut, '(%d+)-(%d+)')
+    redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', tonumber(a), tonumber(c) + 1))
+    redis.call('HINCRBY', size, 'events', -gone_n)
+    redis.call('HINCRBY', size, 'bytes', -gone_b)
+    redis.call('HINCRBY', size, 'evicted', gone_n)
+  end
+end
 local ms, seq = 0, -1
 local last = redis.call('GET', KEYS[1])
 if last then
   local a, b = string.match(last, '(%d+)-(%d+)')
   ms, seq = tonumber(a), tonumber(b)
 else
-  for r = 2, #KEYS do
+  for r = 2, rings + 1 do
     local top = redis.call('XREVRANGE', KEYS[r], '+', '-', 'COUNT', 1)[1]
     if top then
       local a, b = string.match(top[1], '(%d+)-(%d+)')
-      a, b = tonumber(a), tonumber(b)
+      a, b = tonumber(a), tonumber(b) + held(top[2]) - 1
       if a > ms or (a == ms and b > seq) then ms, seq = a, b end
     end
   end
@@ -106,24 +143,56 @@ end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if now_ms > ms then ms, seq = now_ms, -1 end
-for i = rings + 1, #ARGV, 4 do
+local added, bytes, newest, total = {}, {}, {}, 0
+for i = 2 * rings + 1, #ARGV, 6 do
+  local r, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   seq = seq + 1
-  if seq >= SEQ_LIMIT then ms, seq = ms + 1, 0 end
-  local r = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[r + 1], 'MAXLEN', '~', ARGV[r], string.format('%d-%d', ms, seq),
-             't', ARGV[i + 1], 'l', ARGV[i + 2], 'd', ARGV[i + 3])
+  if seq + n > SEQ_LIMIT then ms, seq = ms + 1, 0 end
+  local id = string.format('%d-%d', ms, seq)
+  redis.call('XADD', KEYS[r + 1], id, 'n', ARGV[i + 1], 't', ARGV[i + 2], 'l', ARGV[i + 3],
+             'e', ARGV[i + 4], 'd', ARGV[i + 5])
+  seq = seq + n - 1
+  added[r] = (added[r] or 0) + n
+  bytes[r] = (bytes[r] or 0) + #ARGV[i + 1] + #ARGV[i + 2] + #ARGV[i + 3] + #ARGV[i + 4]
+             + #ARGV[i + 5]
+  newest[r], total = id, total + n
+end
+for r, n in pairs(added) do
+  trim(KEYS[r + 1], KEYS[rings + r + 1], tonumber(ARGV[r]), tonumber(ARGV[rings + r]), n,
+       bytes[r], newest[r])
 end
 redis.call('SET', KEYS[1], string.format('%d-%d', ms, seq))
-return (#ARGV - rings) / 4
+return total
 """.replace("SEQ_LIMIT", str(SEQ_LIMIT))
 BACKEND_ERRORS = (RedisError, OSError)
 
-_Entry = tuple[bytes, int, int, bytes]  # (stream key, t_ns, level, serialised Msg)
+# (stream key, events, their bytes, ends, times, levels): a run for one entry
+# (entries.py); ends (uint32) and times (int64) little-endian.
+_Run = tuple[bytes, int, bytes, bytes, bytes, bytes]
+_ONE_END, _ONE_TIME = struct.Struct("<I").pack, struct.Struct("<q").pack
 
 
 def stream_key(ring: str) -> bytes:
     """`logd:ring:{prod/api}`; braces and other odd characters of env/svc are %-escaped."""
     return b"logd:ring:{" + quote(ring, safe="/-_.:@").encode() + b"}"
+
+
+def size_key(stream: bytes) -> bytes:
+    """`logd:size:{prod/api}`: the ring's events, bytes and evicted events (in its slot)."""
+    return b"logd:size:" + stream.removeprefix(b"logd:ring:")
+
+
+def ring_counter(stream: bytes) -> bytes:
+    """`logd:last:{prod/api}`: a cluster ring's own id counter (in its slot)."""
+    return b"logd:last:" + stream.removeprefix(b"logd:ring:")
+
+
+OVERFLOW_STREAM = stream_key(OVERFLOW_KEY)
+
+
+def _cost(run: _Run) -> int:
+    """What a buffered run holds in memory, for the buffer's bound in bytes."""
+    return len(run[2]) + len(run[3]) + len(run[4]) + len(run[5]) + RUN_BYTES
 
 
 class ValkeyStore:
@@ -155,13 +224,14 @@ class ValkeyStore:
             streams=self._keys,
             learn=self._refresh_rings,
         )
-        self._buffer: deque[_Entry] = deque()
+        self._buffer: deque[_Run] = deque()
         self._buffer_max = buffer_events
         self._bytes_max = buffer_bytes
-        self._bytes = 0  # of the events buffered and in the round trip under way
+        self._events = 0  # buffered
+        self._bytes = 0  # of the runs buffered and in the round trip under way
         self._streams: dict[tuple[str, str], bytes] = {}  # this node's (env, svc) -> stream
         self._rings: dict[bytes, tuple[str, str] | None] = {}  # every known stream -> env, svc
-        self._maxlen: dict[bytes, int] = {}
+        self._caps: dict[bytes, tuple[int, int]] = {}  # stream -> its caps: events, bytes
         self._unregistered: set[bytes] = set()
         self._flushing: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -199,7 +269,7 @@ class ValkeyStore:
         await stop_tasks(self._tasks)
         await self.send_all(within_s=CLOSE_S)
         if self._buffer:
-            log.error("could not send the last events to the store count=%d", len(self._buffer))
+            log.error("could not send the last events to the store count=%d", self._events)
         await self.client.aclose()
         await self._follower.close()
 
@@ -220,36 +290,67 @@ class ValkeyStore:
 
     # --- writing -------------------------------------------------------------
     def write(self, msg: Msg, t_ns: int) -> None:
-        key = self._streams.get((msg.env, msg.svc))
-        if key is None:
-            key = self._stream_for(msg.env, msg.svc)
         data = msg.SerializeToString()
-        self._bytes += len(data) + ENTRY_BYTES
-        buffer = self._buffer
-        buffer.append((key, t_ns, msg.lvl, data))
-        self.writes += 1
-        if len(buffer) > self._buffer_max or self._bytes > self._bytes_max:
+        self._push(
+            (self._key(msg.env, msg.svc, 1), 1, data, _ONE_END(len(data)), _ONE_TIME(t_ns),
+             bytes((msg.lvl,)))
+        )  # fmt: skip
+
+    def write_run(self, env: str, svc: str, data: bytes, ends: bytes, times: bytes,
+                  lvls: bytes) -> None:  # fmt: skip
+        """Events of one ring that arrived back to back (the C engine): their bytes, end
+        offsets in `data` (uint32) and times (int64) in native order, and levels, a byte
+        each. The C engine bounds its runs to ENTRY_EVENTS and ENTRY_DATA (one event at
+        least): each becomes one entry."""
+        n = len(lvls)
+        if sys.byteorder == "big":
+            ends, times = little(array("I", ends)), little(array("q", times))
+        self._push((self._key(env, svc, n), n, data, ends, times, lvls))
+
+    @property
+    def free_rings(self) -> int:
+        """Rings this node may still open (the C engine gathers runs while none overflow)."""
+        return max(0, self._max_rings - len(self._rings))
+
+    @property
+    def rings_by_names(self) -> dict[tuple[str, str], bytes]:
+        """(env, svc) -> stream of the rings this node writes, looked up by the C engine."""
+        return self._streams
+
+    def _push(self, run: _Run) -> None:
+        self._buffer.append(run)
+        self._events += run[1]
+        self._bytes += _cost(run)
+        self.writes += run[1]
+        if self._events > self._buffer_max or self._bytes > self._bytes_max:
             self._drop_oldest()
             self._quiet.once("dropped", "store buffer full: dropping the oldest buffered events")
 
     def _drop_oldest(self) -> None:
-        """Drop the oldest buffered events until the buffer is within both its bounds."""
+        """Drop the oldest buffered runs until the buffer is within both its bounds."""
         buffer = self._buffer
-        while buffer and (len(buffer) > self._buffer_max or self._bytes > self._bytes_max):
-            self._bytes -= len(buffer.popleft()[3]) + ENTRY_BYTES
-            self.dropped += 1
+        while buffer and (self._events > self._buffer_max or self._bytes > self._bytes_max):
+            run = buffer.popleft()
+            self._events -= run[1]
+            self._bytes -= _cost(run)
+            self.dropped += run[1]
 
-    def _stream_for(self, env: str, svc: str) -> bytes:
+    def _key(self, env: str, svc: str, n: int) -> bytes:
+        """The stream of (env, svc); `n` events counted as overflow when it is that ring."""
+        key = self._streams.get((env, svc))
+        if key is not None:
+            return key
         key = stream_key(ring_key(env, svc))
         if key not in self._rings and len(self._rings) >= self._max_rings:
-            self.overflow_events += 1  # counted per event, like the memory store
-            return self._register(stream_key(OVERFLOW_KEY), OVERFLOW_KEY, None)
+            self.overflow_events += n  # counted per event, like the memory store
+            return self._register(OVERFLOW_STREAM, OVERFLOW_KEY, None)
         self._streams[env, svc] = self._register(key, ring_key(env, svc), (env, svc))
         return key
 
     def _register(self, key: bytes, ring: str, names: tuple[str, str] | None) -> bytes:
-        if key not in self._maxlen:
-            self._maxlen[key] = max(1, self.capacity_for(ring) // TYPICAL_EVENT_BYTES)
+        if key not in self._caps:
+            budget = self.capacity_for(ring)
+            self._caps[key] = (max(1, budget // TYPICAL_EVENT_BYTES), budget)
             self._rings[key] = names
             self._unregistered.add(key)
         return key
@@ -267,13 +368,15 @@ class ValkeyStore:
 
     async def _flush(self) -> bool:
         """Send the buffer (up to PIPELINE_MAX events or BATCH_BYTES) in one round trip; False
-        if it failed (the events go back to the front of the buffer)."""
+        if it failed (the runs go back to the front of the buffer)."""
         buffer = self._buffer
         batch = [buffer.popleft()]
-        size = len(batch[0][3])
-        while buffer and len(batch) < PIPELINE_MAX and size < BATCH_BYTES:
+        events, size = batch[0][1], _cost(batch[0])
+        while buffer and events < PIPELINE_MAX and size < BATCH_BYTES:
             batch.append(buffer.popleft())
-            size += len(batch[-1][3])
+            events += batch[-1][1]
+            size += _cost(batch[-1])
+        self._events -= events
         registering = list(self._unregistered)
         try:
             if self.ordered:
@@ -291,54 +394,46 @@ class ValkeyStore:
         except BACKEND_ERRORS as err:
             self._failed(err)
             buffer.extendleft(reversed(batch))
+            self._events += events
             self._drop_oldest()
             return False
-        self._bytes -= size + ENTRY_BYTES * len(batch)
+        self._bytes -= size
         self._unregistered.difference_update(registering)
-        self.flushed += len(batch)
+        self.flushed += events
         self.round_trips += 1
         return True
 
-    def _append_numbered(self, batch: list[_Entry]) -> list[bytes]:
-        """One server: one call per CALL_MAX events, every ring in it, packed here."""
+    def _append_numbered(self, batch: list[_Run]) -> list[bytes]:
+        """One server: one call per CALL_MAX events or so, every ring in it, packed here."""
         commands = []
-        for start in range(0, len(batch), CALL_MAX):
-            rings: dict[bytes, bytes] = {}  # stream -> its number in this call, packed
-            events = []
-            for key, t_ns, lvl, data in batch[start : start + CALL_MAX]:
-                ring = rings.get(key)
+        for runs in _calls(batch):
+            numbers: dict[bytes, bytes] = {}  # stream -> its number in this call, packed
+            args = []
+            for run in _entries(runs):
+                ring = numbers.get(run[0])
                 if ring is None:
-                    ring = rings[key] = resp.bulk(b"%d" % (len(rings) + 1))
-                t, level = b"%d" % t_ns, b"%d" % lvl
-                events.append(
-                    b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-                    % (ring, len(t), t, len(level), level, len(data), data)
-                )
+                    ring = numbers[run[0]] = resp.bulk(b"%d" % (len(numbers) + 1))
+                args.append(_packed(ring, run))
+            keys = list(numbers)
             head = resp.command(
-                "EVAL",
-                APPEND_NUMBERED,
-                1 + len(rings),
-                COUNTER,
-                *rings,
-                *(self._maxlen[key] for key in rings),
-                more=4 * len(events),  # an event's four arguments
-            )
-            commands.append(head + b"".join(events))
+                "EVAL", APPEND, 1 + 2 * len(keys), COUNTER, *keys, *map(size_key, keys),
+                *(self._caps[key][0] for key in keys), *(self._caps[key][1] for key in keys),
+                more=6 * len(args),  # a run's six arguments
+            )  # fmt: skip
+            commands.append(head + b"".join(args))
         return commands
 
-    def _append_per_ring(self, pipe: Any, batch: list[_Entry]) -> None:
-        """A cluster: one call per ring (a call's keys must be in one slot)."""
-        groups: dict[bytes, list[bytes | int]] = {}
-        for key, t_ns, lvl, data in batch:
-            args = groups.get(key)
-            if args is None:
-                args = groups[key] = [self._maxlen[key]]
-            args += (t_ns, lvl, data)
-            if len(args) > 3 * CALL_MAX:
-                pipe.eval(APPEND, 1, key, *args)
-                del groups[key]
-        for key, args in groups.items():
-            pipe.eval(APPEND, 1, key, *args)
+    def _append_per_ring(self, pipe: Any, batch: list[_Run]) -> None:
+        """A cluster: one call per ring (a call's keys must be in one slot), its own counter."""
+        for runs in _calls(batch):
+            groups: dict[bytes, list[bytes | int]] = {}
+            for key, n, data, ends, times, lvls in _entries(runs):
+                args = groups.get(key)
+                if args is None:
+                    args = groups[key] = [*self._caps[key]]
+                args += (1, n, times, lvls, ends, data)
+            for key, args in groups.items():
+                pipe.eval(APPEND, 3, ring_counter(key), key, size_key(key), *args)
 
     # --- background ----------------------------------------------------------
     async def _maintain(self) -> None:
@@ -356,24 +451,23 @@ class ValkeyStore:
             self.end_batch()
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return self._events
 
     async def refresh(self) -> None:
-        """Merge the shared ring list, then read each ring's length, size and evictions."""
+        """Merge the shared ring list, then read each ring's events, size and evictions."""
         await self._refresh_rings()
         keys = list(self._rings)
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.xinfo_stream(key)
+            pipe.hmget(size_key(key), [b"events", b"evicted"])
             pipe.memory_usage(key)
         replies = await pipe.execute(raise_on_error=False)
         figures = {}
         for i, key in enumerate(keys):
-            info, size = replies[2 * i], replies[2 * i + 1]
-            if isinstance(info, dict):
-                length = int(info.get("length", 0))
-                added = int(info.get("entries-added", length) or length)
-                figures[key] = (length, int(size or 0), added - length)
+            counts, size = replies[2 * i], replies[2 * i + 1]
+            if isinstance(counts, list):
+                length, evicted = (int(n or 0) for n in counts)
+                figures[key] = (length, int(size or 0), evicted)
         self._figures = figures
 
     def _failed(self, err: BaseException) -> None:
@@ -508,7 +602,7 @@ class ValkeyStore:
         return {
             "url": redact(self.url),
             "reachable": not self.down,
-            "buffered_events": len(self._buffer),
+            "buffered_events": self._events,
             "buffer_capacity": self._buffer_max,
             "buffered_bytes": self._bytes,
             "buffer_capacity_bytes": self._bytes_max,
@@ -522,5 +616,67 @@ class ValkeyStore:
         }
 
 
-def _numbered(_stream: bytes, entry_id: bytes) -> int:
-    return number(entry_id)
+def _numbered(_stream: bytes, event_id: int) -> int:
+    return event_id
+
+
+def _calls(batch: list[_Run]) -> list[list[_Run]]:
+    """The batch in script calls of about CALL_MAX events (one run at least): the backend
+    serves other clients between calls."""
+    calls, start, events = [], 0, 0
+    for i, run in enumerate(batch):
+        events += run[1]
+        if events >= CALL_MAX:
+            calls.append(batch[start : i + 1])
+            start, events = i + 1, 0
+    if start < len(batch):
+        calls.append(batch[start:])
+    return calls
+
+
+def _entries(runs: list[_Run]) -> list[_Run]:
+    """A call's runs in arrival order, each one entry: single events of one ring in a row
+    (the Python path) packed into runs of up to ENTRY_EVENTS and ENTRY_DATA; the C
+    engine's runs as they are. Ids follow this order (ids.py)."""
+    out: list[_Run] = []
+    singles: list[_Run] = []
+    size = 0
+    for run in runs:
+        if (
+            run[1] == 1
+            and singles
+            and run[0] == singles[0][0]
+            and len(singles) < ENTRY_EVENTS
+            and size + len(run[2]) <= ENTRY_DATA
+        ):
+            singles.append(run)
+            size += len(run[2])
+            continue
+        if singles:
+            out.append(_merged(singles))
+        singles, size = ([run], len(run[2])) if run[1] == 1 else ([], 0)
+        if run[1] != 1:
+            out.append(run)
+    if singles:
+        out.append(_merged(singles))
+    return out
+
+
+def _merged(singles: list[_Run]) -> _Run:
+    """Single events of one ring as one run."""
+    if len(singles) == 1:
+        return singles[0]
+    data = [run[2] for run in singles]
+    ends = little(array("I", accumulate(map(len, data))))
+    times, lvls = b"".join(run[4] for run in singles), b"".join(run[5] for run in singles)
+    return singles[0][0], len(singles), b"".join(data), ends, times, lvls
+
+
+def _packed(ring: bytes, run: _Run) -> bytes:
+    """A run's six script arguments in RESP, `ring` its ring's number already packed."""
+    _, n, data, ends, times, lvls = run
+    count = b"%d" % n
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        ring, len(count), count, len(times), times, len(lvls), lvls, len(ends), ends,
+        len(data), data,
+    )  # fmt: skip

@@ -7,13 +7,13 @@ reads from that sample, so a tail never misses an event written after it
 subscribed (it may show up to a second of earlier ones).
 
 On one Valkey server event ids are one order across rings (ids.py), and the reader
-publishes in that order: every ring read from one position, the entries of a reply
-sorted by id, and only up to the newest entry of a ring that XREAD cut off at COUNT
-(the rest comes with the next read). So at any moment every event up to `position()`
-was published and every later one will be: a tail's history is the events up to
-it, its live stream the ones after, with no gap and no duplicate. Before such a tail
-subscribes, `reach` brings the position up to what the backend holds, so that its
-history has the newest events. A ring another
+publishes in that order: every ring read from one position, the events of a reply's
+entries (each holds a run, entries.py) sorted by id, and only up to the newest event
+of a ring that XREAD cut off at COUNT entries (the rest comes with the next read). So
+at any moment every event up to `position()` was published and every later one will
+be: a tail's history is the events up to it, its live stream the ones after, with no
+gap and no duplicate. Before such a tail subscribes, `reach` brings the position up to
+what the backend holds, so that its history has the newest events. A ring another
 node created is learnt after each read (one HGETALL) and read up to that reply's
 newest id before anything is published, so its events keep their place in the order.
 
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from logd._pb.logd_pb2 import Msg
 from logd.server.logsetup import QuietLogger
 from logd.server.store.base import StoreUnavailable
+from logd.server.store.valkey.entries import count, events
 from logd.server.store.valkey.ids import SEQ_BITS, entry, in_cluster, number
 from logd.server.tail import TailHub
 from logd.server.tasks import wait_event
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # also how soon a ring created by another node is followed
-COUNT = 1000  # entries per stream per XREAD
+COUNT = 64  # entries per stream per XREAD: at most COUNT * ENTRY_DATA (1 MiB) of events each
 RETRY_S = 0.5
 IDLE_S = 1.0
 POLL_S = 0.1  # cluster mode: pause between polls that found nothing
@@ -159,7 +160,8 @@ class StreamFollower:
             for key, entries in replies:
                 for entry_id, fields in entries:
                     ids[key] = entry_id
-                    self._hub.publish(Msg.FromString(fields[b"d"]), in_cluster(key, entry_id))
+                    for event_id, _, _, data in events(number(entry_id), fields):
+                        self._hub.publish(Msg.FromString(data), in_cluster(key, event_id))
             if not replies:
                 await asyncio.sleep(POLL_S)
 
@@ -184,7 +186,7 @@ class StreamFollower:
         if new and reply:
             # Rings learnt now: their entries up to this reply's newest existed when it was
             # read, so they go in among its entries.
-            newest = entry(max(number(entries[-1][0]) for _, entries in reply if entries))
+            newest = entry(max(_last(entries) for _, entries in reply if entries))
             pipe = self._client.pipeline(transaction=False)
             for key in new:
                 pipe.xrange(key, b"(" + at, newest, count=COUNT)
@@ -192,12 +194,15 @@ class StreamFollower:
                 (key, entries) for key, entries in zip(new, await pipe.execute(), strict=True)
             ]
         # Where a ring was cut off at COUNT, later entries of other rings wait for the next read.
-        limit = min((number(e[-1][0]) for _, e in reply if len(e) >= COUNT), default=None)
-        events = sorted(
-            (number(entry_id), fields[b"d"]) for _, entries in reply for entry_id, fields in entries
+        limit = min((_last(e) for _, e in reply if len(e) >= COUNT), default=None)
+        published = sorted(
+            (event_id, data)
+            for _, entries in reply
+            for entry_id, fields in entries
+            for event_id, _, _, data in events(number(entry_id), fields)
         )
         publish = self._hub.publish
-        for event_id, data in events:
+        for event_id, data in published:
             if limit is not None and event_id > limit:
                 break
             if self._pos is None or event_id > self._pos:  # reach() may have moved it on
@@ -217,3 +222,9 @@ class StreamFollower:
         for key, last in ids.items():
             pipe.xread({key: last}, count=COUNT)
         return [ring for reply in await pipe.execute() for ring in cast(_Reply, reply or [])]
+
+
+def _last(entries: _Entries) -> int:
+    """The id of the newest event of the newest of these entries (an entry holds a run)."""
+    entry_id, fields = entries[-1]
+    return number(entry_id) + count(fields) - 1
