@@ -3,6 +3,8 @@ that follow only docs/protocol.md and docs/http-api.md (stdlib + protobuf)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -185,10 +187,60 @@ def start_logd(
         raise
 
 
+class HeldTransport:
+    """A tail's connection whose client reads only when a test says so: what was written
+    and not yet read is the transport's buffer, as logd would hold it for a slow client."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []  # each write's object, unread
+        self.closing = False
+        self._written = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self._written.set()
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.writes))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    async def read(self, wait_s: float) -> bytes:
+        """All that was written and not read, once something is (or `wait_s` passed)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._written.wait(), wait_s)
+        data, self.writes = b"".join(self.writes), []
+        self._written.clear()
+        return data
+
+
+_FOLLOWING: dict[Subscription, tuple[HeldTransport, asyncio.Task[None]]] = {}
+
+
+def follow(sub: Subscription, *, sse: bool = False, keepalive_s: float = 3600) -> HeldTransport:
+    """Start `sub` following a HeldTransport, as /tail does once its history is sent."""
+    out = HeldTransport()
+    task = asyncio.ensure_future(sub.follow(out, sse=sse, chunked=False, keepalive_s=keepalive_s))
+    _FOLLOWING[sub] = (out, task)
+    task.add_done_callback(lambda _: _FOLLOWING.pop(sub, None))  # keyed by identity: forget it
+    return out
+
+
+def following(sub: Subscription) -> tuple[HeldTransport, asyncio.Task[None]]:
+    if sub not in _FOLLOWING:
+        follow(sub)
+    return _FOLLOWING[sub]
+
+
+def split_notice(lines: list[str]) -> tuple[list[str], int]:
+    """NDJSON lines as (event lines, events dropped): the dropped notices taken out."""
+    dropped = sum(json.loads(x)["dropped"] for x in lines if x.startswith('{"dropped":'))
+    return [x for x in lines if x and not x.startswith('{"dropped":')], dropped  # events: {"t":
+
+
 async def tail_batch(sub: Subscription, wait_s: float) -> tuple[list[str], int]:
-    """A subscription's next NDJSON chunk, as /tail sends it, read back as (event lines,
-    events dropped): the dropped notice comes first; a keep-alive is ([], 0)."""
-    lines = (await sub.next_chunk(wait_s, sse=False)).decode().splitlines()
-    notice = bool(lines) and lines[0].startswith('{"dropped":')  # events start {"t":
-    dropped = json.loads(lines.pop(0))["dropped"] if notice else 0
-    return [line for line in lines if line], dropped
+    """What a tail's client reads next, as /tail sends it (NDJSON), as (event lines, events
+    dropped); following a HeldTransport from its first call on."""
+    out, _ = following(sub)
+    return split_notice((await out.read(wait_s)).decode().splitlines())

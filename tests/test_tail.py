@@ -9,8 +9,8 @@ import json
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.server.filters import Filter
-from logd.server.tail import TailClosed, TailHub, TooManyTails
-from support import tail_batch
+from logd.server.tail import TailHub, TooManyTails
+from support import HeldTransport, follow, following, split_notice, tail_batch
 
 IDS = itertools.count(1)  # event ids, as the store gives them
 
@@ -52,9 +52,11 @@ def test_cap_on_subscribers_and_close() -> None:
         sub = hub.subscribe(Filter())
         with pytest.raises(TooManyTails):
             hub.subscribe(Filter())
+        _, task = following(sub)
+        await asyncio.sleep(0)  # it follows now
         hub.close_all()
-        with pytest.raises(TailClosed):
-            await tail_batch(sub, 1)
+        await asyncio.wait_for(task, 1)  # follow returns: /tail ends the response
+        assert sub.closed
         assert len(hub) == 0
         hub.subscribe(Filter())  # room again
 
@@ -65,11 +67,14 @@ def test_a_burst_is_one_flush_whose_bytes_every_subscriber_shares() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=4, queue_len=10)
         subs = [hub.subscribe(Filter()) for _ in range(3)]
+        outs = [follow(sub) for sub in subs]
+        await asyncio.sleep(0)  # they follow now
         for i in range(5):
             hub.publish(Msg(txt=str(i)), next(IDS))
-        chunks = [await sub.next_chunk(1, sse=False) for sub in subs]
-        assert [json.loads(x)["txt"] for x in chunks[0].splitlines()] == list("01234")
-        assert all(chunk is chunks[0] for chunk in chunks)  # encoded once for all three
+        await outs[0].read(1)
+        (chunk,) = outs[1].writes
+        assert [json.loads(x)["txt"] for x in chunk.splitlines()] == list("01234")
+        assert outs[2].writes[0] is chunk  # encoded once for all three
         assert (hub.flushes, hub.published) == (1, 5)
 
     asyncio.run(run())
@@ -92,10 +97,10 @@ def test_chunks_put_the_dropped_notice_first_in_both_formats() -> None:
         ndjson, sse = hub.subscribe(Filter()), hub.subscribe(Filter())
         for i in range(5):
             hub.publish(Msg(txt=str(i)), next(IDS))
-        first, *lines = (await ndjson.next_chunk(1, sse=False)).decode().splitlines()
+        first, *lines = (await follow(ndjson).read(1)).decode().splitlines()
         assert json.loads(first) == {"dropped": 3}
         assert [json.loads(x)["txt"] for x in lines] == ["0", "1"]
-        events = (await sse.next_chunk(1, sse=True)).decode().split("\n\n")
+        events = (await follow(sse, sse=True).read(1)).decode().split("\n\n")
         assert events[0] == 'event: dropped\ndata: {"dropped": 3}'
         messages = [e.split("\n") for e in events[1:3]]  # each: its id, then its data
         assert [json.loads(data.removeprefix("data: "))["txt"] for _, data in messages] == [
@@ -112,10 +117,10 @@ def test_chunks_put_the_dropped_notice_first_in_both_formats() -> None:
 
 def test_nothing_new_is_a_keep_alive_in_both_formats() -> None:
     async def run() -> None:
-        hub = TailHub(max_subscribers=1, queue_len=2)
-        sub = hub.subscribe(Filter())
-        assert await sub.next_chunk(0.01, sse=False) == b"\n"
-        assert await sub.next_chunk(0.01, sse=True) == b": keep-alive\n\n"
+        hub = TailHub(max_subscribers=2, queue_len=2)
+        ndjson, sse = hub.subscribe(Filter()), hub.subscribe(Filter())
+        assert await follow(ndjson, keepalive_s=0.01).read(1) == b"\n"
+        assert await follow(sse, sse=True, keepalive_s=0.01).read(1) == b": keep-alive\n\n"
 
     asyncio.run(run())
 
@@ -153,11 +158,10 @@ def test_close_wakes_a_waiting_reader() -> None:
     async def run() -> None:
         hub = TailHub(max_subscribers=1, queue_len=3)
         sub = hub.subscribe(Filter())
-        reader = asyncio.ensure_future(sub.next_chunk(3600, sse=False))
-        await asyncio.sleep(0)  # it waits now
+        _, task = following(sub)
+        await asyncio.sleep(0)  # it waits now, for an hour's keep-alive
         hub.close_all()
-        with pytest.raises(TailClosed):
-            await reader
+        await asyncio.wait_for(task, 1)
 
     asyncio.run(run())
 
@@ -169,8 +173,8 @@ def test_filtered_subscribers_share_the_rendering_not_the_batch() -> None:
         everything = hub.subscribe(Filter())
         hub.publish(Msg(txt="a", lvl=INFO), next(IDS))
         hub.publish(Msg(txt="b", lvl=ERROR), next(IDS))
-        (err,) = (await errors.next_chunk(1, sse=False)).splitlines()
-        lines = (await everything.next_chunk(1, sse=False)).splitlines()
+        (err,) = (await follow(errors).read(1)).splitlines()
+        lines = (await follow(everything).read(1)).splitlines()
         assert lines[1] == err
         assert hub.published == 2
 
@@ -271,5 +275,123 @@ def test_guard_against_a_stuck_tail_whose_queue_never_fills_to_the_byte() -> Non
         lines, dropped = await tail_batch(stuck, 1)
         assert (len(lines), dropped) == (2, 501)
         assert not stuck.full
+
+    asyncio.run(run())
+
+
+def test_guard_against_a_following_client_that_stops_reading() -> None:
+    """Once a tail follows, its transport's unsent bytes are its queue: a client that stops
+    reading holds at most queue_bytes in logd; past that its events are lost, counted, and
+    cost no filter work; when it reads again, the notice of the exact loss comes first."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=10_000, queue_bytes=64 * 1024, coalesce_s=0)
+        flt = CountingFilter(terms=Filter.from_params({"txt": "orders"}, 0).terms)
+        CountingFilter.calls = 0
+        sub = hub.subscribe(flt)
+        out = follow(sub)
+        await asyncio.sleep(0)
+        for i in range(1000):  # ~8 KB each, one flush each: 8 MB offered
+            hub.publish(Msg(txt=f"orders {i} " + "x" * 8000), next(IDS))
+            hub.flush()
+        assert out.get_write_buffer_size() <= 64 * 1024
+        assert hub.queued_bytes == out.get_write_buffer_size()
+        kept = len(out.writes)
+        assert 0 < kept < 10
+        assert hub.dropped == 1000 - kept
+        assert CountingFilter.calls == kept + 1  # the one that did not fit; then skipped
+        lines, dropped = split_notice((await out.read(1)).decode().splitlines())
+        assert [json.loads(x)["txt"].split()[1] for x in lines] == [str(i) for i in range(kept)]
+        assert dropped == 0  # not told yet: it is told with its next write
+        hub.publish(Msg(txt="orders next"), next(IDS))
+        hub.flush()
+        first, line = (await out.read(1)).decode().splitlines()
+        assert json.loads(first) == {"dropped": 1000 - kept}
+        assert json.loads(line)["txt"] == "orders next"
+
+    asyncio.run(run())
+
+
+def test_guard_against_a_following_client_holding_many_small_events() -> None:
+    """The bound in events holds too while the transport has bytes waiting."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=5, coalesce_s=0)
+        sub = hub.subscribe(Filter())
+        out = follow(sub)
+        await asyncio.sleep(0)
+        for i in range(20):
+            hub.publish(Msg(txt=str(i)), next(IDS))
+            hub.flush()
+        lines, _ = split_notice((await out.read(1)).decode().splitlines())
+        assert [json.loads(x)["txt"] for x in lines] == ["0", "1", "2", "3", "4"]
+        assert hub.dropped == 15
+
+    asyncio.run(run())
+
+
+def test_a_caught_up_tail_is_told_of_its_loss_without_waiting_for_an_event() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=2, coalesce_s=0)
+        sub = hub.subscribe(Filter())
+        out = follow(sub, keepalive_s=0.05)
+        await asyncio.sleep(0)
+        for i in range(5):
+            hub.publish(Msg(txt=str(i)), next(IDS))
+            hub.flush()
+        lines, _ = split_notice((await out.read(1)).decode().splitlines())
+        assert len(lines) == 2
+        assert await out.read(1) == b'{"dropped": 3}\n'  # at the keep-alive, not a keep-alive
+
+    asyncio.run(run())
+
+
+def test_a_client_gone_closes_its_tail_at_the_next_write() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=2, queue_len=10, coalesce_s=0)
+        gone, stays = hub.subscribe(Filter()), hub.subscribe(Filter())
+        out, task = following(gone)
+        other = follow(stays)
+        await asyncio.sleep(0)
+        out.closing = True
+        hub.publish(Msg(txt="x"), next(IDS))
+        hub.flush()
+        await asyncio.wait_for(task, 1)
+        assert gone.closed
+        assert hub.subscribers == {stays}
+        assert out.writes == []
+        lines, _ = split_notice((await other.read(1)).decode().splitlines())
+        assert [json.loads(x)["txt"] for x in lines] == ["x"]
+
+    asyncio.run(run())
+
+
+def test_chunked_writes_are_whole_http_chunks() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=3, coalesce_s=0)
+        sub = hub.subscribe(Filter())
+        for i in range(5):  # queued before it follows: 3 kept, 2 lost
+            hub.publish(Msg(txt=str(i)), next(IDS))
+        hub.flush()
+        out = HeldTransport()
+        task = asyncio.ensure_future(sub.follow(out, sse=False, chunked=True, keepalive_s=0.05))
+        await asyncio.sleep(0)
+        hub.publish(Msg(txt="5"), next(IDS))
+        hub.flush()
+        await asyncio.sleep(0.13)  # a keep-alive check with that write, then one without
+        body, chunks = bytes(b"".join(out.writes)), []
+        while body:
+            size, _, body = body.partition(b"\r\n")
+            n = int(size, 16)
+            assert n > 0  # a zero chunk would end the response
+            assert body[n : n + 2] == b"\r\n"
+            chunks.append(body[:n])
+            body = body[n + 2 :]
+        lines = b"".join(chunks).decode().splitlines()
+        assert lines[0] == '{"dropped": 2}'
+        assert [json.loads(x)["txt"] for x in lines[1:5]] == ["0", "1", "2", "5"]
+        assert chunks[-1] == b"\n"  # the keep-alive, framed
+        hub.close_all()
+        await asyncio.wait_for(task, 1)
 
     asyncio.run(run())

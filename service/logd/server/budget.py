@@ -5,9 +5,10 @@ Every buffer of the server has a bound in bytes, and their sum must fit the limi
 - rings: every ring's capacity, in the worst case (every ring slot used, each at
   the largest size a key could get), plus the overflow ring, and RING_SLACK for what
   a ring holds beyond the bytes it counts (the arrays' and the open chunk's spare room);
-- tails: each subscriber's queue (LOGD_TAIL_BUFFER_BYTES) twice (the queue, and the
-  chunk taken from it that a client which does not read leaves half-written), plus
-  its socket's send buffer (TAIL_SNDBUF), times LOGD_MAX_TAILS;
+- tails: each subscriber's queue (LOGD_TAIL_BUFFER_BYTES) twice (the queue kept while
+  its history is sent, moved whole into its connection's buffer, which then takes new
+  events only up to the same bound), plus its socket's send buffer (TAIL_SNDBUF),
+  times LOGD_MAX_TAILS;
 - queries: each answer (LOGD_QUERY_MAX_BYTES) held twice (the events found, and
   the rendered part being written) times LOGD_MAX_QUERIES;
 - the replay guard: its capacity times what an entry may cost;

@@ -3,12 +3,14 @@
 Ingest calls `publish` and never waits: it only appends the event to the hub's
 pending list. A flush, run by the event loop at most once per `coalesce_s`,
 renders each pending event's JSON once and hands the batch to every matching
-subscriber; subscribers without a filter share the batch and its encoded bytes,
-so a flush costs one wake-up and one write per subscriber however many events
-it carries. Each subscriber's queue is bounded in events and in bytes; one whose
-queue is full loses events, and the loss is counted and handed to it with its
-next read, so the client can be told in-band how many events it missed. While a
-subscriber's queue is full, a flush does not run its filter nor render anything
+subscriber; subscribers without a filter share the batch and its encoded bytes.
+A subscriber that follows (its history sent) gets the batch written straight into
+its connection's transport, so a flush costs one write per subscriber however many
+events it carries, and wakes no task. Each subscriber's queue (then: what its
+transport holds) is bounded in events and in bytes; one whose queue is full loses
+events, and the loss is counted and written before its next events, so the client
+is told in-band how many events it missed. While a subscriber's queue is full (or,
+having lost events, it has not caught up), a flush does not run its filter nor render anything
 for it: every event published meanwhile counts as missed (an upper bound for a
 filtered tail), so a reader that never reads costs O(1) per flush, whatever its
 filter. Events waiting for a flush are bounded too (PENDING_MAX_BYTES).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Protocol
 
 from logd._pb.logd_pb2 import Msg
 from logd.events import msg_to_json
@@ -47,33 +50,44 @@ class TooManyTails(Exception):
     """The cap on concurrent tail subscribers is reached."""
 
 
-class TailClosed(Exception):
-    """The hub closed this subscription (the server is shutting down)."""
+class TailOutput(Protocol):
+    """Where a following subscription writes: its connection's asyncio transport."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
 
 
 class _Batch:
-    """Rendered JSON lines of one flush (UTF-8) and their events' ids, and their NDJSON /
-    SSE bytes (each SSE message with its `id:`), encoded at most once however many
-    subscribers send them."""
+    """Rendered JSON lines of one flush (UTF-8) and their events' ids, and the bytes that
+    carry them (NDJSON or SSE, each SSE message with its `id:`; framed as an HTTP chunk or
+    not), encoded at most once however many subscribers send them."""
 
-    __slots__ = ("_ndjson", "_sse", "ids", "lines", "nbytes")
+    __slots__ = ("_wire", "ids", "lines", "nbytes")
 
     def __init__(self, lines: list[bytes], ids: list[bytes]) -> None:
         self.lines = lines
         self.ids = ids
         self.nbytes = sum(map(len, lines)) + len(lines)  # as NDJSON
-        self._ndjson: bytes | None = None
-        self._sse: bytes | None = None
+        self._wire: dict[tuple[bool, bool], bytes] = {}
 
-    def encoded(self, *, sse: bool) -> bytes:
-        if sse:
-            if self._sse is None:
+    def encoded(self, *, sse: bool, chunked: bool = False) -> bytes:
+        data = self._wire.get((sse, chunked))
+        if data is None:
+            if chunked:
+                data = _framed(self.encoded(sse=sse))
+            elif sse:
                 pairs = zip(self.ids, self.lines, strict=True)
-                self._sse = b"".join([b"id: " + i + b"\ndata: " + x + b"\n\n" for i, x in pairs])
-            return self._sse
-        if self._ndjson is None:
-            self._ndjson = b"\n".join(self.lines) + b"\n"
-        return self._ndjson
+                data = b"".join([b"id: " + i + b"\ndata: " + x + b"\n\n" for i, x in pairs])
+            else:
+                data = b"\n".join(self.lines) + b"\n"
+            self._wire[(sse, chunked)] = data
+        return data
+
+
+def _framed(data: bytes) -> bytes:
+    """`data` as one chunk of an HTTP/1.1 chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def dropped_notice(dropped: int, *, sse: bool) -> bytes:
@@ -81,15 +95,37 @@ def dropped_notice(dropped: int, *, sse: bool) -> bytes:
     return (f"event: dropped\ndata: {notice}\n\n" if sse else notice + "\n").encode()
 
 
+def _fitting(lines: list[bytes], room: int, room_bytes: int) -> int:
+    """How many of `lines`, oldest first, fit in `room` events and `room_bytes` (NDJSON)."""
+    keep = 0
+    for line in lines[: max(room, 0)]:
+        room_bytes -= len(line) + 1
+        if room_bytes < 0:
+            break
+        keep += 1
+    return keep
+
+
 class Subscription:
+    """One live tail. Until `follow` attaches it to its connection (while /tail sends the
+    history) a flush queues its lines here. Once it follows, a flush writes them straight
+    into the connection's transport, whose buffer is then the queue: no task wakes per
+    flush per subscriber, and the bounds (events, bytes) hold on what the transport has
+    not yet handed to the kernel."""
+
     __slots__ = (
         "_batches",
+        "_chunked",
         "_dropped",
         "_hub",
+        "_in_flight",
         "_max_bytes",
         "_maxlen",
+        "_out",
         "_queued",
+        "_sse",
         "_waiter",
+        "_wrote_at",
         "closed",
         "everything",
         "filter",
@@ -108,50 +144,85 @@ class Subscription:
         self._dropped = 0
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+        # Set by follow:
+        self._out: TailOutput | None = None
+        self._sse = False
+        self._chunked = False
+        self._in_flight = 0  # events written since the transport's buffer was last empty
+        self._wrote_at = 0.0  # loop time of its last write: keep-alives come after a quiet spell
+
+    @property
+    def held_bytes(self) -> int:
+        """What logd holds for it: its queue, or what its transport has not yet sent."""
+        if self._out is None:
+            return self.queued_bytes
+        return self._out.get_write_buffer_size()
+
+    def _room(self) -> tuple[int, int]:
+        """Events and bytes it may take now."""
+        if self._out is None:
+            return self._maxlen - self._queued, self._max_bytes - self.queued_bytes
+        held = self._out.get_write_buffer_size()
+        if held == 0:
+            self._in_flight = 0  # all it was sent is in the kernel's buffer or read
+        return self._maxlen - self._in_flight, self._max_bytes - held
 
     @property
     def full(self) -> bool:
-        """No room, or it lost events since it last read: it is not keeping up, so a flush
-        skips it (O(1)) until it reads again."""
-        return (
-            self._dropped > 0
-            or self._queued >= self._maxlen
-            or self.queued_bytes >= self._max_bytes
-        )
+        """No room, or it lost events and has not caught up since: it is not keeping up, so
+        a flush skips it (O(1)) until it reads again."""
+        room, room_bytes = self._room()
+        if room <= 0 or room_bytes <= 0:
+            return True
+        if not self._dropped:
+            return False
+        return self._out is None or self._out.get_write_buffer_size() > 0
 
     def _lose(self, n: int) -> None:
-        self._dropped += n
+        self._dropped += n  # told in-band with its next write
         self._hub.dropped += n
-        self._wake()  # tell it about the loss
 
     def _take(self, batch: _Batch) -> None:
-        """Queue a flush's lines for this subscriber, as many as there is room for."""
+        """Take a flush's lines, as many as there is room for."""
         n = len(batch.lines)
-        if self._queued + n > self._maxlen or self.queued_bytes + batch.nbytes > self._max_bytes:
-            room, room_bytes = self._maxlen - self._queued, self._max_bytes - self.queued_bytes
-            keep = 0
-            for line in batch.lines[: max(room, 0)]:
-                room_bytes -= len(line) + 1
-                if room_bytes < 0:
-                    break
-                keep += 1
+        room, room_bytes = self._room()
+        if n > room or batch.nbytes > room_bytes:
+            keep = _fitting(batch.lines, room, room_bytes)
             self._lose(n - keep)
             if not keep:
                 return
             batch = _Batch(batch.lines[:keep], batch.ids[:keep])
             n = keep
+        if self._out is not None:
+            self._send([batch])
+            self._in_flight += n
+            return
         self._batches.append(batch)
         self._queued += n
         self.queued_bytes += batch.nbytes
-        self._wake()
 
-    def _wake(self) -> None:
-        if self._waiter is not None:
-            _set_if_pending(self._waiter)
+    def _send(self, batches: list[_Batch]) -> None:
+        """Write batches to the connection, a dropped notice first if events were lost."""
+        out = self._out
+        assert out is not None  # noqa: S101 (only once it follows)
+        if out.is_closing():
+            self.close()  # the client went away
+            return
+        dropped, self._dropped = self._dropped, 0
+        if not dropped and len(batches) == 1:  # the common case: bytes shared by all
+            out.write(batches[0].encoded(sse=self._sse, chunked=self._chunked))
+        else:
+            parts = [dropped_notice(dropped, sse=self._sse)] if dropped else []
+            parts += [b.encoded(sse=self._sse) for b in batches]
+            self._write(b"".join(parts))
+        self._wrote_at = asyncio.get_running_loop().time()
+
+    def _write(self, data: bytes) -> None:
+        if data and self._out is not None and not self._out.is_closing():  # b"": no chunk
+            self._out.write(_framed(data) if self._chunked else data)
 
     async def _wait(self, wait_s: float) -> None:
-        if self._batches or self._dropped or self.closed:
-            return
+        """Until `wait_s` passes or it is closed."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(wait_s, _set_if_pending, waiter)
@@ -161,27 +232,36 @@ class Subscription:
             timer.cancel()
             self._waiter = None
 
-    async def next_chunk(self, wait_s: float, *, sse: bool) -> bytes:
-        """Wait up to `wait_s` for events; return the bytes of a stream (NDJSON, or SSE
-        when `sse`): a dropped notice first if events were lost, then the queued lines; a
-        keep-alive if nothing came."""
-        await self._wait(wait_s)
-        if self.closed:
-            raise TailClosed
+    async def follow(
+        self, out: TailOutput, *, sse: bool, chunked: bool, keepalive_s: float
+    ) -> None:
+        """Write to `out` from now on (NDJSON, or SSE when `sse`; as HTTP chunks when
+        `chunked`): first what was queued, then each flush's lines as they come, and a
+        keep-alive after `keepalive_s` without a write. Returns once closed, by the hub
+        or because the client went away."""
+        loop = asyncio.get_running_loop()
+        self._out, self._sse, self._chunked = out, sse, chunked
+        self._wrote_at = loop.time()
         batches, self._batches = self._batches, []
         self._queued = self.queued_bytes = 0
-        dropped, self._dropped = self._dropped, 0
-        if not dropped and len(batches) == 1:
-            return batches[0].encoded(sse=sse)  # the common case: bytes shared by all
-        parts = [dropped_notice(dropped, sse=sse)] if dropped else []
-        parts += [b.encoded(sse=sse) for b in batches]
-        if not parts:
-            return KEEPALIVE_SSE if sse else KEEPALIVE_NDJSON
-        return b"".join(parts)
+        if batches or self._dropped:
+            self._send(batches)
+        while not self.closed:
+            await self._wait(self._wrote_at + keepalive_s - loop.time())
+            if self.closed:
+                break
+            if out.is_closing():
+                self.close()
+            elif self._dropped and not out.get_write_buffer_size():
+                self._send([])  # caught up after a loss and nothing came since: tell it
+            elif loop.time() - self._wrote_at >= keepalive_s:
+                self._write(KEEPALIVE_SSE if sse else KEEPALIVE_NDJSON)
+                self._wrote_at = loop.time()
 
     def close(self) -> None:
         self.closed = True
-        self._wake()
+        if self._waiter is not None:
+            _set_if_pending(self._waiter)
         self._hub.discard(self)
 
 
@@ -215,7 +295,7 @@ class TailHub:
     @property
     def queued_bytes(self) -> int:
         """What all subscribers hold, as NDJSON bytes (shared batches counted for each)."""
-        return sum(sub.queued_bytes for sub in self.subscribers)
+        return sum(sub.held_bytes for sub in self.subscribers)
 
     def __len__(self) -> int:
         return len(self.subscribers)
@@ -264,7 +344,7 @@ class TailHub:
         rendered: list[bytes | None] = [None] * len(msgs)
         ids = [str(event_id).encode() for _, event_id in msgs]
         shared: _Batch | None = None
-        for sub in self.subscribers:
+        for sub in tuple(self.subscribers):  # a write can find a client gone and close it
             if sub.full:  # a reader that does not keep up: no matching, no rendering
                 sub._lose(len(msgs))
                 continue

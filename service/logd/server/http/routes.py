@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from logd import __version__
 from logd.server.alerts.service import ALERTS
@@ -43,7 +43,7 @@ from logd.server.state import (
     UDP_RCVBUF,
 )
 from logd.server.store.base import RingStats, StoreUnavailable
-from logd.server.tail import TailClosed, TooManyTails
+from logd.server.tail import TooManyTails
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +212,17 @@ async def tail(request: web.Request) -> web.StreamResponse:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:  # a client that does not read holds at most this in the kernel
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TAIL_SNDBUF // 2)
+    if request.version >= HttpVersion11:
+        response.enable_chunked_encoding()  # said here: follow frames its own chunks
     try:
-        await response.prepare(request)
+        await response.prepare(request)  # sends the head (a StreamResponse does at once)
         for part in first:
             await response.write(part)
-        while True:
-            try:
-                chunk = await sub.next_chunk(KEEPALIVE_S, sse=sse)
-            except TailClosed:
-                break
-            await response.write(chunk)
+        if request.transport is not None:
+            # From here the hub writes each flush straight into the transport.
+            await sub.follow(
+                request.transport, sse=sse, chunked=response.chunked, keepalive_s=KEEPALIVE_S
+            )
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:
