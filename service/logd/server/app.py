@@ -134,8 +134,7 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
     # What this process accepted before a restart it has forgotten: refuse it as stale.
     floor = restart_floor(started_ns=app[STARTED_NS], max_future_ns=config.max_future_ns)
     engine = make_engine(
-        # The check across nodes holds accepted frames back: the Python engine hands them over.
-        impl="python" if shared_guard is not None else None,
+        impl=None,
         keys=keys,
         guard=guard,
         store=backend.store,
@@ -144,6 +143,7 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
         max_future_ns=config.max_future_ns,
         not_before_ns=floor,
         clock=time.time_ns,
+        shared_guard=shared_guard,  # the C engine runs the check across nodes itself
     )
     ingest = app[INGEST] = UdpIngest(
         sock=sock,
@@ -151,7 +151,7 @@ async def udp_ctx(app: web.Application) -> AsyncIterator[None]:
         store=backend.store,
         expire=guard.expire,
         on_unknown_key=reloader.poke if reloader else None,
-        shared_guard=shared_guard,
+        shared_guard=None if engine.checks_across_nodes else shared_guard,
         drain_max=backend.drain_max,
         alerts=app[ALERTS].engine,
     )

@@ -9,6 +9,12 @@
  * of different rings arrive interleaved, so a drain gathers up to MAX_OPEN runs at once,
  * one per ring, each in arrival order: one run per ring per drain, whatever the mix.
  *
+ * With a store shared by several nodes (Valkey) the engine runs `held`: every check but
+ * the replay check across nodes, which needs a round trip. It hands back, per drain, the
+ * frames that passed (MAC, signed_at, what Python counts for them) and their events in
+ * runs, each event marked with its frame, runs bounded in events and bytes (one stream
+ * entry each); Python stores a run once its frames are found fresh, O(frames) work.
+ *
  * The Python checker (accept.py) stays the reference: a frame this reader does not
  * take whole (a PING, a read key, an unknown field, an odd encoding, a time that needs
  * the receive time and a repair) goes back to Python with its checks done, and Python
@@ -885,9 +891,10 @@ typedef struct {
     SHA256_CTX inner, outer;
 } KeySlot;
 
-/* Events bound for one ring: their bytes back to back, end offsets, times and levels. */
+/* Events bound for one ring: their bytes back to back, end offsets, times and levels;
+ * held: each event's frame (uint32, its index in the drain's checks). */
 typedef struct {
-    Buf env, svc, data, ends, times, lvls;
+    Buf env, svc, data, ends, times, lvls, owners;
     int64_t t_min, t_max;
 } Run;
 
@@ -898,6 +905,7 @@ static void run_free(Run *r) {
     buf_free(&r->ends);
     buf_free(&r->times);
     buf_free(&r->lvls);
+    buf_free(&r->owners);
 }
 
 typedef struct {
@@ -928,20 +936,34 @@ typedef struct {
     PyObject *rings; /* borrowed for one drain; NULL: every ring may be new */
     Py_ssize_t free_rings, opened;
     int gathering;
+    /* held: the frames wait for a check across nodes (see the top); Python counts them */
+    int held;
+    Py_ssize_t run_events, run_bytes; /* held: a run past either is handed back (0: none) */
+    PyObject *checks;                 /* held, this drain: one tuple per frame that passed */
+    uint32_t owner;                   /* held: the frame whose events are being added */
 } Engine;
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"guard", "max_frame", "max_age_ns", "max_future_ns",
-                             "not_before_ns", "writers", NULL};
+    static char *kwlist[] = {"guard",   "max_frame", "max_age_ns", "max_future_ns",
+                             "not_before_ns", "writers", "held", "run_events",
+                             "run_bytes", NULL};
     PyObject *guard, *writers = NULL;
-    Py_ssize_t max_frame = -1;
+    Py_ssize_t max_frame = -1, run_events = 0, run_bytes = 0;
     long long max_age = LLONG_MIN, max_future = LLONG_MIN, not_before = LLONG_MIN;
+    int held = 0;
     /* the limits are keyword-only and, past `|`, optional to the parser: required here
      * (but not_before_ns, whose default is no floor) */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|$nLLLO!", kwlist, &ReplayTableType, &guard,
-                                     &max_frame, &max_age, &max_future, &not_before,
-                                     &WriterTableType, &writers))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|$nLLLO!pnn", kwlist, &ReplayTableType,
+                                     &guard, &max_frame, &max_age, &max_future, &not_before,
+                                     &WriterTableType, &writers, &held, &run_events, &run_bytes))
         return -1;
+    if (run_events < 0 || run_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "run_events and run_bytes are at least 0");
+        return -1;
+    }
+    self->held = held;
+    self->run_events = run_events;
+    self->run_bytes = run_bytes;
     if (max_frame < 0 || max_age == LLONG_MIN || max_future == LLONG_MIN) {
         PyErr_SetString(PyExc_TypeError, "Engine needs max_frame, max_age_ns and max_future_ns");
         return -1;
@@ -959,6 +981,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
 
 static void Engine_dealloc(Engine *self) {
     Py_XDECREF(self->guard);
+    Py_XDECREF(self->checks);
     Py_XDECREF(self->writers);
     PyMem_Free(self->bufs);
     PyMem_Free(self->parsed);
@@ -1028,25 +1051,41 @@ static PyObject *bytes_of(const Buf *b) {
     return PyBytes_FromStringAndSize((const char *)b->p, (Py_ssize_t)b->len);
 }
 
-/* Close the open runs, in the order they opened, into
- * (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max). */
+/* Hand a run over as (ITEM_RUN, env, svc, data, ends, times, lvls, t_min, t_max), held:
+ * and its events' frames (owners). */
+static int hand_over(Engine *self, PyObject *items, const Run *run) {
+    PyObject *env =
+        PyUnicode_DecodeUTF8((const char *)run->env.p, (Py_ssize_t)run->env.len, "strict");
+    PyObject *svc =
+        PyUnicode_DecodeUTF8((const char *)run->svc.p, (Py_ssize_t)run->svc.len, "strict");
+    PyObject *item =
+        self->held ? Py_BuildValue("(iNNNNNNLLN)", ITEM_RUN, env, svc, bytes_of(&run->data),
+                                   bytes_of(&run->ends), bytes_of(&run->times),
+                                   bytes_of(&run->lvls), (long long)run->t_min,
+                                   (long long)run->t_max, bytes_of(&run->owners))
+                   : Py_BuildValue("(iNNNNNNLL)", ITEM_RUN, env, svc, bytes_of(&run->data),
+                                   bytes_of(&run->ends), bytes_of(&run->times),
+                                   bytes_of(&run->lvls), (long long)run->t_min,
+                                   (long long)run->t_max);
+    if (item == NULL) return -1;
+    int r = PyList_Append(items, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* Close the open runs, in the order they opened. */
 static int close_runs(Engine *self, PyObject *items) {
     int n = self->n_open;
     self->n_open = self->last = 0;
-    for (int i = 0; i < n; i++) {
-        const Run *run = &self->runs[i];
-        PyObject *item = Py_BuildValue(
-            "(iNNNNNNLL)", ITEM_RUN,
-            PyUnicode_DecodeUTF8((const char *)run->env.p, (Py_ssize_t)run->env.len, "strict"),
-            PyUnicode_DecodeUTF8((const char *)run->svc.p, (Py_ssize_t)run->svc.len, "strict"),
-            bytes_of(&run->data), bytes_of(&run->ends), bytes_of(&run->times),
-            bytes_of(&run->lvls), (long long)run->t_min, (long long)run->t_max);
-        if (item == NULL) return -1;
-        int r = PyList_Append(items, item);
-        Py_DECREF(item);
-        if (r < 0) return -1;
-    }
+    for (int i = 0; i < n; i++)
+        if (hand_over(self, items, &self->runs[i]) < 0) return -1;
     return 0;
+}
+
+static void run_restart(Run *run) {
+    run->data.len = run->ends.len = run->times.len = run->lvls.len = run->owners.len = 0;
+    run->t_min = INT64_MAX;
+    run->t_max = INT64_MIN;
 }
 
 static int same(const Buf *b, const uint8_t *p, size_t n) {
@@ -1111,18 +1150,25 @@ static Run *run_for(Engine *self, PyObject *items, const Event *ev) {
         return NULL;
     Run *run = &self->runs[self->n_open];
     self->last = self->n_open++;
-    run->env.len = run->svc.len = run->data.len = 0;
-    run->ends.len = run->times.len = run->lvls.len = 0;
+    run->env.len = run->svc.len = 0;
     if (buf_put(&run->env, ev->env, ev->env_len) < 0) return NULL;
     if (buf_put(&run->svc, ev->svc, ev->svc_len) < 0) return NULL;
-    run->t_min = INT64_MAX;
-    run->t_max = INT64_MIN;
+    run_restart(run);
     return run;
 }
 
 static int add_event(Engine *self, PyObject *items, const Event *ev, int64_t now) {
     Run *run = run_for(self, items, ev);
     if (run == NULL) return -1;
+    /* held: a run at its bounds goes now (one stream entry), the ring's next one follows
+     * it; other rings' open runs stay: each ring keeps its order */
+    size_t count = run->lvls.len;
+    if (count && ((self->run_events && count >= (size_t)self->run_events) ||
+                  (self->run_bytes && run->data.len + ev->len + 26 > (size_t)self->run_bytes))) {
+        if (hand_over(self, items, run) < 0) return -1;
+        run_restart(run);
+    }
+    if (self->held && buf_put(&run->owners, &self->owner, sizeof self->owner) < 0) return -1;
     int64_t t_ns = ev->has_t ? ev->t_ns : now;
     if (buf_put(&run->data, ev->data, ev->len) < 0) return -1;
     if (!ev->has_t) { /* as Python does: the receive time, stored in the event */
@@ -1152,6 +1198,36 @@ static PyObject *make_addr(const struct sockaddr_storage *ss) {
                              a->sin6_scope_id);
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *name_of(const uint8_t *p, size_t n) {
+    return PyUnicode_DecodeUTF8(p ? (const char *)p : "", (Py_ssize_t)n, "strict");
+}
+
+/* held: note a frame that passed every local check, for the check across nodes, as
+ * (mac, signed_at, key slot, events or -1 when Python reads it, sender or None, seq,
+ * first event's host and svc or None): what Python counts once it is found fresh. */
+static int hold(Engine *self, const uint8_t *f, int64_t signed_at, int slot, int count,
+                const Numbered *num) {
+    PyObject *sender, *host, *svc;
+    if (count > 0) {
+        host = name_of(self->parsed[0].host, self->parsed[0].host_len);
+        svc = name_of(self->parsed[0].svc, self->parsed[0].svc_len);
+    } else {
+        host = Py_NewRef(Py_None);
+        svc = Py_NewRef(Py_None);
+    }
+    if (count >= 0 && num->sender != NULL && num->sender_len)
+        sender = PyBytes_FromStringAndSize((const char *)num->sender, (Py_ssize_t)num->sender_len);
+    else
+        sender = Py_NewRef(Py_None);
+    PyObject *check = Py_BuildValue("(y#LiiNKNN)", (const char *)f + SIGNED_LEN, (Py_ssize_t)MAC_LEN,
+                                    (long long)signed_at, slot, count < 0 ? -1 : count, sender,
+                                    (unsigned long long)(count >= 0 ? num->seq : 0), host, svc);
+    if (check == NULL) return -1;
+    int r = PyList_Append(self->checks, check);
+    Py_DECREF(check);
+    return r;
 }
 
 /* The checks of PROTOCOL.md on one datagram; stores it or queues it for Python. */
@@ -1194,6 +1270,8 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     int count = self->keys[slot].may_write
                     ? rd_write(f + HEADER_LEN, n - HEADER_LEN, self->parsed, &num)
                     : -1;
+    Py_ssize_t check = self->held ? PyList_GET_SIZE(self->checks) : -1;
+    if (self->held && hold(self, f, signed_at, slot, count, &num) < 0) return -1;
     if (count < 0) { /* authenticated and fresh; Python parses, authorises and acts */
         /* Toward the drain's bound, as many events as its payload could hold (2 bytes
          * each, at least): frames that Python stores must not escape the bound. */
@@ -1204,12 +1282,22 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
         /* Python stores it after the runs before it: close them, so that each ring
          * keeps arrival order across both paths. */
         if (close_runs(self, items) < 0) return -1;
-        PyObject *item = Py_BuildValue("(iy#NiL)", ITEM_FRAME, (const char *)f, (Py_ssize_t)n,
+        PyObject *item =
+            self->held ? Py_BuildValue("(iy#NiLn)", ITEM_FRAME, (const char *)f, (Py_ssize_t)n,
+                                       make_addr(addr), slot, (long long)signed_at, check)
+                       : Py_BuildValue("(iy#NiL)", ITEM_FRAME, (const char *)f, (Py_ssize_t)n,
                                        make_addr(addr), slot, (long long)signed_at);
         if (item == NULL) return -1;
         int r = PyList_Append(items, item);
         Py_DECREF(item);
         return r;
+    }
+    if (self->held) { /* Python counts and notes it once it is found fresh */
+        self->deferred += (unsigned long long)count;
+        self->owner = (uint32_t)check;
+        for (int i = 0; i < count; i++)
+            if (add_event(self, items, &self->parsed[i], now) < 0) return -1;
+        return 0;
     }
     self->frames++;
     self->key_frames[slot]++;
@@ -1224,9 +1312,9 @@ static int take_frame(Engine *self, PyObject *items, const uint8_t *f, size_t n,
     return 0;
 }
 
-/* drain(fd, now_ns, max_frames, max_events, free_rings=0, rings=None) -> (items, errno):
- * reads datagrams until the socket is empty or a bound is reached. errno is 0, or why a
- * receive failed. free_rings: how many more rings the store may open; rings: its dict of
+/* drain(fd, now_ns, max_frames, max_events, free_rings=0, rings=None) -> (items, errno),
+ * held: (items, checks, errno): reads datagrams until the socket is empty or a bound is
+ * reached. errno is 0, or why a receive failed. free_rings: how many more rings the store may open; rings: its dict of
  * (env, svc) -> ring, looked up only (see Engine.gathering). */
 static PyObject *Engine_drain(Engine *self, PyObject *args) {
     int fd;
@@ -1251,6 +1339,13 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
     }
     PyObject *items = PyList_New(0);
     if (items == NULL) return NULL;
+    if (self->held) {
+        Py_XSETREF(self->checks, PyList_New(0));
+        if (self->checks == NULL) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
     unsigned long long events_max = self->events + (unsigned long long)max_events;
     Py_ssize_t left = max_frames;
     int err = 0;
@@ -1293,13 +1388,18 @@ static PyObject *Engine_drain(Engine *self, PyObject *args) {
      * between drains at most MAX_OPEN runs of KEEP_CAP per buffer (bigger ones are freed). */
     for (int i = 0; i < MAX_OPEN; i++) {
         Buf *bufs[] = {&self->runs[i].data, &self->runs[i].ends, &self->runs[i].times,
-                       &self->runs[i].lvls};
+                       &self->runs[i].lvls, &self->runs[i].owners};
         for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++)
             if (bufs[j]->cap > KEEP_CAP) buf_free(bufs[j]);
     }
     if (closed < 0) {
         Py_DECREF(items);
         return NULL;
+    }
+    if (self->held) {
+        PyObject *checks = self->checks;
+        self->checks = NULL;
+        return Py_BuildValue("(NNi)", items, checks, err);
     }
     return Py_BuildValue("(Ni)", items, err);
 }

@@ -4,8 +4,10 @@ Both drain a non-blocking UDP socket through the checks of PROTOCOL.md and repor
 to a `Sink` (the ingest): frames they did not store themselves arrive checked, as
 `Accepted`; refusals arrive as (reason, count). The Python engine (`accept.py`
 per frame) is the specification; the C engine (`fastpath.py`) does the same with
-recvmmsg and stores runs of same-ring events itself. The C engine is used with a
-store that takes runs (the memory store) on one node, when the extension is built.
+recvmmsg and stores runs of same-ring events itself. The C engine is used whenever
+the extension is built: with the memory store it stores runs at once; with the
+Valkey store (several nodes) it runs held and does the replay check across nodes
+itself before storing them (`checks_across_nodes`: ingest then does not).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from logd.server.ingest.sink import Sink
 from logd.server.ingest.writers import CAPACITY, Writers, WriterTable
 from logd.server.keys import KeyHolder
 from logd.server.store.base import Store
+from logd.server.store.valkey.replay import SharedReplayGuard
 
 Impl = Literal["c", "python"]
 IMPLS: tuple[Impl, ...] = ("c", "python")
@@ -32,6 +35,12 @@ class Engine(Protocol):
     @property
     def writers(self) -> Writers:
         """The table of writers (writers.py): the engine's own kind, fed by both paths."""
+        ...
+
+    @property
+    def checks_across_nodes(self) -> bool:
+        """Whether it runs the shared replay check itself (else ingest holds what it hands
+        over for it)."""
         ...
 
     def drain(self, sock: Any, now_ns: int, max_frames: int, max_events: int, sink: Sink) -> bool:
@@ -81,16 +90,27 @@ def make_engine(
     not_before_ns: int,
     clock: Callable[[], int],
     writers_capacity: int = CAPACITY,
+    shared_guard: SharedReplayGuard | None = None,
 ) -> Engine:
     """The engine `impl` names; None: C where it can serve this store and guard.
-    Frames signed before `not_before_ns` are stale (`restart_floor`)."""
+    Frames signed before `not_before_ns` are stale (`restart_floor`). With a
+    `shared_guard` (several nodes), the C engine runs it; the Python engine leaves it to
+    ingest."""
     limits = {
         "max_frame": max_frame,
         "max_age_ns": max_age_ns,
         "max_future_ns": max_future_ns,
         "not_before_ns": not_before_ns,
     }
-    if impl is None:
+    if shared_guard is not None:
+        if impl is None:
+            impl = "c" if fastpath.can_hold(guard, store) else "python"
+        if impl == "c":
+            return fastpath.HeldCEngine(
+                keys=keys, guard=guard, shared_guard=shared_guard, store=store,
+                writers_capacity=writers_capacity, **limits,
+            )  # fmt: skip
+    elif impl is None:
         impl = "c" if fastpath.can_serve(guard, store) else "python"
     if impl == "c":
         return fastpath.CEngine(
@@ -104,6 +124,7 @@ class PythonEngine:
     """accept.py for every datagram, read one `recvfrom` at a time."""
 
     name: Impl = "python"
+    checks_across_nodes = False
 
     def __init__(self, checker: FrameChecker, clock: Callable[[], int], writers: Writers) -> None:
         self._checker = checker
