@@ -8,7 +8,7 @@ import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.server.filters import Filter
 from logd.server.store.memory import OVERFLOW_KEY, MemoryStore, ring_key
-from logd.server.store.ring import CHUNK_OVERHEAD, RECORD_OVERHEAD, Ring
+from logd.server.store.ring import CHUNK_OVERHEAD, FILL_HITS, RECORD_OVERHEAD, Ring
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -220,3 +220,30 @@ def test_a_query_survives_ingest_evicting_what_it_has_not_read_yet(
     assert events, "the newest old events were read before they were evicted"
     assert numbers == list(range(numbers[0], numbers[0] - len(numbers), -1))
     assert numbers[0] == 4999
+
+
+def test_a_cursor_takes_a_page_of_a_chunk_at_a_time_and_sees_the_chunk_as_it_was() -> None:
+    """The newest 100 of a chunk of 1,000 events slice FILL_HITS records, not 1,000; events
+    appended to that open chunk while the query pauses are newer than it: not seen."""
+    ring = Ring("p/a", "p", "a", 1 << 20)
+    for i in range(1000):
+        ring.append(i, INFO, Msg(txt=str(i)).SerializeToString())
+
+    async def run() -> list[int]:
+        cursor = ring.cursor(Filter(), _no_pause)
+        await cursor.fill()
+        assert [hit[0] for hit in cursor.hits] == list(range(999, 999 - FILL_HITS, -1))
+        ring.append(1000, INFO, Msg(txt="later").SerializeToString())
+        times = []
+        while cursor.hits:
+            times.append(cursor.hits.popleft()[0])
+            if not cursor.hits:
+                await cursor.fill()
+        assert cursor.done
+        return times
+
+    assert asyncio.run(run()) == list(range(999, -1, -1))
+
+
+async def _no_pause() -> None:
+    return None

@@ -27,6 +27,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import LOWERS_TO_ASCII, Filter
@@ -36,6 +37,7 @@ from logd.server.store.search import containing
 RECORD_OVERHEAD = 21  # end offset (4) + time (8) + level (1) + id (8) beside its bytes
 CHUNK_OVERHEAD = 400  # the chunk's own objects: bytes and array headers, slots
 MAX_CHUNK = 64 * 1024
+FILL_HITS = 128  # hits a cursor takes from its chunk at a time (a page is 100 by default)
 UNSEEN = 2**63 - 1  # a chunk no sweep has stamped yet: too new to be aged
 AGE_SLICES = 16  # a chunk takes events for at most 1/16 of the ring's max age
 
@@ -330,18 +332,20 @@ class Ring:
     def cursor(
         self, flt: Filter, pause: Callable[[], Awaitable[None]], ids: IdRange = ALL_IDS
     ) -> RingCursor:
-        """Matching events with ids in `ids`, newest first, found a chunk at a time by
-        `fill()`, which awaits `pause()` between chunks: the ring may change meanwhile
-        (see RingCursor)."""
+        """Matching events with ids in `ids`, newest first, found by `fill()` (at most a
+        chunk, FILL_HITS, at a time), which awaits `pause()` between steps: the ring may
+        change meanwhile (see RingCursor)."""
         return RingCursor(list(self._chunks), flt, pause, ids)
 
 
 class RingCursor:
     """A query's view of a ring: the chunks it had when the query began. Ingest may evict
     some before the query reaches them; those are skipped (their events are gone), and
-    events appended since are not seen (they are newer than the query)."""
+    events appended since are not seen (they are newer than the query). A chunk's hits
+    are taken FILL_HITS at a time: the newest 100 of a chunk of 500 events slice and
+    match 100 records, not 500."""
 
-    __slots__ = ("_chunks", "_flt", "_ids", "_pause", "done", "hits")
+    __slots__ = ("_chunks", "_current", "_flt", "_ids", "_pause", "done", "hits")
 
     def __init__(
         self,
@@ -354,43 +358,49 @@ class RingCursor:
         self._flt = flt
         self._ids = ids
         self._pause = pause
+        self._current: Iterator[Hit] | None = None  # the hits of the chunk being read
         self.hits: deque[Hit] = deque()
         self.done = False
 
     async def fill(self) -> None:
         chunks = self._chunks
-        while not self.hits and chunks:
-            chunk = chunks.pop()
-            if not chunk.dead:
-                self.hits.extend(chunk_hits(chunk, self._flt, self._ids))
+        while not self.hits and (chunks or self._current is not None):
+            if self._current is None:
+                chunk = chunks.pop()
+                if chunk.dead:
+                    continue
+                self._current = chunk_hits(chunk, self._flt, self._ids)
+            taken = list(islice(self._current, FILL_HITS))
+            if len(taken) < FILL_HITS:
+                self._current = None  # the chunk is read
+            self.hits.extend(taken)
             await self._pause()
-        self.done = not chunks
+        self.done = not chunks and self._current is None
 
 
-def chunk_hits(chunk: Chunk, flt: Filter, ids: IdRange = ALL_IDS) -> list[Hit]:
-    """The chunk's matching events with ids in `ids`, newest first."""
+def chunk_hits(chunk: Chunk, flt: Filter, ids: IdRange = ALL_IDS) -> Iterator[Hit]:
+    """The chunk's matching events with ids in `ids`, newest first, found as they are
+    taken (a chunk only grows: what it held when this began stays as it was)."""
     since = flt.since_ns if flt.since_ns is not None else -(2**63)
     until = flt.until_ns if flt.until_ns is not None else 2**63 - 1
     if chunk.t_max < since or chunk.t_min > until:
-        return []
+        return
     lo, hi = ids
     if ids != ALL_IDS and (not chunk.ids or chunk.ids[-1] < lo or chunk.ids[0] > hi):
-        return []  # ids grow within a chunk
+        return  # ids grow within a chunk
     exact = flt.needs_message
     lvl_min = flt.lvl
     times, lvls, ids_of = chunk.times, chunk.lvls, chunk.ids
-    hits: list[Hit] = []
     for i in chunk.candidates(flt):
         t_ns = times[i]
         if lvls[i] < lvl_min or not since <= t_ns <= until or not lo <= ids_of[i] <= hi:
             continue
         data = chunk.record(i)
         if not exact:
-            hits.append((t_ns, data, None, ids_of[i]))
+            yield t_ns, data, None, ids_of[i]
             continue
         if not flt.prefilter(data):
             continue
         msg = Msg.FromString(data)
         if flt.matches(msg):
-            hits.append((t_ns, data, msg, ids_of[i]))
-    return hits
+            yield t_ns, data, msg, ids_of[i]
