@@ -51,14 +51,16 @@ PREFIX = b"logd:mac:"
 SLOTS = 16
 CHECK_MAX = 10_000  # frames a script call (the backend serves other clients between calls)
 # One call per batch on one server (per tag in a cluster): redis-py spends ~50 us of
-# client CPU per pipelined command.
+# client CPU per pipelined command. The answer is one string, "1" (fresh) or "0" per
+# frame: one reply to parse, not one per frame.
 CLAIM = """
 local fresh = {}
 for i = 1, #KEYS do
-  fresh[i] = redis.call('SET', KEYS[i], '', 'NX', 'PX', ARGV[i]) and 1 or 0
+  fresh[i] = redis.call('SET', KEYS[i], '', 'NX', 'PX', ARGV[i]) and '1' or '0'
 end
-return fresh
+return table.concat(fresh)
 """
+FRESH = ord("1")
 
 
 class SharedReplayGuard:
@@ -148,7 +150,7 @@ class SharedReplayGuard:
             head = resp.command("EVAL", CLAIM, len(pairs), more=2 * len(pairs))
             commands.append(head + b"".join(keys) + b"".join(ttls))
         replies = await resp.send(self._client, commands)
-        return [first == 1 for claimed in replies for first in claimed]
+        return [first == FRESH for claimed in replies for first in claimed]
 
     async def _claim_per_slot(self, frames: Sequence[tuple[bytes, int]]) -> list[bool]:
         """A cluster: one call per hash tag (a call's keys must be in one slot)."""
@@ -169,7 +171,7 @@ class SharedReplayGuard:
         fresh = [False] * len(frames)
         for (indexes, _, _), claimed in zip(groups.values(), replies, strict=True):
             for i, first in zip(indexes, claimed, strict=True):
-                fresh[i] = first == 1
+                fresh[i] = first == FRESH
         return fresh
 
     def _unchecked(self, frames: int, why: object) -> None:

@@ -4,6 +4,8 @@ redis-py packs each argument in Python (an isinstance, an encode and a join per
 argument): ~4 us of this node's CPU per event appended as four script arguments,
 more than the backend spends storing it. Here an event's arguments are one bytes
 format; `send` writes the packed commands at once and reads their replies in order.
+A command may be a list of chunks, written as they are: an event's bytes are then never
+copied here (~0.1 us an event when they were, four times over).
 """
 
 from __future__ import annotations
@@ -31,13 +33,20 @@ def command(*args: bytes | int | str, more: int = 0) -> bytes:
     return b"".join(parts)
 
 
-async def send(client: Client, commands: Sequence[bytes]) -> list[Any]:
-    """Send the packed commands in one write and return their replies; a failure part way
-    (a timeout, an error reply) closes the connection, whose state is then unknown."""
+async def send(client: Client, commands: Sequence[bytes | list[bytes]]) -> list[Any]:
+    """Send the packed commands (each bytes, or a list of chunks) in one write and return
+    their replies; a failure part way (a timeout, an error reply) closes the connection,
+    whose state is then unknown."""
     pool = client.connection_pool  # type: ignore[union-attr]  # one server only
     conn = await pool.get_connection()
+    chunks: list[bytes] = []
+    for command in commands:
+        if isinstance(command, bytes):
+            chunks.append(command)
+        else:
+            chunks += command
     try:
-        await conn.send_packed_command(b"".join(commands), check_health=False)
+        await conn.send_packed_command(chunks, check_health=False)
         return [await conn.read_response() for _ in commands]
     except BaseException:
         await conn.disconnect()

@@ -3,7 +3,8 @@
 Keys: `logd:ring:{env/svc}` is one ring, a Stream whose entries each hold a run of
 events (entries.py), its name in a `{hash tag}` so that cluster mode keeps it in one
 slot; `logd:size:{env/svc}`, in the same slot, counts the ring's events, bytes and
-evicted events; `logd:rings` maps each stream to its `[env, svc]` (null: overflow).
+evicted events, and `logd:runs:{env/svc}` lists its entries' sizes for trimming;
+`logd:rings` maps each stream to its `[env, svc]` (null: overflow).
 
 Ingest stays synchronous and O(1) per event: `write` (one event) and `write_run` (a
 run of one ring from the C engine, as its bytes) append to a bounded local buffer,
@@ -17,10 +18,10 @@ oldest go first and are counted. A background loop retries, re-registers the
 rings (a restarted backend may have lost them) and refreshes the per-ring
 figures /info shows. Reads that cannot reach the backend raise StoreUnavailable.
 
-Rings are capped in events and in bytes, exactly: the script trims whole entries,
-oldest first, until the ring holds at most its byte budget over TYPICAL_EVENT_BYTES
-events and at most its byte budget of entry payload (the events' bytes, times,
-levels and offsets); the newest entry always stays.
+Rings are capped in events and in bytes, never past either: a ring over its byte
+budget over TYPICAL_EVENT_BYTES events, or over its byte budget of entry payload (the
+events' bytes, times, levels and offsets), loses its oldest entries until it is 1/16
+below both, so that trims are rare; the newest entry always stays.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ BATCH_BYTES = 4 * 1024 * 1024  # and at most this many bytes of events (one run 
 # buffered run costs besides its bytes (its tuple and its bytes objects).
 BUFFER_BYTES = 64 * 1024 * 1024
 RUN_BYTES = 200
+# Round trips start at least this far apart: the backend's and this node's cost is mostly
+# per call (Lua's, redis-py's, the syscalls), so calls carrying 2 ms of events instead of
+# what came during one round trip cost each side about a third less per event (measured:
+# bench/valkey_ingest.py). Events wait up to this long more before readers see them; the
+# buffer's bounds hold meanwhile as they do during a slow round trip.
+FLUSH_GAP_S = 0.002
 CALL_MAX = 2000  # events per script call: the backend serves other clients between calls
 RETRY_S = 0.5  # between reconnection attempts while the backend is down
 REFRESH_S = 1.0  # ring list and /info figures
@@ -81,45 +88,44 @@ REGISTRY = b"logd:rings"
 # One script for both: on one server one call for every ring of a batch (each event
 # numbered from the shared counter), in a cluster one call per ring with the ring's own
 # counter (a call's keys must be in one slot). KEYS: the counter, the rings' streams,
-# then their size hashes; ARGV: each ring's cap in events, then in bytes, then six per
-# run: (ring number, events, times, levels, ends, data). A run is one entry whose id is
+# their size hashes, then their run lists; ARGV: each ring's cap in events, then in
+# bytes, then six per run: (ring number, events, times, levels, ends, data). The run
+# list (`id events bytes` per entry) is what a trim reads: Valkey's Lua hashes every
+# byte of every string it is handed, so reading old entries whole to learn their size
+# cost the backend as much again as storing them. A run is one entry whose id is
 # its first event's; it never spans two milliseconds (ids.py). Without the counter (a
 # new backend, or one that evicted it) ids go on above the newest event of the call's
 # rings: an id at or below a ring's newest is an error, and a script that fails
 # half-way keeps what it added. redis-py spends ~50 us of client CPU per pipelined
 # command: one call per batch (resp.py packs it), never one command per event.
 APPEND = """
-local rings = (#KEYS - 1) / 2
+local rings = (#KEYS - 1) / 3
 local function held(fields)
   for j = 1, #fields, 2 do
     if fields[j] == 'n' then return tonumber(fields[j + 1]) end
   end
   return 1
 end
-local function payload(fields)
-  local size = 0
-  for j = 2, #fields, 2 do size = size + #fields[j] end
-  return size
-end
--- Drop the oldest entries until the ring is within both caps; the newest stays.
-local function trim(stream, size, cap_n, cap_b, n, b, newest)
+-- A ring past either cap drops its oldest entries until it is 1/16 below both (so that
+-- trims are rare, each a few calls); the newest entry stays.
+local function trim(stream, size, runs, cap_n, cap_b, n, b)
   n = redis.call('HINCRBY', size, 'events', n)
   b = redis.call('HINCRBY', size, 'bytes', b)
-  local gone_n, gone_b, cut, from = 0, 0, nil, '-'
-  while n - gone_n > cap_n or b - gone_b > cap_b do
-    local old = redis.call('XRANGE', stream, from, newest, 'COUNT', 16)
-    local moved = false
-    for _, e in ipairs(old) do
-      if e[1] == newest or (n - gone_n <= cap_n and b - gone_b <= cap_b) then break end
-      gone_n, gone_b = gone_n + held(e[2]), gone_b + payload(e[2])
-      cut, moved = e[1], true
+  if n <= cap_n and b <= cap_b then return end
+  cap_n, cap_b = cap_n - math.floor(cap_n / 16), cap_b - math.floor(cap_b / 16)
+  local kept = redis.call('LLEN', runs) - 1
+  local gone_n, gone_b, gone, cut = 0, 0, 0, nil
+  while (n - gone_n > cap_n or b - gone_b > cap_b) and gone < kept do
+    for _, run in ipairs(redis.call('LRANGE', runs, gone, gone + 63)) do
+      if gone >= kept or (n - gone_n <= cap_n and b - gone_b <= cap_b) then break end
+      local id, rn, rb = string.match(run, '(%S+) (%d+) (%d+)')
+      gone_n, gone_b, gone, cut = gone_n + tonumber(rn), gone_b + tonumber(rb), gone + 1, id
     end
-    if not moved then break end
-    from = '(' .. cut
   end
   if cut then
     local a, c = string.match(cut, '(%d+)-(%d+)')
     redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', tonumber(a), tonumber(c) + 1))
+    redis.call('LTRIM', runs, gone, -1)
     redis.call('HINCRBY', size, 'events', -gone_n)
     redis.call('HINCRBY', size, 'bytes', -gone_b)
     redis.call('HINCRBY', size, 'evicted', gone_n)
@@ -143,7 +149,7 @@ end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if now_ms > ms then ms, seq = now_ms, -1 end
-local added, bytes, newest, total = {}, {}, {}, 0
+local added, bytes, sizes, total = {}, {}, {}, 0
 for i = 2 * rings + 1, #ARGV, 6 do
   local r, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   seq = seq + 1
@@ -151,15 +157,17 @@ for i = 2 * rings + 1, #ARGV, 6 do
   local id = string.format('%d-%d', ms, seq)
   redis.call('XADD', KEYS[r + 1], id, 'n', ARGV[i + 1], 't', ARGV[i + 2], 'l', ARGV[i + 3],
              'e', ARGV[i + 4], 'd', ARGV[i + 5])
+  local size = #ARGV[i + 2] + #ARGV[i + 3] + #ARGV[i + 4] + #ARGV[i + 5]
+  sizes[r] = sizes[r] or {}
+  table.insert(sizes[r], string.format('%s %d %d', id, n, size))
   seq = seq + n - 1
-  added[r] = (added[r] or 0) + n
-  bytes[r] = (bytes[r] or 0) + #ARGV[i + 1] + #ARGV[i + 2] + #ARGV[i + 3] + #ARGV[i + 4]
-             + #ARGV[i + 5]
-  newest[r], total = id, total + n
+  added[r], bytes[r] = (added[r] or 0) + n, (bytes[r] or 0) + size
+  total = total + n
 end
 for r, n in pairs(added) do
-  trim(KEYS[r + 1], KEYS[rings + r + 1], tonumber(ARGV[r]), tonumber(ARGV[rings + r]), n,
-       bytes[r], newest[r])
+  redis.call('RPUSH', KEYS[2 * rings + r + 1], unpack(sizes[r]))
+  trim(KEYS[r + 1], KEYS[rings + r + 1], KEYS[2 * rings + r + 1], tonumber(ARGV[r]),
+       tonumber(ARGV[rings + r]), n, bytes[r])
 end
 redis.call('SET', KEYS[1], string.format('%d-%d', ms, seq))
 return total
@@ -180,6 +188,12 @@ def stream_key(ring: str) -> bytes:
 def size_key(stream: bytes) -> bytes:
     """`logd:size:{prod/api}`: the ring's events, bytes and evicted events (in its slot)."""
     return b"logd:size:" + stream.removeprefix(b"logd:ring:")
+
+
+def runs_key(stream: bytes) -> bytes:
+    """`logd:runs:{prod/api}`: `id events bytes` of each of the ring's entries, oldest
+    first, for trimming (in its slot)."""
+    return b"logd:runs:" + stream.removeprefix(b"logd:ring:")
 
 
 def ring_counter(stream: bytes) -> bytes:
@@ -234,6 +248,7 @@ class ValkeyStore:
         self._caps: dict[bytes, tuple[int, int]] = {}  # stream -> its caps: events, bytes
         self._unregistered: set[bytes] = set()
         self._flushing: asyncio.Task[None] | None = None
+        self._flushed_at = 0.0  # when the last round trip started (the loop's clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._figures: dict[bytes, tuple[int, int, int]] = {}  # stream -> length, bytes, evicted
         self._quiet = QuietLogger(log)
@@ -360,9 +375,15 @@ class ValkeyStore:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while self._buffer and await self._flush():
-                pass
+            while self._buffer:
+                wait = self._flushed_at + FLUSH_GAP_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._flushed_at = loop.time()
+                if not await self._flush():
+                    break
         finally:
             self._flushing = None
 
@@ -380,11 +401,12 @@ class ValkeyStore:
         registering = list(self._unregistered)
         try:
             if self.ordered:
-                commands = [
+                commands: list[bytes | list[bytes]] = [
                     resp.command("HSET", REGISTRY, key, json.dumps(self._rings.get(key)))
                     for key in registering
                 ]
-                await resp.send(self.client, commands + self._append_numbered(batch))
+                commands += self._append_numbered(batch)
+                await resp.send(self.client, commands)
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for key in registering:
@@ -403,24 +425,25 @@ class ValkeyStore:
         self.round_trips += 1
         return True
 
-    def _append_numbered(self, batch: list[_Run]) -> list[bytes]:
+    def _append_numbered(self, batch: list[_Run]) -> list[list[bytes]]:
         """One server: one call per CALL_MAX events or so, every ring in it, packed here."""
         commands = []
         for runs in _calls(batch):
             numbers: dict[bytes, bytes] = {}  # stream -> its number in this call, packed
-            args = []
+            args: list[bytes] = []
             for run in _entries(runs):
                 ring = numbers.get(run[0])
                 if ring is None:
                     ring = numbers[run[0]] = resp.bulk(b"%d" % (len(numbers) + 1))
-                args.append(_packed(ring, run))
+                args += _packed(ring, run)
             keys = list(numbers)
             head = resp.command(
-                "EVAL", APPEND, 1 + 2 * len(keys), COUNTER, *keys, *map(size_key, keys),
+                "EVAL", APPEND, 1 + 3 * len(keys), COUNTER, *keys, *map(size_key, keys),
+                *map(runs_key, keys),
                 *(self._caps[key][0] for key in keys), *(self._caps[key][1] for key in keys),
-                more=6 * len(args),  # a run's six arguments
+                more=6 * (len(args) // 3),  # a run's six arguments, in three chunks
             )  # fmt: skip
-            commands.append(head + b"".join(args))
+            commands.append([head, *args])
         return commands
 
     def _append_per_ring(self, pipe: Any, batch: list[_Run]) -> None:
@@ -433,7 +456,7 @@ class ValkeyStore:
                     args = groups[key] = [*self._caps[key]]
                 args += (1, n, times, lvls, ends, data)
             for key, args in groups.items():
-                pipe.eval(APPEND, 3, ring_counter(key), key, size_key(key), *args)
+                pipe.eval(APPEND, 4, ring_counter(key), key, size_key(key), runs_key(key), *args)
 
     # --- background ----------------------------------------------------------
     async def _maintain(self) -> None:
@@ -672,11 +695,13 @@ def _merged(singles: list[_Run]) -> _Run:
     return singles[0][0], len(singles), b"".join(data), ends, times, lvls
 
 
-def _packed(ring: bytes, run: _Run) -> bytes:
-    """A run's six script arguments in RESP, `ring` its ring's number already packed."""
+def _packed(ring: bytes, run: _Run) -> tuple[bytes, bytes, bytes]:
+    """A run's six script arguments in RESP, `ring` its ring's number already packed: three
+    chunks, the events' bytes one of them (not copied)."""
     _, n, data, ends, times, lvls = run
     count = b"%d" % n
-    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+    head = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n" % (
         ring, len(count), count, len(times), times, len(lvls), lvls, len(ends), ends,
-        len(data), data,
+        len(data),
     )  # fmt: skip
+    return head, data, b"\r\n"
