@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_support import NOW, S
 from logd._pb.logd_pb2 import PING, Cmd, Msg
-from logd.server.ingest.drain import UdpIngest
+from logd.server.ingest.drain import DRAIN_EVENTS, UdpIngest
 from logd.server.ingest.engine import Impl, available, make_engine, replay_guard
 from logd.server.keys import KeyHolder, KeyRing
-from logd.server.store.valkey.entries import ENTRY_EVENTS, events
+from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, events
 from logd.server.store.valkey.ids import number
 from logd.server.store.valkey.replay import SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore
@@ -222,5 +222,73 @@ def test_a_frame_one_node_accepted_is_a_replay_on_another_also_inside_a_run(
         finally:
             for rig in (a, b):
                 await rig.close()
+
+    asyncio.run(main())
+
+
+def test_runs_of_big_events_are_entries_of_bounded_bytes(server: RedisServer) -> None:
+    """Events of 3 KB in frames of 16: the C reader hands a ring's run over once it would
+    pass ENTRY_DATA, so no entry holds more than that (but for its first event)."""
+    cmds = [Cmd(batch=[Msg(env="p", svc="big", txt=f"{f}.{i}" + "x" * 3000) for i in range(16)])
+            for f in range(20)]  # fmt: skip
+    frames = [WRITER.sign(cmd.SerializeToString(), NOW - f) for f, cmd in enumerate(cmds)]
+
+    async def main() -> None:
+        rig = ValkeyRig("c", server.url[:-1] + "5", _ring())
+        try:
+            await rig.store.client.flushdb()
+            await rig.store.start()
+            await rig.feed(frames)
+            entries = await rig.store.client.xrange(b"logd:ring:{p/big}")
+            assert sum(int(f[b"n"]) for _, f in entries) == 320
+            assert all(len(f[b"d"]) <= ENTRY_DATA for _, f in entries)
+            stored = [
+                m.txt.partition("x")[0] for _, _, m in (await rig.stored())[b"logd:ring:{p/big}"]
+            ]
+            assert stored == [f"{f}.{i}" for f in range(20) for i in range(16)]
+        finally:
+            await rig.close()
+
+    asyncio.run(main())
+
+
+def test_frames_left_to_python_are_stored_a_drain_s_bound_at_a_time(server: RedisServer) -> None:
+    """Batches past the C reader's MAX_EVENTS go to Python: once checked across nodes they
+    are stored about DRAIN_EVENTS events per turn of the loop (one frame past them at most),
+    the rest on the next turns, in order, none lost."""
+    per_frame = _fastpath.MAX_EVENTS + 500
+    frames = [
+        WRITER.sign(Cmd(batch=[Msg(txt=f"{f}.{i}") for i in range(per_frame)])
+                    .SerializeToString(), NOW - f)
+        for f in range(6)
+    ]  # fmt: skip
+
+    async def main() -> None:
+        rig = ValkeyRig("c", server.url[:-1] + "6", _ring())
+        steps: list[int] = []
+        stop = False
+
+        async def watch() -> None:  # what the store took in each turn of the loop
+            seen = rig.store.writes
+            while not stop:
+                await asyncio.sleep(0)
+                steps.append(rig.store.writes - seen)
+                seen = rig.store.writes
+
+        try:
+            await rig.store.client.flushdb()
+            await rig.store.start()
+            watcher = asyncio.create_task(watch())
+            await rig.feed(frames)
+            stop = True
+            await watcher
+            assert rig.counts()["events"] == 6 * per_frame
+            assert max(steps) <= DRAIN_EVENTS + per_frame
+            assert sum(1 for n in steps if n) >= 3  # over several turns, not one
+            (ring,) = (await rig.stored()).values()
+            stored = [m.txt for _, _, m in ring]
+            assert stored == [f"{f}.{i}" for f in range(6) for i in range(per_frame)]
+        finally:
+            await rig.close()
 
     asyncio.run(main())
