@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from array import array
 
 import pytest
 from logd._pb.logd_pb2 import ERROR, INFO, Msg
 from logd.server.filters import Filter
 from logd.server.store.memory import OVERFLOW_KEY, MemoryStore, ring_key
-from logd.server.store.ring import CHUNK_OVERHEAD, FILL_HITS, RECORD_OVERHEAD, Ring
+from logd.server.store.ring import CHUNK_OVERHEAD, FILL_HITS, RECORD_OVERHEAD, SPARE_SHARE, Ring
 
 MiB = 1024 * 1024
 S = 1_000_000_000
@@ -247,3 +248,29 @@ def test_a_cursor_takes_a_page_of_a_chunk_at_a_time_and_sees_the_chunk_as_it_was
 
 async def _no_pause() -> None:
     return None
+
+
+def test_guard_against_sealed_chunks_keeping_uncounted_spare_room() -> None:
+    """A ring counts its events' bytes, not what their buffers allocated: every sealed
+    chunk holds at most SPARE_SHARE more than its data, whether it grew an event at a time
+    (compacted when sealed) or by runs (kept: next to no spare room, no copy)."""
+    one, runs = Ring("p/a", "p", "a", 8 << 20), Ring("p/b", "p", "b", 8 << 20)
+    sizes = [37, 130, 5, 900, 64, 1, 300]
+    for i in range(5000):
+        one.append(i, INFO, b"x" * sizes[i % len(sizes)])
+    for i in range(200):
+        n = 1 + i % 40
+        body = b"".join(b"y" * sizes[(i + k) % len(sizes)] for k in range(n))
+        ends, at = array("I"), 0
+        for k in range(n):
+            at += sizes[(i + k) % len(sizes)]
+            ends.append(at)
+        runs.extend(body, ends, array("q", [i] * n), bytes([INFO]) * n, i, i)
+    for ring in (one, runs):
+        sealed = [c for c in ring._chunks if c.sealed]
+        assert len(sealed) > 10
+        for chunk in sealed:
+            data = chunk.data
+            allocated = data.__alloc__() if isinstance(data, bytearray) else len(data)
+            assert allocated - len(data) <= len(data) * SPARE_SHARE
+    assert any(isinstance(c.data, bytearray) for c in runs._chunks if c.sealed)  # not copied

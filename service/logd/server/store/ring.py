@@ -40,12 +40,13 @@ MAX_CHUNK = 64 * 1024
 FILL_HITS = 128  # hits a cursor takes from its chunk at a time (a page is 100 by default)
 UNSEEN = 2**63 - 1  # a chunk no sweep has stamped yet: too new to be aged
 AGE_SLICES = 16  # a chunk takes events for at most 1/16 of the ring's max age
+SPARE_SHARE = 1 / 64  # a sealed chunk's spare room past this share of its data: compacted
 
 
 class Chunk:
     __slots__ = (
-        "arrived", "data", "dead", "ends", "ids", "lowers_to_ascii", "lvls", "opened", "seen",
-        "t_max", "t_min", "times",
+        "arrived", "data", "dead", "ends", "ids", "lowers_to_ascii", "lvls", "opened", "sealed",
+        "seen", "t_max", "t_min", "times",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -57,6 +58,7 @@ class Chunk:
         self.t_min = 2**63 - 1
         self.t_max = -(2**63)
         self.dead = False  # evicted: a query that still lists it skips it
+        self.sealed = False  # full: it takes no more events
         # Arrival, as Ring.stamp saw it: `arrived` is after the newest event came (UNSEEN:
         # not stamped yet), `opened` the first stamp, `seen` how many events it had then.
         self.arrived = self.opened = UNSEEN
@@ -69,16 +71,23 @@ class Chunk:
         return len(self.ends)
 
     def seal(self) -> None:
-        """Freeze into exact-size immutable bytes (a bytearray keeps spare capacity)."""
-        self.data = bytes(self.data)
-        self.lvls = bytes(self.lvls)
+        """Take no more events. Data grown by runs (the C engine's) has next to no spare
+        room and is kept as it is: copying every chunk into exact-size bytes took a third
+        of batched ingest into fresh memory (8 rings, page faults on the copies). Data
+        grown an event at a time has up to 1/8 spare: compacted into exact-size bytes when
+        over SPARE_SHARE, so the room a ring does not count stays within RING_SLACK."""
+        data = self.data
+        if isinstance(data, bytearray) and data.__alloc__() - len(data) > len(data) * SPARE_SHARE:
+            self.data = bytes(data)
+        self.lvls = bytes(self.lvls)  # 1 byte an event: cheap to compact
+        self.sealed = True
 
     def special(self) -> tuple[bytes, ...]:
         """The LOWERS_TO_ASCII sequences in this chunk, remembered once it is sealed."""
         if self.lowers_to_ascii is not None:
             return self.lowers_to_ascii
         found = _lowers_to_ascii(self.data)
-        if isinstance(self.data, bytes):  # sealed: it will not change
+        if self.sealed:  # it will not change
             self.lowers_to_ascii = found
         return found
 
