@@ -395,3 +395,26 @@ def test_chunked_writes_are_whole_http_chunks() -> None:
         await asyncio.wait_for(task, 1)
 
     asyncio.run(run())
+
+
+def test_subscribers_with_the_same_filter_share_its_matching_and_bytes() -> None:
+    async def run() -> None:
+        hub = TailHub(max_subscribers=4, queue_len=10)
+        CountingFilter.calls = 0
+        terms = Filter.from_params({"txt": "err"}, 0).terms
+        subs = [hub.subscribe(CountingFilter(terms=terms)) for _ in range(3)]
+        other = hub.subscribe(CountingFilter(terms=Filter.from_params({"txt": "ok"}, 0).terms))
+        outs = [follow(sub) for sub in subs]
+        other_out = follow(other)
+        await asyncio.sleep(0)
+        for txt in ("err 1", "ok 2", "err 3"):
+            hub.publish(Msg(txt=txt), next(IDS))
+        await outs[0].read(1)
+        assert CountingFilter.calls == 3 * 2  # each event once per distinct filter
+        (chunk,) = outs[1].writes
+        assert outs[2].writes[0] is chunk
+        assert [json.loads(x)["txt"] for x in chunk.splitlines()] == ["err 1", "err 3"]
+        lines, _ = split_notice((await other_out.read(1)).decode().splitlines())
+        assert [json.loads(x)["txt"] for x in lines] == ["ok 2"]
+
+    asyncio.run(run())

@@ -344,6 +344,9 @@ class TailHub:
         rendered: list[bytes | None] = [None] * len(msgs)
         ids = [str(event_id).encode() for _, event_id in msgs]
         shared: _Batch | None = None
+        # Subscribers with the same filter (the page's default view, many tails of one
+        # service) share its matching, its batch and the batch's bytes.
+        by_filter: dict[Filter, _Batch | None] = {}
         for sub in tuple(self.subscribers):  # a write can find a client gone and close it
             if sub.full:  # a reader that does not keep up: no matching, no rendering
                 sub._lose(len(msgs))
@@ -355,17 +358,21 @@ class TailHub:
                 sub._take(shared)
                 continue
             flt = sub.filter
-            lines: list[bytes] = []
-            line_ids: list[bytes] = []
-            for k, (m, event_id) in enumerate(msgs):
-                if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
-                    line = rendered[k]
-                    if line is None:
-                        line = rendered[k] = _line(m, event_id)
-                    lines.append(line)
-                    line_ids.append(ids[k])
-            if lines:
-                sub._take(_Batch(lines, line_ids))
+            if flt in by_filter:
+                batch = by_filter[flt]
+            else:
+                lines: list[bytes] = []
+                line_ids: list[bytes] = []
+                for k, (m, event_id) in enumerate(msgs):
+                    if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
+                        line = rendered[k]
+                        if line is None:
+                            line = rendered[k] = _line(m, event_id)
+                        lines.append(line)
+                        line_ids.append(ids[k])
+                batch = by_filter[flt] = _Batch(lines, line_ids) if lines else None
+            if batch is not None:
+                sub._take(batch)
         self.published += sum(line is not None for line in rendered)
 
     def close_all(self) -> None:
