@@ -418,3 +418,23 @@ def test_subscribers_with_the_same_filter_share_its_matching_and_bytes() -> None
         assert [json.loads(x)["txt"] for x in lines] == ["ok 2"]
 
     asyncio.run(run())
+
+
+def test_guard_against_a_filtered_tail_with_little_room_matching_a_whole_flush() -> None:
+    """Room for 4 events and a flush of 1,000: its filter runs until the 4 are found, and
+    the 996 events it did not look at count as lost (an upper bound)."""
+
+    async def run() -> None:
+        hub = TailHub(max_subscribers=1, queue_len=4, coalesce_s=3600)
+        CountingFilter.calls = 0
+        sub = hub.subscribe(CountingFilter(terms=Filter.from_params({"txt": "m"}, 0).terms))
+        for i in range(1000):
+            hub.publish(Msg(txt=f"m {i}" if i % 2 else "other"), next(IDS))
+        hub.flush()
+        assert CountingFilter.calls == 8  # events 0..7: the 4th match is event 7
+        lines, dropped = await tail_batch(sub, 1)
+        assert [json.loads(x)["txt"] for x in lines] == ["m 1", "m 3", "m 5", "m 7"]
+        assert dropped == 992
+        assert hub.dropped == 992
+
+    asyncio.run(run())

@@ -346,33 +346,44 @@ class TailHub:
         shared: _Batch | None = None
         # Subscribers with the same filter (the page's default view, many tails of one
         # service) share its matching, its batch and the batch's bytes.
-        by_filter: dict[Filter, _Batch | None] = {}
+        groups: dict[Filter, list[Subscription]] = {}
         for sub in tuple(self.subscribers):  # a write can find a client gone and close it
             if sub.full:  # a reader that does not keep up: no matching, no rendering
                 sub._lose(len(msgs))
-                continue
-            if sub.everything:
+            elif sub.everything:
                 if shared is None:
                     shared = _Batch([_line(m, i) for m, i in msgs], ids)
                     rendered = list(shared.lines)
                 sub._take(shared)
-                continue
-            flt = sub.filter
-            if flt in by_filter:
-                batch = by_filter[flt]
             else:
-                lines: list[bytes] = []
-                line_ids: list[bytes] = []
-                for k, (m, event_id) in enumerate(msgs):
-                    if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
-                        line = rendered[k]
-                        if line is None:
-                            line = rendered[k] = _line(m, event_id)
-                        lines.append(line)
-                        line_ids.append(ids[k])
-                batch = by_filter[flt] = _Batch(lines, line_ids) if lines else None
-            if batch is not None:
-                sub._take(batch)
+                groups.setdefault(sub.filter, []).append(sub)
+        for flt, subs in groups.items():
+            # Matched only while some subscriber of the filter has room: past that, the
+            # events left unmatched count as lost for each (an upper bound), so tails that
+            # fill up cost no more matching than what they can take.
+            rooms = [sub._room() for sub in subs]
+            room, room_bytes = max(r for r, _ in rooms), max(b for _, b in rooms)
+            lines: list[bytes] = []
+            line_ids: list[bytes] = []
+            taken = nbytes = 0
+            for m, event_id in msgs:
+                if len(lines) >= room or nbytes >= room_bytes:
+                    break
+                taken += 1
+                if flt.time_match(m.t.seconds * 1_000_000_000 + m.t.nanos) and flt.matches(m):
+                    k = taken - 1
+                    line = rendered[k]
+                    if line is None:
+                        line = rendered[k] = _line(m, event_id)
+                    lines.append(line)
+                    line_ids.append(ids[k])
+                    nbytes += len(line) + 1
+            batch = _Batch(lines, line_ids) if lines else None
+            for sub in subs:
+                if batch is not None:
+                    sub._take(batch)
+                if taken < len(msgs):
+                    sub._lose(len(msgs) - taken)
         self.published += sum(line is not None for line in rendered)
 
     def close_all(self) -> None:
