@@ -125,6 +125,19 @@ def _shifted(ends: array[int], delta: int) -> bytes:
 
 
 _ONE = (1).to_bytes(4, sys.byteorder)
+_ONE64 = (1).to_bytes(8, sys.byteorder)
+_COUNT_MAX = 4096
+_IOTA = array("Q", range(_COUNT_MAX)).tobytes()
+
+
+def _counting(first: int, n: int) -> bytes:
+    """first, first + 1, ..., first + n - 1 as uint64 bytes, at C speed as `_shifted`
+    (ids are below 2**63: nothing carries); array.extend(range) took twice as long."""
+    if n > _COUNT_MAX:
+        return array("Q", range(first, first + n)).tobytes()
+    ones = int.from_bytes(_ONE64 * n, sys.byteorder)
+    total = int.from_bytes(_IOTA[: 8 * n], sys.byteorder) + first * ones
+    return total.to_bytes(8 * n, sys.byteorder)
 
 
 def _marks(lvl: int) -> bytes:
@@ -276,7 +289,7 @@ class Ring:
             chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
             chunk.times.extend(times[start:stop])
             ids = self._ids
-            chunk.ids.extend(range(ids.next, ids.next + stop - start))
+            chunk.ids.frombytes(_counting(ids.next, stop - start))
             ids.next += stop - start
             chunk.lvls += lvls[start:stop]
             chunk.t_min = min(chunk.t_min, t_min)  # bounds of the run: wider is still correct
