@@ -61,6 +61,7 @@ end
 return table.concat(fresh)
 """
 FRESH = ord("1")
+_TAGS = [b"%s{%d}:" % (PREFIX, tag) for tag in range(SLOTS)]  # `logd:mac:{7}:` of each tag
 
 
 class SharedReplayGuard:
@@ -140,15 +141,16 @@ class SharedReplayGuard:
         return b"%s{%d}:%s" % (PREFIX, slot, mac), ttl_ms
 
     async def _claim(self, frames: Sequence[tuple[bytes, int]]) -> list[bool]:
-        """One server: one call per CHECK_MAX frames, packed here (resp.py), in one write."""
-        now = self._clock()
+        """One server: one call per CHECK_MAX frames, packed here (resp.py), in one write;
+        keys and ttls in comprehensions, no call per frame: this is per frame on the node."""
+        keep = self._keep_ns - self._clock()
         commands = []
         for start in range(0, len(frames), CHECK_MAX):
-            pairs = [self._key_and_ttl(m, t, now) for m, t in frames[start : start + CHECK_MAX]]
-            keys = [resp.bulk(key) for key, _ in pairs]
-            ttls = [resp.bulk(b"%d" % ttl) for _, ttl in pairs]
-            head = resp.command("EVAL", CLAIM, len(pairs), more=2 * len(pairs))
-            commands.append(head + b"".join(keys) + b"".join(ttls))
+            part = frames[start : start + CHECK_MAX]
+            keys = [_TAGS[mac[0] % SLOTS] + mac for mac, _ in part]
+            ttls = [b"%d" % max(1, -(-(signed_at + keep) // 1_000_000)) for _, signed_at in part]
+            head = resp.command("EVAL", CLAIM, len(part), more=2 * len(part))
+            commands.append(head + b"".join([resp.bulk(arg) for arg in keys + ttls]))
         replies = await resp.send(self._client, commands)
         return [first == FRESH for claimed in replies for first in claimed]
 
