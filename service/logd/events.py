@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+import json.encoder
+from collections.abc import Callable
 
 from logd._pb.logd_pb2 import HttpMethod, Lvl, Msg
 
@@ -16,6 +17,8 @@ METHOD_NAMES: dict[int, str] = {v: k for k, v in HttpMethod.items() if v}
 METHOD_VALUES: dict[str, int] = {name: value for value, name in METHOD_NAMES.items()}
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# A JSON string literal, quotes included, as json.dumps(ensure_ascii=False) writes it.
+_quoted: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def format_time(t_ns: int) -> str:
@@ -34,29 +37,40 @@ def msg_time_ns(msg: Msg) -> int:
     return msg.t.seconds * 1_000_000_000 + msg.t.nanos
 
 
-def msg_to_json(msg: Msg, event_id: str | None = None) -> dict[str, Any]:
-    """The event object of docs/http-api.md, its server-assigned `id` first; empty fields
-    are left out."""
-    out: dict[str, Any] = {} if event_id is None else {"id": event_id}
-    out["t"] = format_time(msg_time_ns(msg))
-    for name in ("env", "svc", "fn", "host"):
-        value = getattr(msg, name)
+def event_json(msg: Msg, event_id: str) -> bytes:
+    """The event object of docs/http-api.md as UTF-8 JSON: its server-assigned `id` first,
+    then its time and the fields that are set, attributes sorted by key; empty fields
+    are left out. The same bytes as json.dumps of that object (ensure_ascii=False), put
+    together field by field with the json module's own C string escaping: building the
+    dict and encoding it took three times as long, for every event a query or a tail
+    sends."""
+    parts = ['{"id": ', _quoted(event_id), ', "t": "', format_time(msg_time_ns(msg)), '"']
+    for name, value in (("env", msg.env), ("svc", msg.svc), ("fn", msg.fn), ("host", msg.host)):
         if value:
-            out[name] = value
+            parts += (', "', name, '": ', _quoted(value))
     if msg.pid:
-        out["pid"] = msg.pid
+        parts.append(f', "pid": {msg.pid}')
     if msg.lvl:
-        out["lvl"] = LEVEL_NAMES.get(msg.lvl, str(msg.lvl))
+        parts += (', "lvl": ', _quoted(LEVEL_NAMES.get(msg.lvl, str(msg.lvl))))
     if msg.txt:
-        out["txt"] = msg.txt
+        parts += (', "txt": ', _quoted(msg.txt))
     if msg.stack_trace:
-        out["stack_trace"] = msg.stack_trace
+        parts += (', "stack_trace": ', _quoted(msg.stack_trace))
     if msg.http_method:
-        out["http_method"] = METHOD_NAMES.get(msg.http_method, str(msg.http_method))
+        parts += (
+            ', "http_method": ',
+            _quoted(METHOD_NAMES.get(msg.http_method, str(msg.http_method))),
+        )
     if msg.url:
-        out["url"] = msg.url
+        parts += (', "url": ', _quoted(msg.url))
     if msg.response_status:
-        out["response_status"] = msg.response_status
+        parts.append(f', "response_status": {msg.response_status}')
     if msg.attrs:
-        out["attrs"] = dict(sorted(msg.attrs.items()))
-    return out
+        pairs = sorted(msg.attrs.items())
+        parts += (
+            ', "attrs": {',
+            ", ".join([_quoted(k) + ": " + _quoted(v) for k, v in pairs]),
+            "}",
+        )
+    parts.append("}")
+    return "".join(parts).encode()

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Protocol
 
 from logd._pb.logd_pb2 import Msg
-from logd.events import msg_to_json
+from logd.events import event_json
 from logd.server.filters import Filter
 
 # Events published within this long after a flush wait for the next one: under load a
@@ -37,13 +36,12 @@ COALESCE_S = 0.002
 PENDING_MAX_BYTES = 2 * 1024 * 1024
 QUEUE_BYTES = 1024 * 1024
 
-_render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode
 KEEPALIVE_NDJSON = b"\n"
 KEEPALIVE_SSE = b": keep-alive\n\n"
 
 
 def _line(msg: Msg, event_id: int | str) -> bytes:
-    return _render(msg_to_json(msg, str(event_id))).encode()
+    return event_json(msg, str(event_id))
 
 
 class TooManyTails(Exception):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from logd.events import format_time, msg_to_json
+from logd.events import event_json, format_time
 from logd.server.store.scan import Found
 
 SLICE_BYTES = 64 * 1024
@@ -109,7 +109,7 @@ async def write_answer(
         total = written = 0
         truncated = found.truncated
         for msg, event_id in zip(found.events, found.ids, strict=True):
-            line = _render(msg_to_json(msg, event_id)).encode()
+            line = event_json(msg, event_id)
             if written and total + len(line) > max_bytes:
                 truncated = True
                 break

@@ -17,20 +17,17 @@ a Valkey cluster's ids have no order across rings, so it has no history.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeGuard, runtime_checkable
 
-from logd.events import msg_to_json
+from logd.events import event_json
 from logd.server.filters import Filter, FilterError, whole_number
 from logd.server.store.ring import IdRange
 from logd.server.store.scan import Found
 
 TAIL_BACKLOG_MAX = 10_000
 RENDER_SLICE = 100  # events of the history rendered before they are written
-
-_render: Callable[[object], str] = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @runtime_checkable
@@ -129,7 +126,7 @@ def render(found: Found, *, gap: bool, sse: bool) -> Iterator[bytes]:
     for start in range(0, len(pairs), RENDER_SLICE):
         parts: list[bytes] = []
         for msg, event_id in pairs[start : start + RENDER_SLICE]:
-            line = _render(msg_to_json(msg, event_id)).encode()
+            line = event_json(msg, event_id)
             if sse:
                 parts.append(b"id: " + event_id.encode() + b"\ndata: " + line + b"\n\n")
             else:
