@@ -61,6 +61,9 @@ SEARCHES = [
 @example(parts=[b"xQz", b"qz"], needle=b"qz", folded=True, whole=False)  # both cases
 @example(parts=[b"Aa", b"`@"], needle=b"a@", folded=True, whole=False)  # the case bit only
 @example(parts=[b"\x02ab", b"ab"], needle=b"ab", folded=False, whole=True)  # after its length
+# No byte the table calls rare: the byte to scan for is chosen by the chunk's sample.
+@example(parts=[b"aaaa-a", b"A-_a", b"_ a-_"], needle=b"a-_", folded=True, whole=False)
+@example(parts=[b"a-a-a-", b"-a_a", b"a"], needle=b"-a_", folded=False, whole=False)
 def test_the_search_is_the_definition(
     find: Callable[..., list[int]], parts: list[bytes], needle: bytes, folded: bool, whole: bool
 ) -> None:
