@@ -105,7 +105,8 @@ sanitize: install
 	PYTHONPATH=$(abspath $(SANITIZE)) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		$(BIN)/pytest -q -s -p no:cacheprovider -o timeout=1800 \
-		tests/test_fastpath.py tests/test_fuzz_ingest.py tests/test_server_functional.py
+		tests/test_fastpath.py tests/test_fuzz_ingest.py tests/test_server_functional.py \
+		tests/test_valkey_fastpath.py
 
 # The overload soak for minutes instead of seconds (make test runs a short one).
 soak: install

@@ -1,4 +1,5 @@
-/* logd.server.ingest._fastpath: the UDP accept path of PROTOCOL.md in C, for the memory store.
+/* logd.server.ingest._fastpath: the UDP accept path of PROTOCOL.md in C, for the memory store
+ * and, held for the replay check across nodes, for the Valkey store.
  *
  * Python costs a few hundred nanoseconds per call and per attribute here, and a frame
  * needs dozens of them; the checks themselves are cheap. So one call drains the socket
