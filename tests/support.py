@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,10 @@ class HeldTransport:
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+        self._written.set()
+
+    def writelines(self, list_of_data: Iterable[bytes]) -> None:
+        self.writes.extend(list_of_data)
         self._written.set()
 
     def get_write_buffer_size(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from typing import Protocol
 
 from logd._pb.logd_pb2 import Msg
@@ -52,40 +53,34 @@ class TailOutput(Protocol):
     """Where a following subscription writes: its connection's asyncio transport."""
 
     def write(self, data: bytes) -> None: ...
+    def writelines(self, list_of_data: Iterable[bytes]) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def is_closing(self) -> bool: ...
 
 
 class _Batch:
-    """Rendered JSON lines of one flush (UTF-8) and their events' ids, and the bytes that
-    carry them (NDJSON or SSE, each SSE message with its `id:`; framed as an HTTP chunk or
-    not), encoded at most once however many subscribers send them."""
+    """Rendered JSON lines of one flush (UTF-8) and their events' ids, and their NDJSON /
+    SSE bytes (each SSE message with its `id:`), encoded at most once however many
+    subscribers send them."""
 
-    __slots__ = ("_wire", "ids", "lines", "nbytes")
+    __slots__ = ("_ndjson", "_sse", "ids", "lines", "nbytes")
 
     def __init__(self, lines: list[bytes], ids: list[bytes]) -> None:
         self.lines = lines
         self.ids = ids
         self.nbytes = sum(map(len, lines)) + len(lines)  # as NDJSON
-        self._wire: dict[tuple[bool, bool], bytes] = {}
+        self._ndjson: bytes | None = None
+        self._sse: bytes | None = None
 
-    def encoded(self, *, sse: bool, chunked: bool = False) -> bytes:
-        data = self._wire.get((sse, chunked))
-        if data is None:
-            if chunked:
-                data = _framed(self.encoded(sse=sse))
-            elif sse:
+    def encoded(self, *, sse: bool) -> bytes:
+        if sse:
+            if self._sse is None:
                 pairs = zip(self.ids, self.lines, strict=True)
-                data = b"".join([b"id: " + i + b"\ndata: " + x + b"\n\n" for i, x in pairs])
-            else:
-                data = b"\n".join(self.lines) + b"\n"
-            self._wire[(sse, chunked)] = data
-        return data
-
-
-def _framed(data: bytes) -> bytes:
-    """`data` as one chunk of an HTTP/1.1 chunked body."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+                self._sse = b"".join([b"id: " + i + b"\ndata: " + x + b"\n\n" for i, x in pairs])
+            return self._sse
+        if self._ndjson is None:
+            self._ndjson = b"\n".join([*self.lines, b""])
+        return self._ndjson
 
 
 def dropped_notice(dropped: int, *, sse: bool) -> bytes:
@@ -207,17 +202,23 @@ class Subscription:
             self.close()  # the client went away
             return
         dropped, self._dropped = self._dropped, 0
-        if not dropped and len(batches) == 1:  # the common case: bytes shared by all
-            out.write(batches[0].encoded(sse=self._sse, chunked=self._chunked))
-        else:
-            parts = [dropped_notice(dropped, sse=self._sse)] if dropped else []
-            parts += [b.encoded(sse=self._sse) for b in batches]
-            self._write(b"".join(parts))
+        parts = [dropped_notice(dropped, sse=self._sse)] if dropped else []
+        parts += [b.encoded(sse=self._sse) for b in batches]  # bytes shared by all
+        self._write(parts)
         self._wrote_at = asyncio.get_running_loop().time()
 
-    def _write(self, data: bytes) -> None:
-        if data and self._out is not None and not self._out.is_closing():  # b"": no chunk
-            self._out.write(_framed(data) if self._chunked else data)
+    def _write(self, parts: list[bytes]) -> None:
+        """One write of `parts` (as one HTTP chunk when chunked), copying none of them."""
+        out = self._out
+        size = sum(map(len, parts))
+        if not size or out is None or out.is_closing():  # empty: a chunk of 0 would end it
+            return
+        if self._chunked:
+            out.writelines([b"%x\r\n" % size, *parts, b"\r\n"])
+        elif len(parts) == 1:
+            out.write(parts[0])
+        else:
+            out.writelines(parts)
 
     async def _wait(self, wait_s: float) -> None:
         """Until `wait_s` passes or it is closed."""
@@ -253,7 +254,7 @@ class Subscription:
             elif self._dropped and not out.get_write_buffer_size():
                 self._send([])  # caught up after a loss and nothing came since: tell it
             elif loop.time() - self._wrote_at >= keepalive_s:
-                self._write(KEEPALIVE_SSE if sse else KEEPALIVE_NDJSON)
+                self._write([KEEPALIVE_SSE if sse else KEEPALIVE_NDJSON])
                 self._wrote_at = loop.time()
 
     def close(self) -> None:
