@@ -264,7 +264,8 @@ class HeldCEngine(_CSide):
         self._shared = shared_guard
         # Checked drains not yet stored: a drain's bound in events holds for storing too
         # (frames left to Python cost ~5 us an event), the rest waits for the next turn.
-        # What waits is what was drained: bounded by the socket's reads, as before.
+        # Each answer stores a drain's worth, so what waits is what the check under way let
+        # accumulate (replay.py: bounded by the client's timeout), as on the Python path.
         self._ready: deque[_Checked] = deque()
         self._at = 0  # items of the first ready drain stored so far
         self._room = 0
