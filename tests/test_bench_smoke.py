@@ -220,5 +220,6 @@ def test_valkey_bench_writes_well_formed_results(sender: Path, tmp_path: Path) -
             assert node["accepted_events_per_s"] > 0
             for key in ("node_cpu_us_per_event", "redis_cpu_us_per_event"):
                 assert math.isfinite(node[key]), key
+    assert results["1_node"]["highest_step_held"] is True  # one slow step: a floor, said so
     assert "two_nodes_over_one" in results
     assert "two nodes / one node:" in run.stdout
