@@ -297,7 +297,9 @@ class ValkeyStore:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
-        while self._buffer and left() != 0.0:
+        # A flush under way holds runs it took from the buffer: they are not in yet, and
+        # they come back to the buffer if its round trip fails.
+        while (self._buffer or self._flushing is not None) and left() != 0.0:
             if self._flushing is not None:
                 await asyncio.wait({self._flushing}, timeout=left())
             elif not await self._flush():
