@@ -115,29 +115,27 @@ class Chunk:
             pos = marks.rfind(b"\x01", 0, pos)
 
 
-def _shifted(ends: array[int], delta: int) -> bytes:
-    """The uint32 offsets in `ends` plus `delta`, as bytes, at C speed: read as one big
-    integer, the offsets are its base-2**32 digits, so one addition of `delta` times
-    0x...000100000001 adds it to each. Every result is in [0, 2**32): nothing carries."""
-    ones = int.from_bytes(_ONE * len(ends), sys.byteorder)
-    total = int.from_bytes(ends, sys.byteorder) + delta * ones
-    return total.to_bytes(4 * len(ends), sys.byteorder)
+def _shifted(numbers: array[int], delta: int) -> bytes:
+    """The unsigned numbers in `numbers` each plus `delta`, as bytes, at C speed: read as
+    one big integer, the numbers are its base-2**(8 * itemsize) digits, so one addition of
+    `delta` times 0x...0001...0001 adds it to each. Every result must fit its item size:
+    nothing carries (end offsets stay below 2**32, ids below 2**63)."""
+    size, order = numbers.itemsize, sys.byteorder
+    ones = int.from_bytes((1).to_bytes(size, order) * len(numbers), order)
+    total = int.from_bytes(numbers, order) + delta * ones
+    return total.to_bytes(size * len(numbers), order)
 
 
-_ONE = (1).to_bytes(4, sys.byteorder)
-_ONE64 = (1).to_bytes(8, sys.byteorder)
 _COUNT_MAX = 4096
-_IOTA = array("Q", range(_COUNT_MAX)).tobytes()
+_IOTA = array("Q", range(_COUNT_MAX))  # 0, 1, ...: a run's ids are these plus its first
 
 
 def _counting(first: int, n: int) -> bytes:
-    """first, first + 1, ..., first + n - 1 as uint64 bytes, at C speed as `_shifted`
-    (ids are below 2**63: nothing carries); array.extend(range) took twice as long."""
+    """first, first + 1, ..., first + n - 1 as uint64 bytes (`_shifted` of _IOTA):
+    array.extend(range) took twice as long."""
     if n > _COUNT_MAX:
         return array("Q", range(first, first + n)).tobytes()
-    ones = int.from_bytes(_ONE64 * n, sys.byteorder)
-    total = int.from_bytes(_IOTA[: 8 * n], sys.byteorder) + first * ones
-    return total.to_bytes(8 * n, sys.byteorder)
+    return _shifted(_IOTA[:n], first)
 
 
 def _marks(lvl: int) -> bytes:
