@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from array import array
 from collections.abc import Callable, Iterator
 from itertools import accumulate
@@ -17,7 +18,7 @@ from logd.errors import ConfigError
 from logd.server.config import Config
 from logd.server.filters import Filter
 from logd.server.store.base import StoreUnavailable
-from logd.server.store.valkey import ids, tail
+from logd.server.store.valkey import entries, ids, tail
 from logd.server.store.valkey import store as valkey
 from logd.server.store.valkey.replay import CHECK_MAX, PREFIX, SLOTS, SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
@@ -478,15 +479,76 @@ def stored_events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     return sum(int(fields.get(b"n", 1)) for _, fields in entries)
 
 
+def test_runs_of_a_ring_in_a_row_join_packed_and_older_entries_still_read(
+    server: RedisServer,
+) -> None:
+    """Runs of one ring in a row (across drains and single events) join into one packed
+    entry, `n` and `z`; another ring's event between them keeps them apart (ids stay in
+    arrival order). Entries as earlier versions wrote them, a run uncompressed and a single
+    event, read back beside them."""
+    server.start()
+
+    async def main() -> None:
+        s = make(server, buffer_events=10_000)
+        await s.client.flushall()
+        await s.start()
+        try:
+            s.write_run("p", "a", *run_of(["a0", "a1", "a2"], 0))
+            s.write_run("p", "a", *run_of(["a3", "a4"], 3))
+            s.write(Msg(env="p", svc="a", txt="a5"), 5)
+            s.write(Msg(env="p", svc="b", txt="b6"), 6)
+            s.write(Msg(env="p", svc="a", txt="a7"), 7)
+            s.end_batch()
+            await s.send_all()
+            stored = await s.client.xrange(stream_key("p/a"))
+            assert [(f[b"n"], set(f)) for _, f in stored] == [
+                (b"6", {b"n", b"z"}),
+                (b"1", {b"n", b"z"}),
+            ]
+            top = ids.number(stored[-1][0])
+            data, ends, times, lvls = run_of(["old8", "old9"], 8)
+            run = {"n": 2, "t": times, "l": lvls, "e": ends, "d": data}
+            single = {"t": 10, "l": 0, "d": Msg(txt="old10").SerializeToString()}
+            await s.client.xadd(stream_key("p/a"), run, id=ids.entry(top + 1))
+            await s.client.xadd(stream_key("p/a"), single, id=ids.entry(top + 3))
+            found = await s.query(Filter(), limit=100, offset=0)
+            assert [m.txt for m in found.events] == [
+                "old10",
+                "old9",
+                "old8",
+                "a7",
+                "b6",
+                *(f"a{i}" for i in range(5, -1, -1)),
+            ]
+            numbers = [int(i) for i in found.ids]
+            assert numbers == sorted(set(numbers), reverse=True)
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_a_packed_entry_that_lz4_did_not_write_is_an_error_not_an_allocation() -> None:
+    """`z` is LZ4's block with its size before it: a size past what LZ4 can encode in the
+    block's bytes (255 per byte) or bytes that do not decode are a ValueError."""
+    z = entries.pack([b"\x00" * 8, b"\x01", b"\x02\x00\x00\x00", b"hi"])
+    assert entries.unpack(z) == b"\x00" * 8 + b"\x01\x02\x00\x00\x00hi"
+    for bad in (b"", b"\x01", (2**31).to_bytes(4, "little") + z[4:], z[:4] + b"\xff" * 8):
+        with pytest.raises(ValueError, match="not one logd wrote"):
+            entries.unpack(bad)
+
+
 @pytest.mark.parametrize("event_bytes", [100, 20_000])
 def test_a_ring_keeps_its_caps_in_events_and_bytes_exactly(
     server: RedisServer, event_bytes: int
 ) -> None:
     """A ring of 64 KiB keeps at most 256 events (budget / TYPICAL_EVENT_BYTES) and at most
-    64 KiB of entries, whatever the events' size: small events hit the first cap, big ones
-    the second; /info's length and evictions are in events; the newest stay."""
+    64 KiB of entries as stored (compressed), whatever the events' size: small events hit
+    the first cap, big ones (random hex: LZ4 cannot shrink them) the second; /info's
+    length and evictions are in events; the newest stay."""
     server.start()
     budget = 64 * 1024
+    rand = random.Random(event_bytes)  # noqa: S311 (test data that LZ4 cannot shrink)
 
     async def main() -> None:
         s = ValkeyStore(
@@ -498,7 +560,9 @@ def test_a_ring_keeps_its_caps_in_events_and_bytes_exactly(
         try:
             total = 0
             for batch in range(20):
-                texts = [f"{total + i:05d}" + "x" * event_bytes for i in range(50)]
+                texts = [
+                    f"{total + i:05d}" + rand.randbytes(event_bytes // 2).hex() for i in range(50)
+                ]
                 if batch % 2:
                     s.write_run("p", "a", *run_of(texts, total))
                 else:
@@ -509,9 +573,9 @@ def test_a_ring_keeps_its_caps_in_events_and_bytes_exactly(
                 await s.send_all()
             entries = await s.client.xrange(stream_key("p/a"))
             kept = stored_events(entries)
-            payload = sum(len(v) for _, f in entries for v in f.values())
+            payload = sum(len(f[b"z"]) for _, f in entries)
             assert kept <= budget // valkey.TYPICAL_EVENT_BYTES
-            assert payload - len(entries[-1][1][b"d"]) <= budget  # the newest entry stays
+            assert payload - len(entries[-1][1][b"z"]) <= budget  # the newest entry stays
             assert kept >= 1
             await s.refresh()
             (ring,) = s.stats().rings

@@ -20,7 +20,7 @@ from logd._pb.logd_pb2 import PING, Cmd, Msg
 from logd.server.ingest.drain import DRAIN_EVENTS, UdpIngest
 from logd.server.ingest.engine import Impl, available, make_engine, replay_guard
 from logd.server.keys import KeyHolder, KeyRing
-from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, events
+from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, events, unpack
 from logd.server.store.valkey.ids import number
 from logd.server.store.valkey.replay import SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore
@@ -165,8 +165,10 @@ def test_held_c_and_python_agree_on_overflow_rings_and_runs_past_an_entry(
     """Services past max_rings share the overflow ring (each event counted), and a ring's
     run past ENTRY_EVENTS is handed over as several entries, in order."""
     mixed = Cmd(batch=[Msg(env="a", svc=str(i % 3), txt=str(i)) for i in range(9)])
+    per_frame = ENTRY_EVENTS // 2
     long = [
-        Cmd(batch=[Msg(env="b", svc="x", txt=f"{f}.{i}") for i in range(100)]) for f in range(6)
+        Cmd(batch=[Msg(env="b", svc="x", txt=f"{f}.{i}") for i in range(per_frame)])
+        for f in range(6)
     ]
     frames = [WRITER.sign(mixed.SerializeToString(), NOW)]
     frames += [WRITER.sign(cmd.SerializeToString(), NOW - 1 - f) for f, cmd in enumerate(long)]
@@ -178,15 +180,15 @@ def test_held_c_and_python_agree_on_overflow_rings_and_runs_past_an_entry(
             await rig.store.client.flushdb()
             await rig.store.start()
             await rig.feed(frames[1:])
-            assert rig.counts()["events"] == 600
+            assert rig.counts()["events"] == 6 * per_frame
             return [int(f[b"n"]) for _, f in await rig.store.client.xrange(b"logd:ring:{b/x}")]
         finally:
             await rig.close()
 
     sizes = asyncio.run(entries())
-    assert sum(sizes) == 600
+    assert sum(sizes) == 6 * per_frame
     assert max(sizes) <= ENTRY_EVENTS
-    assert len(sizes) >= 3  # 600 events in runs of at most 256
+    assert len(sizes) >= 3  # 3 * ENTRY_EVENTS events in entries of at most ENTRY_EVENTS
 
 
 def test_a_frame_one_node_accepted_is_a_replay_on_another_also_inside_a_run(
@@ -241,7 +243,9 @@ def test_runs_of_big_events_are_entries_of_bounded_bytes(server: RedisServer) ->
             await rig.feed(frames)
             entries = await rig.store.client.xrange(b"logd:ring:{p/big}")
             assert sum(int(f[b"n"]) for _, f in entries) == 320
-            assert all(len(f[b"d"]) <= ENTRY_DATA for _, f in entries)
+            sizes = [len(unpack(f[b"z"])) - 13 * int(f[b"n"]) for _, f in entries]  # the events'
+            assert all(size <= ENTRY_DATA for size in sizes)
+            assert len(entries) >= 320 * 3000 // ENTRY_DATA
             stored = [
                 m.txt.partition("x")[0] for _, _, m in (await rig.stored())[b"logd:ring:{p/big}"]
             ]

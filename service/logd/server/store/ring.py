@@ -21,7 +21,6 @@ most about max_age * 17/16 (plus two sweeps) after it arrived, and never before 
 
 from __future__ import annotations
 
-import sys
 import time
 from array import array
 from bisect import bisect_right
@@ -31,6 +30,7 @@ from itertools import islice
 
 from logd._pb.logd_pb2 import Msg
 from logd.server.filters import LOWERS_TO_ASCII, Filter
+from logd.server.store.packed import shifted
 from logd.server.store.scan import Hit
 from logd.server.store.search import containing
 
@@ -115,27 +115,16 @@ class Chunk:
             pos = marks.rfind(b"\x01", 0, pos)
 
 
-def _shifted(numbers: array[int], delta: int) -> bytes:
-    """The unsigned numbers in `numbers` each plus `delta`, as bytes, at C speed: read as
-    one big integer, the numbers are its base-2**(8 * itemsize) digits, so one addition of
-    `delta` times 0x...0001...0001 adds it to each. Every result must fit its item size:
-    nothing carries (end offsets stay below 2**32, ids below 2**63)."""
-    size, order = numbers.itemsize, sys.byteorder
-    ones = int.from_bytes((1).to_bytes(size, order) * len(numbers), order)
-    total = int.from_bytes(numbers, order) + delta * ones
-    return total.to_bytes(size * len(numbers), order)
-
-
 _COUNT_MAX = 4096
 _IOTA = array("Q", range(_COUNT_MAX))  # 0, 1, ...: a run's ids are these plus its first
 
 
 def _counting(first: int, n: int) -> bytes:
-    """first, first + 1, ..., first + n - 1 as uint64 bytes (`_shifted` of _IOTA):
+    """first, first + 1, ..., first + n - 1 as uint64 bytes (`shifted` _IOTA):
     array.extend(range) took twice as long."""
     if n > _COUNT_MAX:
         return array("Q", range(first, first + n)).tobytes()
-    return _shifted(_IOTA[:n], first)
+    return shifted(_IOTA[:n], 8, first)
 
 
 def _marks(lvl: int) -> bytes:
@@ -283,7 +272,7 @@ class Ring:
                 continue
             stop = max(stop, start + 1)  # an empty chunk takes an event of any size
             end = ends[stop - 1]
-            chunk.ends.frombytes(_shifted(ends[start:stop], len(chunk.data) - offset))
+            chunk.ends.frombytes(shifted(ends[start:stop], 4, len(chunk.data) - offset))
             chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
             chunk.times.extend(times[start:stop])
             ids = self._ids

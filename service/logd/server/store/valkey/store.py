@@ -34,7 +34,6 @@ import sys
 from array import array
 from collections import deque
 from collections.abc import Mapping
-from itertools import accumulate
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -46,13 +45,14 @@ from logd.server.filters import Filter
 from logd.server.logsetup import QuietLogger
 from logd.server.store.base import RingBudgets, RingStats, StoreStats, StoreUnavailable
 from logd.server.store.memory import OVERFLOW_KEY, ring_key
+from logd.server.store.packed import shifted
 from logd.server.store.ring import ALL_IDS, IdRange
 from logd.server.store.scan import Found, merge
 from logd.server.store.tally import Tally
 from logd.server.store.valkey import resp
 from logd.server.store.valkey.client import connect, redact
 from logd.server.store.valkey.count import count_stream
-from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, little
+from logd.server.store.valkey.entries import ENTRY_DATA, ENTRY_EVENTS, little, pack
 from logd.server.store.valkey.ids import COUNTER, SEQ_LIMIT, in_cluster, number
 from logd.server.store.valkey.query import Cursor
 from logd.server.store.valkey.tail import StreamFollower
@@ -89,7 +89,7 @@ REGISTRY = b"logd:rings"
 # numbered from the shared counter), in a cluster one call per ring with the ring's own
 # counter (a call's keys must be in one slot). KEYS: the counter, the rings' streams,
 # their size hashes, then their run lists; ARGV: each ring's cap in events, then in
-# bytes, then six per run: (ring number, events, times, levels, ends, data). The run
+# bytes, then three per run: (ring number, events, its packed `z`, entries.py). The run
 # list (`id events bytes` per entry) is what a trim reads: Valkey's Lua hashes every
 # byte of every string it is handed, so reading old entries whole to learn their size
 # cost the backend as much again as storing them. A run is one entry whose id is
@@ -150,14 +150,13 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if now_ms > ms then ms, seq = now_ms, -1 end
 local added, bytes, sizes, total = {}, {}, {}, 0
-for i = 2 * rings + 1, #ARGV, 6 do
+for i = 2 * rings + 1, #ARGV, 3 do
   local r, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   seq = seq + 1
   if seq + n > SEQ_LIMIT then ms, seq = ms + 1, 0 end
   local id = string.format('%d-%d', ms, seq)
-  redis.call('XADD', KEYS[r + 1], id, 'n', ARGV[i + 1], 't', ARGV[i + 2], 'l', ARGV[i + 3],
-             'e', ARGV[i + 4], 'd', ARGV[i + 5])
-  local size = #ARGV[i + 2] + #ARGV[i + 3] + #ARGV[i + 4] + #ARGV[i + 5]
+  redis.call('XADD', KEYS[r + 1], id, 'n', ARGV[i + 1], 'z', ARGV[i + 2])
+  local size = #ARGV[i + 2]
   sizes[r] = sizes[r] or {}
   table.insert(sizes[r], string.format('%s %d %d', id, n, size))
   seq = seq + n - 1
@@ -433,17 +432,17 @@ class ValkeyStore:
         for runs in _calls(batch):
             numbers: dict[bytes, bytes] = {}  # stream -> its number in this call, packed
             args: list[bytes] = []
-            for run in _entries(runs):
-                ring = numbers.get(run[0])
+            for key, n, z in _entries(runs):
+                ring = numbers.get(key)
                 if ring is None:
-                    ring = numbers[run[0]] = resp.bulk(b"%d" % (len(numbers) + 1))
-                args += _packed(ring, run)
+                    ring = numbers[key] = resp.bulk(b"%d" % (len(numbers) + 1))
+                args.append(_packed(ring, n, z))
             keys = list(numbers)
             head = resp.command(
                 "EVAL", APPEND, 1 + 3 * len(keys), COUNTER, *keys, *map(size_key, keys),
                 *map(runs_key, keys),
                 *(self._caps[key][0] for key in keys), *(self._caps[key][1] for key in keys),
-                more=6 * (len(args) // 3),  # a run's six arguments, in three chunks
+                more=3 * len(args),  # an entry's three arguments, in one chunk
             )  # fmt: skip
             commands.append([head, *args])
         return commands
@@ -452,11 +451,11 @@ class ValkeyStore:
         """A cluster: one call per ring (a call's keys must be in one slot), its own counter."""
         for runs in _calls(batch):
             groups: dict[bytes, list[bytes | int]] = {}
-            for key, n, data, ends, times, lvls in _entries(runs):
+            for key, n, z in _entries(runs):
                 args = groups.get(key)
                 if args is None:
                     args = groups[key] = [*self._caps[key]]
-                args += (1, n, times, lvls, ends, data)
+                args += (1, n, z)
             for key, args in groups.items():
                 pipe.eval(APPEND, 4, ring_counter(key), key, size_key(key), runs_key(key), *args)
 
@@ -659,51 +658,41 @@ def _calls(batch: list[_Run]) -> list[list[_Run]]:
     return calls
 
 
-def _entries(runs: list[_Run]) -> list[_Run]:
-    """A call's runs in arrival order, each one entry: single events of one ring in a row
-    (the Python path) packed into runs of up to ENTRY_EVENTS and ENTRY_DATA; the C
-    engine's runs as they are. Ids follow this order (ids.py)."""
-    out: list[_Run] = []
-    singles: list[_Run] = []
-    size = 0
+def _entries(runs: list[_Run]) -> list[tuple[bytes, int, bytes]]:
+    """A call's runs as its entries (stream, events, `z`), in arrival order: runs of one
+    ring in a row (single events of the Python path; the C engine's runs of a ring in
+    successive drains) join into entries of up to ENTRY_EVENTS and ENTRY_DATA, and a run
+    past them is an entry alone. Ids follow this order (ids.py)."""
+    entries: list[list[_Run]] = []
+    n = size = 0  # of the last entry
     for run in runs:
+        last = entries[-1] if entries else None
         if (
-            run[1] == 1
-            and singles
-            and run[0] == singles[0][0]
-            and len(singles) < ENTRY_EVENTS
+            last is not None
+            and run[0] == last[0][0]
+            and n + run[1] <= ENTRY_EVENTS
             and size + len(run[2]) <= ENTRY_DATA
         ):
-            singles.append(run)
-            size += len(run[2])
-            continue
-        if singles:
-            out.append(_merged(singles))
-        singles, size = ([run], len(run[2])) if run[1] == 1 else ([], 0)
-        if run[1] != 1:
-            out.append(run)
-    if singles:
-        out.append(_merged(singles))
-    return out
+            last.append(run)
+            n, size = n + run[1], size + len(run[2])
+        else:
+            entries.append([run])
+            n, size = run[1], len(run[2])
+    return [_packed_entry(entry) for entry in entries]
 
 
-def _merged(singles: list[_Run]) -> _Run:
-    """Single events of one ring as one run."""
-    if len(singles) == 1:
-        return singles[0]
-    data = [run[2] for run in singles]
-    ends = little(array("I", accumulate(map(len, data))))
-    times, lvls = b"".join(run[4] for run in singles), b"".join(run[5] for run in singles)
-    return singles[0][0], len(singles), b"".join(data), ends, times, lvls
+def _packed_entry(runs: list[_Run]) -> tuple[bytes, int, bytes]:
+    """Runs of one ring as one entry: their events back to back, each run's end offsets
+    moved past the bytes before it (little-endian, as entries hold them)."""
+    ends, at = [], 0
+    for run in runs:
+        ends.append(shifted(run[3], 4, at, "little") if at else run[3])
+        at += len(run[2])
+    times, lvls, data = [run[4] for run in runs], [run[5] for run in runs], [run[2] for run in runs]
+    return runs[0][0], sum(run[1] for run in runs), pack(times + lvls + ends + data)
 
 
-def _packed(ring: bytes, run: _Run) -> tuple[bytes, bytes, bytes]:
-    """A run's six script arguments in RESP, `ring` its ring's number already packed: three
-    chunks, the events' bytes one of them (not copied)."""
-    _, n, data, ends, times, lvls = run
+def _packed(ring: bytes, n: int, z: bytes) -> bytes:
+    """An entry's three script arguments in RESP, `ring` its ring's number already packed."""
     count = b"%d" % n
-    head = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n" % (
-        ring, len(count), count, len(times), times, len(lvls), lvls, len(ends), ends,
-        len(data),
-    )  # fmt: skip
-    return head, data, b"\r\n"
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (ring, len(count), count, len(z), z)
