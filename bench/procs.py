@@ -270,3 +270,64 @@ def send(binary: Path, port: int, secret: str, load: Load, cpu: int | None) -> d
         return sender.result()
     finally:
         sender.stop()
+
+
+class CpuQuota:
+    """A share of one core for a process, as if it ran on a host of that size: a cgroup
+    whose CFS quota is `cores` of each PERIOD_US (cgroup v1's cpu controller, or v2's
+    cpu.max). `CpuQuota.available()` says whether this machine lets us (root, a writable
+    cpu controller); the process leaves the group when it exits, and `remove` deletes it."""
+
+    PERIOD_US = 10_000  # short, so that a throttled process waits at most a few ms
+
+    def __init__(self, name: str, cores: float) -> None:
+        root = self.root()
+        if root is None:
+            raise RuntimeError("no writable cgroup cpu controller here")
+        self.path = root / f"logd-bench-{os.getpid()}-{name}"
+        self.path.mkdir()
+        quota = max(1000, round(cores * self.PERIOD_US))
+        if (self.path / "cpu.max").exists():  # v2
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+
+    @staticmethod
+    def root() -> Path | None:
+        """Where groups of the cpu controller go, if this process may make them."""
+        for root in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")):
+            has_v1 = (root / "cpu.cfs_quota_us").exists()
+            has_v2 = (
+                "cpu" in (root / "cgroup.subtree_control").read_text().split()
+                if (root / "cgroup.subtree_control").exists()
+                else False
+            )
+            if (has_v1 or has_v2) and os.access(root, os.W_OK):
+                return root
+        return None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.root() is not None
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled_s(self) -> float:
+        """Time the group spent throttled: it wanted more than its share."""
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "throttled_time":  # v1, ns
+                return int(value) / 1e9
+            if key == "throttled_usec":  # v2
+                return int(value) / 1e6
+        return 0.0
+
+    def remove(self) -> None:
+        """Delete the group once its processes are gone (moving any left to the root)."""
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (self.path.parent / "cgroup.procs").write_text(pid)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import CpuQuota
+from bench.valkey_ingest import HOST_CORES
+
 pytestmark = pytest.mark.functional
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,9 +203,13 @@ def test_smoke_memory_rows(sender: Path, tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_valkey_bench_writes_well_formed_results(sender: Path, tmp_path: Path) -> None:
     """`python -m bench.valkey_ingest` (one short step): one and two nodes on a real
-    redis-server, each step with its rates and CPU per event."""
+    redis-server, each step with its rates and CPU per event; where this machine lets a
+    cgroup hold a process to a share of a core, the same again with each node and
+    redis-server so held, and no group is left behind."""
     out = tmp_path / "valkey.json"
     args = ["--rates=100", "--seconds=1", f"--out={out}"]
+    root = CpuQuota.root()
+    groups = set(root.glob("logd-bench-*")) if root else set()
     run = subprocess.run(
         [sys.executable, "-m", "bench.valkey_ingest", *args],
         cwd=REPO,
@@ -212,14 +219,24 @@ def test_valkey_bench_writes_well_formed_results(sender: Path, tmp_path: Path) -
     )
     assert run.returncode == 0, run.stderr
     results = json.loads(out.read_text())
-    for count in (1, 2):
-        (step,) = results[f"{count}_node"]["steps"]
-        assert len(step) == count
-        for node in step:
-            assert node["offered_events_per_s"] == 1600
-            assert node["accepted_events_per_s"] > 0
-            for key in ("node_cpu_us_per_event", "redis_cpu_us_per_event"):
-                assert math.isfinite(node[key]), key
-    assert results["1_node"]["highest_step_held"] is True  # one slow step: a floor, said so
+    held = CpuQuota.available()
+    for run_name in ("node", "node_hosts") if held else ("node",):
+        for count in (1, 2):
+            (step,) = results[f"{count}_{run_name}"]["steps"]
+            assert len(step) == count
+            for node in step:
+                assert node["offered_events_per_s"] == 1600
+                assert node["accepted_events_per_s"] > 0
+                for key in ("node", "redis", "sender"):
+                    assert math.isfinite(node[f"{key}_cpu_us_per_event"]), key
+        assert results[f"1_{run_name}"]["highest_step_held"] is True  # one slow step: a floor
     assert "two_nodes_over_one" in results
-    assert "two nodes / one node:" in run.stdout
+    assert "two nodes / one node, every process on this machine's cores:" in run.stdout
+    if held:
+        assert results["host_cores"] == HOST_CORES
+        assert "two_nodes_over_one_hosts" in results
+        assert f"each node and redis-server held to {HOST_CORES:g} core:" in run.stdout
+        assert root is not None
+        assert set(root.glob("logd-bench-*")) == groups  # each run's groups removed
+    else:
+        assert "no writable cgroup cpu controller" in run.stdout

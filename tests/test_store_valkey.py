@@ -20,7 +20,7 @@ from logd.server.filters import Filter
 from logd.server.store.base import StoreUnavailable
 from logd.server.store.valkey import entries, ids, tail
 from logd.server.store.valkey import store as valkey
-from logd.server.store.valkey.replay import CHECK_MAX, PREFIX, SLOTS, SharedReplayGuard
+from logd.server.store.valkey.replay import BUCKET_NS, CHECK_MAX, PREFIX, SLOTS, SharedReplayGuard
 from logd.server.store.valkey.store import ValkeyStore, redact, stream_key
 from redis_support import RedisClusterNodes, RedisServer
 from support import tail_batch
@@ -196,7 +196,8 @@ def test_urls_are_shown_without_their_password_and_keys_keep_one_slot_per_ring()
 
 def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
     """Two nodes' guards on one backend: whichever checks a MAC first wins, the other sees a
-    replay; the MAC is kept for max_age + max_future after signing, then forgotten."""
+    replay; the MAC's bucket is kept for max_age + max_future after its end, then
+    forgotten."""
     server.start()
     now = 10**18
 
@@ -215,8 +216,10 @@ def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
             guards[1].submit([(b"n" * 16, now), (b"o" * 16, now)], results.append)
             await guards[1].close()
             assert results == [[True, True], [False, True]]
-            ttl = await nodes[0].client.pttl(b"%s{%d}:%s" % (PREFIX, ord("m") % SLOTS, b"m" * 16))
-            assert 1000 < ttl <= 1250
+            bucket = b"%s{0}:%d" % (PREFIX, now // BUCKET_NS)
+            assert await nodes[0].client.hkeys(bucket) == [b"m" * 16, b"n" * 16, b"o" * 16]
+            ttl = await nodes[0].client.pttl(bucket)  # max_age + max_future past the bucket
+            assert 1250 < ttl <= 1250 + BUCKET_NS // 1_000_000
             assert guards[1].info() == {
                 "checked": 2, "replays": 1, "unchecked": 0, "round_trips": 1,
             }  # fmt: skip
@@ -234,6 +237,45 @@ def test_guard_against_replay_on_another_node(server: RedisServer) -> None:
         finally:
             for n in nodes:
                 await n.close()
+
+    asyncio.run(main())
+
+
+def test_replay_buckets_are_by_signing_time_and_their_expiry_only_grows(
+    server: RedisServer,
+) -> None:
+    """Frames signed either side of a bucket's end go in two buckets, whatever the node's
+    clock; each bucket outlives its newest possible frame by max_age + max_future. A node
+    whose clock is ahead does not shorten that; one whose clock is behind lengthens it."""
+    server.start()
+    edge = 10**18 - 10**18 % BUCKET_NS + 7 * BUCKET_NS  # a bucket's start
+    clock = [edge]
+
+    async def main() -> None:
+        store = make(server)
+        guard = SharedReplayGuard(
+            client=store.client, max_age_ns=S, max_future_ns=S // 4, clock=lambda: clock[0]
+        )
+        results: list[list[bool]] = []
+        try:
+            guard.submit([(b"a" * 16, edge - 1), (b"b" * 16, edge)], results.append)
+            await guard.close()
+            older, newer = (b"%s{0}:%d" % (PREFIX, edge // BUCKET_NS + k) for k in (-1, 0))
+            assert await store.client.hkeys(older) == [b"a" * 16]
+            assert await store.client.hkeys(newer) == [b"b" * 16]
+            assert 1249 <= await store.client.pttl(older) <= 1250
+            assert 1250 + 249 <= await store.client.pttl(newer) <= 1250 + 250
+            clock[0] = edge + S // 2  # a node whose clock is half a second ahead
+            guard.submit([(b"b" * 16, edge), (b"c" * 16, edge)], results.append)
+            await guard.close()
+            assert results == [[True, True], [False, True]]
+            assert await store.client.pttl(newer) >= 1250 + 250 - 100  # not down to 1000
+            clock[0] = edge - S // 2  # and one whose clock is half a second behind
+            guard.submit([(b"d" * 16, edge)], results.append)
+            await guard.close()
+            assert 1250 + 250 + 400 <= await store.client.pttl(newer) <= 1250 + 250 + 500
+        finally:
+            await store.close()
 
     asyncio.run(main())
 
