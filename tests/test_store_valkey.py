@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from itertools import accumulate
@@ -154,6 +155,9 @@ def test_the_buffer_is_bounded_in_bytes_too(server: RedisServer) -> None:
 
 
 def test_a_full_buffer_drops_the_oldest_and_counts_them(server: RedisServer) -> None:
+    """While the backend is down a full buffer keeps the newest events, and ingest is
+    refused nothing (checks cost the backend nothing then: ValkeyStore.room)."""
+
     async def main() -> None:
         s = make(server, buffer_events=3)
         await s.start()
@@ -161,6 +165,8 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them(server: RedisServer) -> 
             for i in range(8):
                 put(s, i)
             assert s.info()["dropped_events"] == 5
+            assert s.down
+            assert s.room == sys.maxsize
             await asyncio.to_thread(server.start)
             await until(lambda: s.info()["buffered_events"] == 0)
             assert await texts(s) == ["e7", "e6", "e5"]

@@ -43,7 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 class ValkeyRig:
     """A node: UdpIngest on its own socket, engine `impl`, its ValkeyStore and shared guard."""
 
-    def __init__(self, impl: Impl, url: str, ring: KeyRing, *, max_rings: int = 64) -> None:
+    def __init__(
+        self, impl: Impl, url: str, ring: KeyRing, *, max_rings: int = 64, buffer: int = 100_000
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind(("127.0.0.1", 0))
@@ -52,12 +54,13 @@ class ValkeyRig:
         self.sender.bind(("127.0.0.1", 0))
         self.guard = replay_guard(max_age_ns=S, capacity=100_000, impl=impl)
         self.store = ValkeyStore(
-            url=url, password=None, buffer_events=100_000, ring_bytes=1 << 24, ring_sizes={},
+            url=url, password=None, buffer_events=buffer, ring_bytes=1 << 24, ring_sizes={},
             max_rings=max_rings, max_tails=1, tail_queue=1, timeout=2.0,
         )  # fmt: skip
         self.shared = SharedReplayGuard(
-            client=self.store.client, max_age_ns=S, max_future_ns=S // 4, clock=lambda: NOW
-        )
+            client=self.store.client, max_age_ns=S, max_future_ns=S // 4, clock=lambda: NOW,
+            offline=lambda: self.store.down, room=lambda: self.store.room,
+        )  # fmt: skip
         self.engine = make_engine(
             impl=impl, keys=KeyHolder(ring), guard=self.guard, store=self.store,
             max_frame=65_507, max_age_ns=S, max_future_ns=S // 4, not_before_ns=-(2**63),
@@ -75,9 +78,9 @@ class ValkeyRig:
         self.sock.close()
         self.sender.close()
 
-    async def feed(self, datagrams: Iterable[bytes]) -> None:
+    async def feed(self, datagrams: Iterable[bytes], *, send: bool = True) -> None:
         """Send the datagrams, drain until all are received, then wait for their checks
-        across nodes and for the store to have them."""
+        across nodes and (`send`) for the store to have them."""
         stats = self.ingest.stats
         target = stats.received
         for d in datagrams:
@@ -90,7 +93,8 @@ class ValkeyRig:
             await self.shared.close()
             while getattr(self.engine, "_ready", None):  # noqa: ASYNC110 - stored over turns
                 await asyncio.sleep(0)
-            await self.store.send_all()
+            if send:
+                await self.store.send_all()
 
     def counts(self) -> dict[str, object]:
         s = self.ingest.stats
@@ -224,6 +228,58 @@ def test_a_frame_one_node_accepted_is_a_replay_on_another_also_inside_a_run(
         finally:
             for rig in (a, b):
                 await rig.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("impl", ["python", "c"])
+def test_a_node_whose_store_is_behind_refuses_frames_before_their_check(
+    server: RedisServer, impl: Impl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend takes this node's appends slower than they come (held here) until its
+    buffer is full: frames that pass the local checks are then refused as `overload`
+    before their check across nodes (the backend holds no bucket field of theirs) instead
+    of pushing buffered events out; nothing buffered is lost, and once the buffer drains
+    frames are checked and stored again."""
+
+    def frames(first: int, count: int) -> list[bytes]:
+        cmds = [Cmd(batch=[Msg(env="p", svc="a", txt=f"{f}.{i}") for i in range(8)])
+                for f in range(first, first + count)]  # fmt: skip
+        return [WRITER.sign(c.SerializeToString(), NOW - f) for f, c in enumerate(cmds, first)]
+
+    async def main() -> None:
+        rig = ValkeyRig(impl, server.url[:-1] + "6", _ring(), buffer=40)
+        gate = asyncio.Event()
+        flush = rig.store._flush
+
+        async def slow_flush() -> bool:
+            await gate.wait()
+            return await flush()
+
+        monkeypatch.setattr(rig.store, "_flush", slow_flush)
+        try:
+            await rig.store.client.flushdb()
+            await rig.store.start()
+            await rig.feed(frames(0, 5), send=False)  # 40 events: the buffer is full
+            assert rig.store.room == 0
+            assert len(rig.store) == 40
+            await rig.feed(frames(5, 3), send=False)
+            counts = rig.counts()
+            assert counts["rejected"]["overload"] == 3
+            assert (counts["accepted"], counts["events"], counts["checked"]) == (5, 40, 5)
+            buckets = [k async for k in rig.store.client.scan_iter(match=b"logd:mac:*")]
+            assert sum([await rig.store.client.hlen(k) for k in buckets]) == 5  # none of theirs
+            gate.set()
+            await rig.store.send_all()
+            assert rig.store.room == 40
+            assert rig.store.dropped == 0
+            await rig.feed(frames(8, 2))
+            assert rig.counts()["rejected"]["overload"] == 3
+            stored = [m.txt for _, _, m in (await rig.stored())[b"logd:ring:{p/a}"]]
+            assert stored == [f"{f}.{i}" for f in (*range(5), 8, 9) for i in range(8)]
+        finally:
+            gate.set()
+            await rig.close()
 
     asyncio.run(main())
 

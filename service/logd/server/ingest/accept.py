@@ -27,7 +27,9 @@ class Reject(StrEnum):
     STALE = "stale"
     FUTURE = "future"
     REPLAY = "replay"
-    OVERLOAD = "overload"  # the replay guard is full: a fresh frame refused, failing closed
+    # the replay guard is full (a fresh frame refused, failing closed), or a shared store
+    # has no room (ValkeyStore.room)
+    OVERLOAD = "overload"
     BAD_PAYLOAD = "bad_payload"
     FORBIDDEN = "forbidden"
     LONG_NAME = "long_name"  # an env, svc, fn, host or attribute key past MAX_NAME bytes

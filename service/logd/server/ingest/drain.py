@@ -146,10 +146,15 @@ class UdpIngest:
         guard = self._shared_guard
         if guard is not None and self._held:
             held, self._held = self._held, []
-            guard.submit(
-                [(v.mac, v.signed_at_ns) for v, _, _ in held],
-                lambda fresh: self._checked_across_nodes(held, fresh),
-            )
+            events = sum(len(v.cmd.batch) + v.cmd.HasField("msg") for v, _, _ in held)
+            if guard.refuses(events):
+                self.reject(Reject.OVERLOAD, len(held))
+            else:
+                guard.submit(
+                    [(v.mac, v.signed_at_ns) for v, _, _ in held],
+                    lambda fresh: self._checked_across_nodes(held, fresh),
+                    events,
+                )
         self._store.end_batch()  # a remote store sends the batch: one round trip per drain
         read = stats.received - received
         bounded = more or read >= self._drain_max or stats.events - events >= DRAIN_EVENTS

@@ -284,6 +284,11 @@ class HeldCEngine(_CSide):
             sink.recv_failed(err)
         if not checks:
             return False
+        run = self._item_run
+        events = sum(len(item[6]) if item[0] == run else 1 for item in items)  # 1: at least
+        if self._shared.refuses(events):
+            sink.reject(Reject.OVERLOAD, len(checks))
+            return False
         keys = self._keys
         for at, item in enumerate(items):
             if item[0] != self._item_run:  # the last check first, as accept.py orders them
@@ -301,7 +306,7 @@ class HeldCEngine(_CSide):
             self._ready.append(_Checked(items, checks, fresh, keys, now_ns, sink))
             self._store_ready()
 
-        self._shared.submit([(c[0], c[1]) for c in checks if c is not None], done)
+        self._shared.submit([(c[0], c[1]) for c in checks if c is not None], done, events)
         return False
 
     def _store_ready(self) -> None:

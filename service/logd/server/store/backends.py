@@ -130,6 +130,7 @@ class ValkeyBackend:
             max_age_ns=self._config.max_age_ns,
             max_future_ns=self._config.max_future_ns,
             offline=lambda: store.down,
+            room=lambda: store.room,
         )
         try:
             yield

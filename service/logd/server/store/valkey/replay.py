@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,8 @@ end
 return table.concat(fresh)
 """
 FRESH = ord("1")
+# A submitted batch: its frames (mac, signed_at_ns), its callback and its events.
+_Queued = tuple[Sequence[tuple[bytes, int]], Callable[[list[bool]], None], int]
 
 
 class SharedReplayGuard:
@@ -85,17 +88,20 @@ class SharedReplayGuard:
         max_age_ns: int,
         max_future_ns: int,
         offline: Callable[[], bool] = lambda: False,
+        room: Callable[[], int] = lambda: sys.maxsize,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._client = client
         self._offline = offline  # the store knows the backend is down: do not wait for it
+        self._room = room  # events the store takes before it drops any (ValkeyStore.room)
+        self._pending = 0  # events of the frames submitted and not yet handed back
         self._keep_ns = max_age_ns + max_future_ns
         self._clock = clock
         # One check in flight at a time; batches submitted meanwhile wait and all go together
         # in the next round trip: fewer, bigger calls under load, one connection, and the
         # batches handed back in the order they came. What waits is what arrived during the
         # round trip under way, itself bounded by the client's timeout.
-        self._queued: list[tuple[Sequence[tuple[bytes, int]], Callable[[list[bool]], None]]] = []
+        self._queued: list[_Queued] = []
         self._running: asyncio.Task[None] | None = None
         self._quiet = QuietLogger(log)
         self.checked = 0
@@ -103,18 +109,29 @@ class SharedReplayGuard:
         self.unchecked = 0
         self.round_trips = 0
 
+    def refuses(self, events: int) -> bool:
+        """Whether frames of `events` events that passed the local checks are refused now,
+        unchecked, as Reject.OVERLOAD: with the events of the checks under way and queued,
+        they would pass the store's room (ValkeyStore.room), so they would only push
+        older events out of its buffer after costing the backend a check each."""
+        return self._pending + events > self._room()
+
     def submit(
-        self, frames: Sequence[tuple[bytes, int]], done: Callable[[list[bool]], None]
+        self,
+        frames: Sequence[tuple[bytes, int]],
+        done: Callable[[list[bool]], None],
+        events: int = 0,
     ) -> None:
-        """Check (mac, signed_at_ns) pairs; `done` gets, in order, True for each frame that
-        no node accepted before. Returns at once; `done` runs on the event loop, in the
-        order of the calls (at once while the backend is known to be down and no check
-        is under way)."""
+        """Check (mac, signed_at_ns) pairs, frames of `events` events; `done` gets, in
+        order, True for each frame that no node accepted before. Returns at once; `done`
+        runs on the event loop, in the order of the calls (at once while the backend is
+        known to be down and no check is under way)."""
         if self._running is None and self._offline():
             self._unchecked(len(frames), "the store backend is down")
             done([True] * len(frames))
             return
-        self._queued.append((frames, done))
+        self._pending += events
+        self._queued.append((frames, done, events))
         if self._running is None:
             self._running = asyncio.get_running_loop().create_task(self._run())
 
@@ -122,9 +139,10 @@ class SharedReplayGuard:
         try:
             while self._queued:
                 taken, self._queued = self._queued, []
-                fresh = await self._check([f for frames, _ in taken for f in frames])
+                fresh = await self._check([f for frames, _, _ in taken for f in frames])
                 at = 0
-                for frames, done in taken:
+                for frames, done, events in taken:
+                    self._pending -= events
                     done(fresh[at : at + len(frames)])
                     at += len(frames)
         finally:

@@ -324,6 +324,20 @@ class ValkeyStore:
         self._push((self._key(env, svc, n), n, data, ends, times, lvls))
 
     @property
+    def room(self) -> int:
+        """Events the buffer takes before it drops any: while the backend answers but takes
+        events slower than they come, ingest refuses new frames past this before their
+        check across nodes (replay.py) instead of checking them and dropping older events
+        for them. Checks of events the buffer then dropped took most of an overloaded
+        redis-server, and what it stored fell to a third of what it could. While the
+        backend is down checks cost it nothing, so nothing is refused and the oldest go."""
+        if self.down:
+            return sys.maxsize
+        if self._bytes >= self._bytes_max:
+            return 0
+        return max(0, self._buffer_max - self._events)
+
+    @property
     def free_rings(self) -> int:
         """Rings this node may still open (the C engine gathers runs while none overflow)."""
         return max(0, self._max_rings - len(self._rings))
