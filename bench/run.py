@@ -34,9 +34,9 @@ SECTIONS = ("ingest", "steps", "query", "tail", "logger", "memory", "alerts")
 BUSY = 0.15  # a share of a core taken by other processes that makes results doubtful
 MIN_FILL_RATE = 20_000.0  # events/s
 # What bench/sender.c --origin adds to a one-event frame: host (26 bytes) and pid (sender.c's
-# fixed one, 2 bytes) per event, sender and seq per frame (3 bytes from seq 16,384 to 2**21),
-# less the byte a txt past 127 bytes adds to its length. The smoke test checks that the
-# frames match.
+# fixed one, 2 bytes) per event, sender and seq per frame (seq 3 bytes: the sender numbers
+# frames from 16,384), less the byte a txt past 127 bytes adds to its length. The smoke test
+# checks that the frames match.
 ORIGIN_BYTES = 44
 SAT_RING_BYTES = 256 * MiB  # the flat-out runs' ring memory, split over the rings they fill
 

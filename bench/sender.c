@@ -77,6 +77,10 @@ struct opts {
  * 8 random bytes. */
 static const char origin_host[] = "ip-10-0-12-34.ec2.internal";
 static const uint32_t origin_pid = 4321;
+/* Frames are numbered from 2**14, so that every frame's seq is a varint of 3 bytes (to
+ * 2**21 frames), as ORIGIN_BYTES counts: numbered from 1, a short run's frames were a byte
+ * or two shorter, and its bytes no longer matched the padded frames' (the smoke test). */
+#define ORIGIN_FIRST_SEQ 16384
 static unsigned char origin_sender[8];
 
 struct signer {
@@ -214,7 +218,7 @@ static size_t make_txt(char *out, int len, uint64_t seq, int64_t sent, int marke
 }
 
 /* Payload of one frame carrying events seq0..seq0+batch-1 (with --origin: numbered
- * `frame_no`, from 1); returns its length. */
+ * `frame_no`, from ORIGIN_FIRST_SEQ); returns its length. */
 static size_t encode_cmd(unsigned char *p, const struct opts *o, const char *svc, uint64_t seq0,
                          uint64_t frame_no, int64_t t_ns, size_t *msg_bytes) {
     static unsigned char msg[MAX_TXT + 256];
@@ -387,7 +391,8 @@ int main(int argc, char **argv) {
                 snprintf(svc, sizeof svc, "%s-%lld", o.svc, (sent + i) % o.keys);
             else
                 snprintf(svc, sizeof svc, "%s", o.svc);
-            size_t pl = encode_cmd(f + HEADER_LEN, &o, svc, seq, (uint64_t)(sent + i + 1), t,
+            size_t pl = encode_cmd(f + HEADER_LEN, &o, svc, seq,
+                                   (uint64_t)(ORIGIN_FIRST_SEQ + sent + i), t,
                                    &msg_bytes);
             sign_frame(&s, f, pl, t);
             seq += (uint64_t)o.batch;

@@ -67,8 +67,8 @@ def test_sender_signs_the_protocol_test_vector(sender: Path) -> None:
 
 
 def test_sender_origin_numbers_frames_and_names_the_host(sender: Path) -> None:
-    """--origin: what logd.logger sends (sender and seq 1, 2, ... per frame, host and pid
-    per event), encoded as protobuf would encode it."""
+    """--origin: what logd.logger sends (sender and seq per frame, from 2**14 so that
+    each takes 3 bytes; host and pid per event), encoded as protobuf would encode it."""
     import os
     import socket
 
@@ -87,7 +87,7 @@ def test_sender_origin_numbers_frames_and_names_the_host(sender: Path) -> None:
         rx.close()
     cmds = [Cmd.FromString(p) for p in payloads]
     assert [c.SerializeToString() for c in cmds] == payloads  # field order, shortest varints
-    assert [c.seq for c in cmds] == [1, 2, 3]
+    assert [c.seq for c in cmds] == [16384, 16385, 16386]
     assert len({c.sender for c in cmds}) == 1
     assert len(cmds[0].sender) == 8
     assert {(m.host, m.pid > 0) for c in cmds for m in c.batch} == {
@@ -119,8 +119,10 @@ def test_smoke_run_writes_well_formed_results(sender: Path, tmp_path: Path) -> N
     assert "ingest.origin_ratio" in summary
     raw = results["raw"]
     for origin, padded in zip(raw["logd_drain_origin"], raw["logd_drain_padded"], strict=True):
-        # the same bytes, but for the seq's varint: 1 to 3 bytes as it grows
-        assert abs(origin["bytes_per_frame"] - padded["bytes_per_frame"]) < 1
+        # The same bytes (every seq takes 3), but for the event time: its nanoseconds are
+        # a varint of 4 bytes in the first 27 % of a second and 5 after, and a short run
+        # sends all its frames within one part of a second.
+        assert abs(origin["bytes_per_frame"] - padded["bytes_per_frame"]) <= 1
     for run_ in raw["logd_drain"] + raw["logd_drain_origin"] + raw["logd_drain_padded"]:
         # kept busy: nothing queued went stale
         assert run_["stored"] == run_["received"] == run_["sent"]

@@ -223,7 +223,8 @@ class Config:
     )
     store_buffer: int = _setting(
         200_000,
-        "Events held locally while the Valkey/Redis store is slow or down; beyond: oldest dropped.",
+        "Events held locally while the Valkey/Redis store is slow or down; beyond: new frames"
+        " refused while it is slow, the oldest events dropped while it is down.",
         _bounded(int, 1, 100_000_000),
     )
     query_limit_max: int = _setting(
