@@ -1,4 +1,4 @@
-"""Arithmetic on packed arrays of unsigned numbers (bytes or an array's buffer), at C speed."""
+"""Arithmetic on packed arrays of unsigned numbers, at C speed."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from typing import Literal
 
 
 def shifted(
-    numbers: bytes | array[int],
-    size: int,
-    delta: int,
-    order: Literal["little", "big"] = sys.byteorder,
+    numbers: array[int], delta: int, order: Literal["little", "big"] = sys.byteorder
 ) -> bytes:
-    """Each `size`-byte number of `numbers` plus `delta`, packed the same way. Read as one
-    big integer, the numbers are its base-2**(8 * size) digits, so one addition of `delta`
-    times 0x...0001...0001 adds it to each. Every result must fit its size: nothing
-    carries (end offsets stay below 2**32, ids below 2**63)."""
-    count = memoryview(numbers).nbytes // size
-    ones = int.from_bytes((1).to_bytes(size, order) * count, order)
+    """Each number of `numbers` (its bytes read in `order`) plus `delta`, as bytes in that
+    order. Read as one big integer, the numbers are its base-2**(8 * itemsize) digits, so
+    one addition of `delta` times 0x...0001...0001 adds it to each. Every result must fit
+    its item size: nothing carries (end offsets stay below 2**32, ids below 2**63)."""
+    size = numbers.itemsize
+    ones = int.from_bytes((1).to_bytes(size, order) * len(numbers), order)
     total = int.from_bytes(numbers, order) + delta * ones
-    return total.to_bytes(size * count, order)
+    return total.to_bytes(size * len(numbers), order)

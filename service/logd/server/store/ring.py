@@ -124,7 +124,7 @@ def _counting(first: int, n: int) -> bytes:
     array.extend(range) took twice as long."""
     if n > _COUNT_MAX:
         return array("Q", range(first, first + n)).tobytes()
-    return shifted(_IOTA[:n], 8, first)
+    return shifted(_IOTA[:n], first)
 
 
 def _marks(lvl: int) -> bytes:
@@ -272,7 +272,7 @@ class Ring:
                 continue
             stop = max(stop, start + 1)  # an empty chunk takes an event of any size
             end = ends[stop - 1]
-            chunk.ends.frombytes(shifted(ends[start:stop], 4, len(chunk.data) - offset))
+            chunk.ends.frombytes(shifted(ends[start:stop], len(chunk.data) - offset))
             chunk.data += memoryview(data)[offset:end]  # the open chunk holds a bytearray
             chunk.times.extend(times[start:stop])
             ids = self._ids

@@ -700,7 +700,7 @@ def _packed_entry(runs: list[_Run]) -> tuple[bytes, int, bytes]:
     moved past the bytes before it (little-endian, as entries hold them)."""
     ends, at = [], 0
     for run in runs:
-        ends.append(shifted(run[3], 4, at, "little") if at else run[3])
+        ends.append(shifted(array("I", run[3]), at, "little") if at else run[3])
         at += len(run[2])
     times, lvls, data = [run[4] for run in runs], [run[5] for run in runs], [run[2] for run in runs]
     return runs[0][0], sum(run[1] for run in runs), pack(times + lvls + ends + data)
