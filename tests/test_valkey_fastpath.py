@@ -284,6 +284,36 @@ def test_a_node_whose_store_is_behind_refuses_frames_before_their_check(
     asyncio.run(main())
 
 
+def test_a_python_node_on_valkey_paces_a_few_frames_after_many_events(
+    server: RedisServer,
+) -> None:
+    """The Python path with the check across nodes: once the node has stored more than a
+    drain's bound in events, a drain of two frames still reads as a few frames within its
+    bounds (the next read is paced), as on a node without Valkey."""
+
+    def frames(first: int, count: int) -> list[bytes]:
+        cmds = [Cmd(batch=[Msg(env="p", svc="a", txt=f"{f}.{i}") for i in range(8)])
+                for f in range(first, first + count)]  # fmt: skip
+        return [WRITER.sign(c.SerializeToString(), NOW - f) for f, c in enumerate(cmds, first)]
+
+    async def main() -> None:
+        rig = ValkeyRig("python", server.url[:-1] + "7", _ring())
+        try:
+            await rig.store.client.flushdb()
+            await rig.store.start()
+            await rig.feed(frames(0, DRAIN_EVENTS // 8 + 40))
+            assert rig.ingest.stats.events > DRAIN_EVENTS
+            for d in frames(1000, 2):
+                rig.sender.sendto(d, rig.sock.getsockname())
+            await asyncio.sleep(0.05)
+            assert rig.ingest._drain_once() is True
+            assert rig.ingest.stats.received == DRAIN_EVENTS // 8 + 42
+        finally:
+            await rig.close()
+
+    asyncio.run(main())
+
+
 def test_runs_of_big_events_are_entries_of_bounded_bytes(server: RedisServer) -> None:
     """Events of 3 KB in frames of 16: the C reader hands a ring's run over once it would
     pass ENTRY_DATA, so no entry holds more than that (but for its first event)."""

@@ -146,14 +146,14 @@ class UdpIngest:
         guard = self._shared_guard
         if guard is not None and self._held:
             held, self._held = self._held, []
-            events = sum(len(v.cmd.batch) + v.cmd.HasField("msg") for v, _, _ in held)
-            if guard.refuses(events):
+            held_events = sum(len(v.cmd.batch) + v.cmd.HasField("msg") for v, _, _ in held)
+            if guard.refuses(held_events):
                 self.reject(Reject.OVERLOAD, len(held))
             else:
                 guard.submit(
                     [(v.mac, v.signed_at_ns) for v, _, _ in held],
                     lambda fresh: self._checked_across_nodes(held, fresh),
-                    events,
+                    held_events,
                 )
         self._store.end_batch()  # a remote store sends the batch: one round trip per drain
         read = stats.received - received
