@@ -314,16 +314,6 @@ class CpuQuota:
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(str(pid))
 
-    def throttled_s(self) -> float:
-        """Time the group spent throttled: it wanted more than its share."""
-        for line in (self.path / "cpu.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "throttled_time":  # v1, ns
-                return int(value) / 1e9
-            if key == "throttled_usec":  # v2
-                return int(value) / 1e6
-        return 0.0
-
     def remove(self) -> None:
         """Delete the group once its processes are gone (moving any left to the root)."""
         for pid in (self.path / "cgroup.procs").read_text().split():

@@ -120,8 +120,9 @@ _IOTA = array("Q", range(_COUNT_MAX))  # 0, 1, ...: a run's ids are these plus i
 
 
 def _counting(first: int, n: int) -> bytes:
-    """first, first + 1, ..., first + n - 1 as uint64 bytes (`shifted` _IOTA):
-    array.extend(range) took twice as long."""
+    """first, first + 1, ..., first + n - 1 as uint64 bytes (`shifted` _IOTA): for runs
+    of hundreds of events array.extend(range) took twice as long (for a run of one it
+    is 0.4 us quicker)."""
     if n > _COUNT_MAX:
         return array("Q", range(first, first + n)).tobytes()
     return shifted(_IOTA[:n], first)

@@ -708,5 +708,4 @@ def _packed_entry(runs: list[_Run]) -> tuple[bytes, int, bytes]:
 
 def _packed(ring: bytes, n: int, z: bytes) -> bytes:
     """An entry's three script arguments in RESP, `ring` its ring's number already packed."""
-    count = b"%d" % n
-    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (ring, len(count), count, len(z), z)
+    return ring + resp.bulk(b"%d" % n) + resp.bulk(z)
